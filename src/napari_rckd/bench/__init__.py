@@ -1,0 +1,32 @@
+"""Benchmarks: each prints a table of figures and can write them as JSON.
+
+`napari-rckd bench read|models|train|infer ...`; every target is a module in this
+package with ``add_arguments(parser)`` and ``run(args)``, imported only when chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# target -> (module, one-line help)
+TARGETS: dict[str, tuple[str, str]] = {
+    "read": ("napari_rckd.bench.read", "slide open time, random-read rate (vs OpenSlide) and memory"),
+    "models": ("napari_rckd.bench.models", "images/s, params, MACs and MAC efficiency of backbones"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
+    for name, (module_name, help_text) in TARGETS.items():
+        module = importlib.import_module(module_name)
+        target_parser = sub.add_parser(
+            name, help=help_text, description=(module.__doc__ or help_text).strip()
+        )
+        module.add_arguments(target_parser)
+        target_parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+        target_parser.set_defaults(_bench_run=module.run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return args._bench_run(args)

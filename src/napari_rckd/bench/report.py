@@ -1,0 +1,76 @@
+"""Shared output for the benchmarks: an aligned text table and an optional JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def machine_summary() -> dict[str, Any]:
+    """What the figures were measured on, so a table is never quoted without it."""
+    summary: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    try:
+        import torch
+
+        summary["torch"] = torch.__version__
+        summary["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            summary["cuda_device"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return summary
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """Render rows as a Markdown table (readable in a terminal, pasteable into docs)."""
+    if not rows:
+        return "(no rows)"
+    columns = list(columns or rows[0].keys())
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+        return "" if value is None else str(value)
+
+    body = [[cell(row.get(column)) for column in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in body)) for i, c in enumerate(columns)]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |",
+        "| " + " | ".join("-" * w for w in widths) + " |",
+    ]
+    lines += ["| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def report(title: str, rows: Sequence[dict[str, Any]], json_path: str | None, **extra: Any) -> None:
+    """Print the table under a title; write title, rows, machine and extras to JSON if asked."""
+    print(f"\n{title}\n")
+    print(format_table(rows))
+    for key, value in extra.items():
+        print(f"{key}: {value}")
+    if json_path:
+        payload = {"title": title, "rows": list(rows), "machine": machine_summary(), **extra}
+        write_json_atomic(Path(json_path), payload)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,40 @@
+"""Shared fixtures: where the real data lives, and the GPU marker's skip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# Real pathology data shared by the team, beside the checkout; never copied into the repo.
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_path(relative: str) -> Path:
+    """A file or folder under the shared data, or a skip that says why it is missing."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"real test data {relative!r} not found beside the checkout (../shared/data)")
+    return path
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("real test data not found beside the checkout (../shared/data)")
+    return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if has_cuda:
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
