@@ -1,0 +1,1 @@
+"""One module per `napari-rckd` subcommand: `add_arguments(parser)` and `run(args)`."""
