@@ -1,0 +1,2 @@
+"""Measures of agreement with ground truth, pure numpy: ``nuclei`` (pixel Dice, AJI, PQ) and
+``classification`` (confusion-matrix metrics)."""
