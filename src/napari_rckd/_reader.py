@@ -1,0 +1,65 @@
+"""napari reader contribution: a slide file -> one RGB multiscale image layer in µm."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from napari_rckd.io.opener import SLIDE_SUFFIXES
+
+
+def napari_get_reader(path):
+    """Return `read_slides` if every path looks like a slide we read, else None (never raises)."""
+    try:
+        paths = [path] if isinstance(path, (str, Path)) else list(path)
+        if paths and all(Path(p).suffix.lower() in SLIDE_SUFFIXES for p in paths):
+            return read_slides
+    except Exception:  # napari asks every reader; an odd argument is simply not ours
+        return None
+    return None
+
+
+def read_slides(path) -> list[tuple]:
+    """Open each slide lazily; a bad file raises `SlideError` naming it and the problem."""
+    from napari_rckd.io import open_slide
+
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    return [slide_layer_data(open_slide(p)) for p in paths]
+
+
+def slide_layer_data(slide) -> tuple:
+    """LayerData for a `Slide`: µm scale and units when the mpp is known, pixels otherwise."""
+    kwargs = {
+        "name": slide.path.stem if slide.path.suffix else slide.path.name,
+        "rgb": True,
+        "multiscale": True,
+        "contrast_limits": (0, 255),
+        "metadata": slide_metadata(slide),
+    }
+    if slide.mpp is not None:
+        kwargs["scale"] = (slide.mpp, slide.mpp)
+        kwargs["units"] = ("um", "um")
+    else:
+        warnings.warn(
+            f"{slide.path.name} does not record its pixel size: it is shown in pixels and "
+            "analyses that need microns will ask for it (use open_slide(path, mpp=...) or "
+            "`napari-rckd view --mpp`).",
+            UserWarning,
+            stacklevel=2,
+        )
+    return (slide.levels, kwargs, "image")
+
+
+def slide_metadata(slide) -> dict:
+    """What the widgets need later: the open `Slide` (for fast reads) and its facts."""
+    return {
+        "slide": slide,
+        "path": str(slide.path),
+        "mpp": slide.mpp,
+        "magnification": slide.magnification,
+        "vendor": slide.vendor,
+        "compression": slide.compression,
+        "tile_shape": slide.tile_shape,
+        "downsamples": slide.downsamples,
+        "associated": list(slide.associated),
+    }

@@ -1,0 +1,116 @@
+"""Hot-path region readers: decode only the touched tiles, without a dask graph per call.
+
+Measured on our machines, building a dask graph per 512² read is 3-4x slower than
+decoding the tiles straight from the file, so inference and training read through
+these while napari displays the dask levels.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from typing import Protocol
+
+import numpy as np
+import tifffile
+
+# Decoded tiles kept per slide; at 512x512x3 this is about 24 tiles, enough for the
+# overlap between neighbouring reads without letting memory grow with use.
+TILE_CACHE_BYTES = 24 * 2**20
+
+
+class RegionReader(Protocol):
+    """Reads ``[y0:y1, x0:x1]`` (already clipped to the level) as an RGB uint8 array."""
+
+    def read(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray: ...
+
+
+class TileCache:
+    """A thread-safe LRU of decoded tiles bounded in bytes, shared by a slide's levels."""
+
+    def __init__(self, max_bytes: int = TILE_CACHE_BYTES):
+        self.max_bytes = max_bytes
+        self._tiles: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        with self._lock:
+            tile = self._tiles.get(key)
+            if tile is not None:
+                self._tiles.move_to_end(key)
+            return tile
+
+    def put(self, key: tuple, tile: np.ndarray) -> None:
+        with self._lock:
+            if key in self._tiles or tile.nbytes > self.max_bytes:
+                return
+            self._tiles[key] = tile
+            self._bytes += tile.nbytes
+            while self._bytes > self.max_bytes:
+                _, evicted = self._tiles.popitem(last=False)
+                self._bytes -= evicted.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tiles.clear()
+            self._bytes = 0
+
+
+class TiledPageReader:
+    """Decodes tiles of one tiled TIFF page with ``os.pread`` (no shared file position, no lock)."""
+
+    def __init__(self, page: tifffile.TiffPage, fd: int, cache: TileCache, key: object):
+        self._decode = page.decode
+        self._jpegtables = page.jpegtables
+        self._offsets = page.dataoffsets
+        self._bytecounts = page.databytecounts
+        self._fd = fd
+        self._cache = cache
+        self._key = key
+        self.tile_height, self.tile_width = page.tilelength, page.tilewidth
+        self._tiles_across = -(-page.imagewidth // page.tilewidth)
+        self._samples = page.samplesperpixel
+
+    def read(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        th, tw = self.tile_height, self.tile_width
+        out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+        for row in range(y0 // th, (y1 - 1) // th + 1):
+            for col in range(x0 // tw, (x1 - 1) // tw + 1):
+                tile = self._tile(row * self._tiles_across + col)
+                ty, tx = row * th, col * tw
+                sy0, sy1 = max(y0, ty), min(y1, ty + th)
+                sx0, sx1 = max(x0, tx), min(x1, tx + tw)
+                out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = tile[
+                    sy0 - ty : sy1 - ty, sx0 - tx : sx1 - tx, :3
+                ]
+        return out
+
+    def _tile(self, index: int) -> np.ndarray:
+        key = (self._key, index)
+        tile = self._cache.get(key)
+        if tile is not None:
+            return tile
+        count = int(self._bytecounts[index])
+        if count == 0:  # a tile the writer left out: zeros, as tifffile's own decode gives
+            tile = np.zeros((self.tile_height, self.tile_width, self._samples), np.uint8)
+        else:
+            data = os.pread(self._fd, count, int(self._offsets[index]))
+            decoded, _, _ = self._decode(data, index, jpegtables=self._jpegtables, _fullsize=True)
+            tile = decoded.reshape(self.tile_height, self.tile_width, -1)
+        self._cache.put(key, tile)
+        return tile
+
+
+class ArrayReader:
+    """Fallback for anything array-like (zarr strips, coarsened dask levels, DICOM)."""
+
+    def __init__(self, array):
+        self._array = array
+
+    def read(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        region = self._array[y0:y1, x0:x1]
+        if hasattr(region, "compute"):
+            region = region.compute(scheduler="threads")
+        return np.asarray(region)[..., :3]
