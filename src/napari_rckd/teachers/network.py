@@ -1,0 +1,138 @@
+"""Teachers that are neural networks: a user's TorchScript file, or a trained RCKD student.
+
+The TorchScript contract (also in docs/teachers.md):
+
+* input: float32 tensor B×3×H×W, RGB in [0, 1], at the teacher's mpp, H and W multiples of 32
+  (tiles are reflect-padded to that and the output cropped back);
+* output: float tensor B×C×H×W of **logits**; channel 0 is the nuclear-pixel logit and, when
+  C ≥ 2, channel 1 is a nucleus-boundary logit used to separate touching nuclei;
+* the teacher's resolution is the module's float attribute ``mpp`` when it has one, else the
+  ``mpp`` given to :func:`napari_rckd.teachers.get_teacher` (default 0.5 µm/px).
+
+Instances come from the probability by a distance-transform watershed (see
+:func:`napari_rckd.teachers.base.instances_from_probability`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from napari_rckd.errors import RckdError
+from napari_rckd.teachers.base import ResamplingTeacher, TeacherOutput, instances_from_probability
+
+PAD_MULTIPLE = 32
+
+
+def file_digest(path: Path) -> str:
+    """First 16 hex digits of the file's sha256: a teacher identity that follows the weights."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class NetworkTeacher(ResamplingTeacher):
+    """Runs a module returning B×C×H×W logits and turns them into a TeacherOutput."""
+
+    def __init__(
+        self,
+        module,
+        path: Path,
+        mpp: float,
+        name: str,
+        device: str | None = None,
+        use_boundary: bool = True,
+    ):
+        self.module = module.eval()
+        self.use_boundary = use_boundary
+        self.path = path
+        self.mpp = float(mpp)
+        self.name = name
+        self.device = device or default_device()
+        self.module.to(self.device)
+        self.digest = file_digest(path)
+
+    @property
+    def identity(self) -> str:
+        return f"{self.name}:{self.digest}:mpp={self.mpp:g}"
+
+    def logits(self, tile: np.ndarray) -> np.ndarray:
+        """C×H×W float32 logits of one tile."""
+        import torch
+        import torch.nn.functional as F
+
+        height, width = tile.shape[:2]
+        image = torch.from_numpy(tile).to(self.device).permute(2, 0, 1)[None].float() / 255
+        pad_y, pad_x = -height % PAD_MULTIPLE, -width % PAD_MULTIPLE
+        mode = "reflect" if pad_y < height and pad_x < width else "replicate"
+        image = F.pad(image, (0, pad_x, 0, pad_y), mode=mode)
+        with torch.inference_mode():
+            output = self.module(image)
+        if not isinstance(output, torch.Tensor) or output.ndim != 4 or output.shape[0] != 1:
+            shape = (
+                tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            )
+            raise RckdError(
+                f"teacher model {self.path} returned {shape}, not B×C×H×W logits; "
+                "see the TorchScript contract in docs/teachers.md"
+            )
+        if tuple(output.shape[2:]) != tuple(image.shape[2:]):
+            raise RckdError(
+                f"teacher model {self.path} returned {tuple(output.shape[2:])} pixels for a "
+                f"{tuple(image.shape[2:])} input; its output must match the input's size"
+            )
+        return output[0, :, :height, :width].float().cpu().numpy()
+
+    def _predict_native(self, tile: np.ndarray) -> TeacherOutput:
+        logits = self.logits(tile)
+        prob = 1 / (1 + np.exp(-logits[0]))
+        boundary = None
+        if self.use_boundary and logits.shape[0] >= 2:
+            boundary = 1 / (1 + np.exp(-logits[1]))
+        labels = instances_from_probability(prob, self.mpp, boundary)
+        return TeacherOutput(prob.astype(np.float32), labels)
+
+
+def load_torchscript_teacher(path: Path, mpp: float | None = None, device: str | None = None):
+    """A TorchScript file as a teacher. TorchScript runs code from the file: trust it as a program."""
+    import torch
+
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except (RuntimeError, ValueError) as error:
+        raise RckdError(
+            f"{path} is not a TorchScript model ({str(error).splitlines()[0]}); "
+            "save one with torch.jit.save(torch.jit.script(model), path)"
+        ) from None
+    module_mpp = getattr(module, "mpp", None)
+    chosen = mpp if mpp is not None else (module_mpp if module_mpp is not None else 0.5)
+    return NetworkTeacher(module, path, chosen, name=f"torchscript:{path.stem}", device=device)
+
+
+def load_student_teacher(path: Path, mpp: float | None = None, device: str | None = None):
+    """A trained RCKD dense checkpoint as a teacher: sigmoid of its output channel 0."""
+    from napari_rckd.models import load_checkpoint
+
+    model, metadata = load_checkpoint(path)
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "task", "dense") != "dense":
+        raise RckdError(
+            f"{path} is a {config.task} model; a student teacher must be a dense (stage-1 or "
+            "segmentation) checkpoint"
+        )
+    model_mpp = getattr(config, "input_mpp", None) or (metadata or {}).get("input_mpp")
+    chosen = mpp if mpp is not None else (model_mpp or 0.5)
+    # Only channel 0 is the distilled nuclear probability; others may be classes.
+    return NetworkTeacher(
+        model, path, chosen, name=f"student:{path.stem}", device=device, use_boundary=False
+    )

@@ -1,0 +1,130 @@
+"""Teachers: the output contract, identities, resampling, bad specs, and real-data quality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import shared_path
+from napari_rckd.errors import RckdError
+from napari_rckd.teachers import ClassicalTeacher, OtsuTeacher, Teacher, get_teacher
+from napari_rckd.teachers.evaluation import evaluate_teacher, find_ground_truth, read_rgb
+
+
+@pytest.fixture(scope="module")
+def cpm_tile() -> np.ndarray:
+    """A real 20x (0.5 µm/px) H&E crop with ground truth nuclei."""
+    return read_rgb(shared_path("nuclei/cpm15/image02.png"))[:256, :320]
+
+
+@pytest.mark.parametrize("spec", ["builtin", "otsu"])
+def test_output_contract(spec, cpm_tile):
+    teacher = get_teacher(spec)
+    assert isinstance(teacher, Teacher)
+    output = teacher.predict(cpm_tile, 0.5)
+    assert output.prob.shape == output.labels.shape == cpm_tile.shape[:2]
+    assert output.prob.dtype == np.float32 and output.labels.dtype == np.int32
+    assert output.prob.min() >= 0 and output.prob.max() <= 1
+    assert output.labels.min() == 0 and output.labels.max() >= 20  # dozens of nuclei
+    # the probability is soft and agrees with the instances
+    assert len(np.unique(np.round(output.prob, 2))) > 20
+    assert output.prob[output.labels > 0].mean() > 0.5 > output.prob[output.labels == 0].mean()
+
+
+def test_builtin_probability_is_consistent_with_labels(cpm_tile):
+    output = ClassicalTeacher().predict(cpm_tile, 0.5)
+    np.testing.assert_array_equal(output.prob > 0.5, output.labels > 0)
+
+
+def test_identity_is_stable_and_follows_parameters():
+    assert get_teacher("builtin").identity == ClassicalTeacher().identity
+    assert get_teacher("builtin").identity != ClassicalTeacher(block_um=30).identity
+    assert get_teacher("builtin").identity != get_teacher("otsu").identity
+    assert get_teacher("builtin", mpp=0.25).identity != get_teacher("builtin").identity
+    assert get_teacher("builtin").name == "builtin" and get_teacher("builtin").mpp == 0.5
+
+
+def test_resamples_when_the_tile_is_at_another_mpp(cpm_tile):
+    """A 40x tile is processed at the teacher's 0.5 µm/px and returned at 40x size."""
+    from skimage.transform import resize
+
+    teacher = ClassicalTeacher()
+    big = np.round(resize(cpm_tile, (512, 640), order=1, preserve_range=True)).astype(np.uint8)
+    at_40x = teacher.predict(big, 0.25)
+    at_20x = teacher.predict(cpm_tile, 0.5)
+    assert at_40x.prob.shape == at_40x.labels.shape == (512, 640)
+    # same tissue, same answer up to resampling: foregrounds agree and nuclei counts are close
+    down = at_40x.labels[::2, ::2] > 0
+    agreement = (down == (at_20x.labels > 0)).mean()
+    assert agreement > 0.95
+    assert abs(int(at_40x.labels.max()) - int(at_20x.labels.max())) <= 0.15 * at_20x.labels.max()
+
+
+@pytest.mark.parametrize(
+    ("tile", "mpp", "message"),
+    [
+        (np.zeros((32, 32, 4), np.uint8), 0.5, "RGB uint8"),
+        (np.zeros((32, 32, 3), np.float32), 0.5, "RGB uint8"),
+        (np.zeros((4, 32, 3), np.uint8), 0.5, "too small"),
+        (np.zeros((32, 32, 3), np.uint8), 0.0, "mpp"),
+    ],
+)
+def test_bad_tiles_are_clear_errors(tile, mpp, message):
+    with pytest.raises(RckdError, match=message):
+        ClassicalTeacher().predict(tile, mpp)
+
+
+def test_blank_tile_gives_no_nuclei():
+    for teacher in (ClassicalTeacher(), OtsuTeacher()):
+        output = teacher.predict(np.full((64, 64, 3), 240, np.uint8), 0.5)
+        assert output.labels.max() == 0 and output.prob.max() <= 0.5
+
+
+def test_bad_specs_are_clear_errors(tmp_path):
+    with pytest.raises(RckdError, match="unknown teacher 'stardist'"):
+        get_teacher("stardist")
+    weird = tmp_path / "model.onnx"
+    weird.write_bytes(b"\0")
+    with pytest.raises(RckdError, match="unknown type '.onnx'"):
+        get_teacher(weird)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(RckdError, match="not a TorchScript model"):
+        get_teacher(broken)
+
+
+@pytest.mark.parametrize(
+    ("spec", "package"), [("cellpose", "cellpose"), ("instanseg", "instanseg")]
+)
+def test_missing_external_packages_say_what_to_install(spec, package):
+    import importlib.util
+
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed here")
+    with pytest.raises(RckdError, match="pip install"):
+        get_teacher(spec)
+
+
+@pytest.fixture(scope="module")
+def ground_truth():
+    return find_ground_truth(shared_path("nuclei"))
+
+
+def test_ground_truth_sources_and_resolutions(ground_truth):
+    sources = {item.source for item in ground_truth}
+    assert sources == {"cpm15", "cryonuseg", "monuseg-train"}  # pannuke has no instances
+    mpps = {item.image_path.name: item.mpp for item in ground_truth}
+    assert mpps["image01.png"] == 0.5 and mpps["image08.png"] == 0.25
+    assert mpps["TCGA-21-5784-01Z-00-DX1.tif"] == pytest.approx(0.2527)
+
+
+def test_builtin_beats_the_otsu_baseline_on_every_source(ground_truth):
+    """The whole set (20 images) runs in about 10 s on one core; a teacher is only worth
+    distilling if it beats the obvious."""
+    builtin = {row["source"]: row for row in evaluate_teacher(ClassicalTeacher(), ground_truth)}
+    otsu = {row["source"]: row for row in evaluate_teacher(OtsuTeacher(), ground_truth)}
+    assert builtin.keys() == otsu.keys() == {"cpm15", "cryonuseg", "monuseg-train"}
+    for source in builtin:
+        for metric in ("dice", "aji", "pq"):
+            assert builtin[source][metric] > otsu[source][metric], (source, metric)
+    assert builtin["cpm15"]["dice"] > 0.75 and builtin["cpm15"]["aji"] > 0.5
