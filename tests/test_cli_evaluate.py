@@ -1,0 +1,52 @@
+"""`napari-rckd evaluate nuclei` on real ground truth: the table and its JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from conftest import shared_path
+from napari_rckd.commands import evaluate
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="napari-rckd evaluate")
+    evaluate.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_evaluate_nuclei_writes_a_row_per_teacher_and_source(tmp_path, capsys):
+    data = shared_path("nuclei/cryonuseg")  # 2 images; mpp from the manifest two levels up
+    out = tmp_path / "table.json"
+    args = parse(["nuclei", "--teacher", "builtin", "--teacher", "otsu", "--data", str(data)])
+    args.json = str(out)
+    assert evaluate.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "| builtin | cryonuseg" in printed and "| otsu    | cryonuseg" in printed
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["teacher"], r["source"], r["images"]) for r in rows] == [
+        ("builtin", "cryonuseg", 2),
+        ("otsu", "cryonuseg", 2),
+    ]
+    builtin, otsu = rows
+    assert 0 < otsu["aji"] < builtin["aji"] < 1 and 0 < builtin["dice"] < 1
+
+
+def test_evaluate_needs_a_subcommand():
+    with pytest.raises(SystemExit):
+        parse([])
+
+
+def test_missing_data_and_unknown_teacher_are_clear_errors(tmp_path):
+    from napari_rckd.errors import RckdError
+
+    with pytest.raises(RckdError, match="does not exist"):
+        evaluate.run(parse(["nuclei", "--data", str(tmp_path / "nowhere")]))
+    with pytest.raises(RckdError, match="no ground truth"):
+        evaluate.run(parse(["nuclei", "--data", str(tmp_path)]))
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "a_label.tif").write_bytes(b"")
+    with pytest.raises(RckdError, match="resolution of .* is unknown"):
+        evaluate.run(parse(["nuclei", "--data", str(tmp_path)]))
