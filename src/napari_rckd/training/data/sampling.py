@@ -1,0 +1,188 @@
+"""Where stage-1 tiles come from: slide files or folders, tissue masks, random tissue tiles.
+
+Slides are opened by path on first use in each process (`SlidePool`): tifffile/zarr
+handles cannot be pickled into DataLoader workers, so a worker reopens what it reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from napari_rckd.errors import RckdError
+
+log = logging.getLogger(__name__)
+
+# A sampled tile keeps at least this tissue fraction in the coarse mask.
+MIN_TISSUE = 0.75
+# Random draws per wanted tile before a slide is declared too small or too sparse.
+DRAWS_PER_TILE = 20
+
+
+def find_slides(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Slide files from files and folders (searched recursively; a DICOM folder is one slide)."""
+    from napari_rckd.io import SLIDE_SUFFIXES
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise RckdError(f"{path} does not exist; give slide files or folders of slides")
+        if path.is_file():
+            found.append(path)
+            continue
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        slides = [p for p in files if p.suffix.lower() in SLIDE_SUFFIXES - {".dcm"}]
+        slides += sorted({p.parent for p in files if p.suffix.lower() == ".dcm"})
+        if not slides:
+            raise RckdError(
+                f"folder {path} contains no slide images (looked for "
+                f"{', '.join(sorted(SLIDE_SUFFIXES))}); point at slide files or their folder"
+            )
+        found.extend(slides)
+    if not found:
+        raise RckdError("no slides given; pass at least one slide file or folder")
+    return found
+
+
+def slide_identity(path: Path) -> str:
+    """Path, size and modification time: changes whenever the file does, cheap to compute."""
+    stat = Path(path).stat()
+    return f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+class SlidePool:
+    """Slides opened lazily by index, once per process; picklable (holds only paths)."""
+
+    def __init__(self, paths: Sequence[Path], fallback_mpp: float | None = None):
+        self.paths = [Path(p) for p in paths]
+        self.fallback_mpp = fallback_mpp
+        self._open: dict[int, object] = {}
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_open": {}, "_pid": None}
+
+    def get(self, index: int):
+        """The open slide ``index``; raises when it has no mpp and no fallback was given."""
+        if self._pid != os.getpid():  # a forked worker: the parent's handles are not ours
+            self._open, self._pid = {}, os.getpid()
+        slide = self._open.get(index)
+        if slide is None:
+            slide = self._open[index] = open_with_mpp(self.paths[index], self.fallback_mpp)
+        return slide
+
+    def close(self) -> None:
+        for slide in self._open.values():
+            slide.close()
+        self._open.clear()
+
+
+def open_with_mpp(path: Path, fallback_mpp: float | None = None):
+    """Open a slide whose pixel size is known: the file's, else ``fallback_mpp``, else an error."""
+    from napari_rckd.io import open_slide
+
+    slide = open_slide(path)
+    if slide.mpp is None:
+        slide.close()
+        if fallback_mpp is None:
+            raise RckdError(
+                f"slide {Path(path).name} has no mpp (µm per pixel) in its metadata; "
+                "pass --mpp with the scanner's value, e.g. --mpp 0.25 for 40x or 0.5 for 20x"
+            )
+        slide = open_slide(path, mpp=fallback_mpp)
+    return slide
+
+
+def sample_tissue_locations(
+    slide,
+    tissue,
+    count: int,
+    size: int,
+    mpp: float,
+    rng: np.random.Generator,
+    min_tissue: float = MIN_TISSUE,
+) -> np.ndarray:
+    """``count`` random top-left corners (level-0 y, x) of size×size tiles at ``mpp``.
+
+    Centres are drawn uniformly over the tissue mask and kept when the whole tile's
+    footprint is at least ``min_tissue`` tissue and lies inside the slide.
+    """
+    footprint = size * mpp / slide.mpp  # level-0 pixels per tile side
+    height, width = slide.shape
+    if footprint > min(height, width):
+        raise RckdError(
+            f"slide {slide.path.name} ({height}×{width} px) is smaller than one {size}-px tile "
+            f"at {mpp} µm/px; use a smaller tile size or a finer mpp"
+        )
+    ys, xs = np.nonzero(tissue.mask)
+    kept: list[np.ndarray] = []
+    for _ in range(DRAWS_PER_TILE):
+        picks = rng.integers(0, len(ys), size=2 * count)
+        jitter = rng.random((2 * count, 2))
+        centres = (np.stack([ys[picks], xs[picks]], 1) + jitter) * tissue.downsample
+        corners = centres - footprint / 2
+        corners[:, 0] = corners[:, 0].clip(0, height - footprint)
+        corners[:, 1] = corners[:, 1].clip(0, width - footprint)
+        corners = np.floor(corners)
+        good = [tissue.fraction(y, x, footprint, footprint) >= min_tissue for y, x in corners]
+        kept.append(corners[np.asarray(good, bool)])
+        if sum(len(k) for k in kept) >= count:
+            break
+    corners = np.concatenate(kept)[:count]
+    if len(corners) < count:
+        raise RckdError(
+            f"slide {slide.path.name} has too little tissue for {count} tiles of {size} px at "
+            f"{mpp} µm/px ({len(corners)} found); ask for fewer tiles or add slides"
+        )
+    return corners.astype(np.int64)
+
+
+def plan_tissue_tiles(
+    pool: SlidePool,
+    count: int,
+    size: int,
+    mpp: float,
+    seed: int = 0,
+    min_tissue: float = MIN_TISSUE,
+) -> np.ndarray:
+    """(count, 3) int64 rows (slide index, y, x): tiles shared among slides by tissue area.
+
+    Deterministic given ``seed``; slides without tissue are skipped with a warning and an
+    error is raised only when none has any.
+    """
+    from napari_rckd.io.tissue import detect_tissue
+
+    rng = np.random.default_rng(seed)
+    masks, areas = {}, {}
+    for index, path in enumerate(pool.paths):
+        slide = pool.get(index)
+        try:
+            masks[index] = detect_tissue(slide, path.name)
+        except RckdError as error:
+            if len(pool.paths) == 1:
+                raise
+            log.warning("skipping %s: %s", path.name, error)
+            continue
+        areas[index] = masks[index].area_px0 * slide.mpp**2
+    if not masks:
+        raise RckdError(f"no tissue found in any of the {len(pool.paths)} slides given")
+    indices = sorted(masks)
+    shares = np.array([areas[i] for i in indices]) / sum(areas.values())
+    counts = np.floor(shares * count).astype(int)
+    counts[np.argsort(-shares)[: count - counts.sum()]] += 1  # hand out the remainder
+    rows = []
+    for index, n in zip(indices, counts, strict=True):
+        if n == 0:
+            continue
+        corners = sample_tissue_locations(
+            pool.get(index), masks[index], n, size, mpp, rng, min_tissue
+        )
+        rows.append(np.column_stack([np.full(n, index), corners]))
+    plan = np.concatenate(rows)
+    return plan[rng.permutation(len(plan))]

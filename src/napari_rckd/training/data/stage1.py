@@ -1,0 +1,95 @@
+"""Stage-1 (RCKD pretraining) dataset: random tissue tiles and their cached teacher response.
+
+The tile plan (which slide, where) is drawn once from a seed, so the same tiles come back
+every epoch and the teacher's answers can be cached; only the augmentation changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from napari_rckd.training.data.augment import Augment
+from napari_rckd.training.data.cache import CachedTile, ResponseCache
+from napari_rckd.training.data.sampling import (
+    MIN_TISSUE,
+    SlidePool,
+    find_slides,
+    plan_tissue_tiles,
+    slide_identity,
+)
+
+log = logging.getLogger(__name__)
+
+
+class TissueTileDataset(Dataset):
+    """``count`` tissue tiles of ``size`` px at ``mpp`` from ``slides`` (files or folders).
+
+    Items: ``image`` float32 3×H×W in [0, 1] and ``target`` float32 C×H×W (channel 0 the
+    teacher's nuclear probability, channel 1 instance boundaries when ``boundaries``).
+    """
+
+    def __init__(
+        self,
+        slides: str | os.PathLike | Iterable[str | os.PathLike],
+        teacher,
+        cache_dir: str | os.PathLike,
+        count: int = 1000,
+        size: int = 256,
+        mpp: float = 0.5,
+        seed: int = 0,
+        slide_mpp: float | None = None,
+        boundaries: bool = False,
+        augment: Augment | None = None,
+        min_tissue: float = MIN_TISSUE,
+    ):
+        self.pool = SlidePool(find_slides(slides), fallback_mpp=slide_mpp)
+        self.teacher = teacher
+        self.cache = ResponseCache(cache_dir, teacher.identity)
+        self.size, self.mpp, self.seed = size, mpp, seed
+        self.boundaries = boundaries
+        self.augment = augment
+        self.plan = plan_tissue_tiles(self.pool, count, size, mpp, seed, min_tissue)
+        self._slide_ids = [slide_identity(path) for path in self.pool.paths]
+        self.pool.close()  # workers reopen what they read
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def _key(self, index: int) -> str:
+        slide, y, x = (int(v) for v in self.plan[index])
+        return self.cache.key(self._slide_ids[slide], y, x, self.mpp, self.size)
+
+    def tile(self, index: int) -> CachedTile:
+        """The tile and teacher response, from the cache or computed and stored."""
+        key = self._key(index)
+        cached = self.cache.load(key, self.size)
+        if cached is not None:
+            return cached
+        slide, y, x = (int(v) for v in self.plan[index])
+        image = self.pool.get(slide).read_at_mpp(y, x, self.size, self.mpp)
+        output = self.teacher.predict(image, self.mpp)
+        return self.cache.store(key, image, output.prob, output.labels)
+
+    def precompute(self) -> Iterator[tuple[int, int]]:
+        """Fill the cache; yields (done, total) after each tile so callers can show progress."""
+        total = len(self)
+        for index in range(total):
+            self.tile(index)
+            yield index + 1, total
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        tile = self.tile(index)
+        image = torch.from_numpy(tile.image).permute(2, 0, 1).float().div_(255)
+        channels = [tile.prob] + ([tile.boundary.astype(np.float32)] if self.boundaries else [])
+        target = torch.from_numpy(np.stack(channels))
+        if self.augment is not None:
+            # torch's generator is seeded per worker and per epoch by the DataLoader
+            rng = np.random.default_rng(int(torch.randint(2**62, ())))
+            image, target = self.augment(rng, image, target)
+        return {"image": image, "target": target}
