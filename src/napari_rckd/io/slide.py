@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_rckd.errors import RckdError
-from napari_rckd.io.tiles import RegionReader
+from napari_rckd.io.tiles import RegionReader, TileCache
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class Slide:
         tile_shape: tuple[int, int],
         associated: Mapping[str, np.ndarray] | None = None,
         closers: Sequence[Callable[[], None]] = (),
+        cache: TileCache | None = None,
     ):
         self.path = Path(path)
         self.levels = list(levels)
@@ -69,6 +70,7 @@ class Slide:
         self.tile_shape = tile_shape
         self.associated = associated if associated is not None else LazyImages({})
         self._closers = list(closers)
+        self._cache = cache
         height, width = self.shape
         # OpenSlide's convention: the mean of the two axes' ratios
         self.downsamples = [
@@ -132,6 +134,11 @@ class Slide:
         width = math.ceil(left + span_x) + 1 - x0
         region = self.read_region(level, y0, x0, height, width)
         return _resample(region, (left - x0, top - y0, left - x0 + span_x, top - y0 + span_y), size)
+
+    def clear_cache(self) -> None:
+        """Drop decoded tiles (the cache is bounded anyway; this gives the memory back now)."""
+        if self._cache is not None:
+            self._cache.clear()
 
     def close(self) -> None:
         for close in self._closers:

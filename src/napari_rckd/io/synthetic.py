@@ -269,3 +269,16 @@ def _draw_nucleus(hema, eosin, cy, cx, a, b, angle, darkness, rng) -> None:
     granules = 0.75 + 0.5 * rng.random(inside.shape)
     hema[y0:y1, x0:x1] = np.maximum(hema[y0:y1, x0:x1], inside * darkness * granules)
     eosin[y0:y1, x0:x1] *= 1 - 0.6 * inside
+
+
+def sample_tissue_tiles(count: int, seed: int = 0, size: int = 4096) -> list[np.ndarray]:
+    """A few 512² tissue tiles of a small synthetic slide (for benchmarks that need real-looking pixels)."""
+    renderer = _Renderer(size, seed, *_fields(size, seed))
+    tiles = []
+    for ty in range(size // 4, size * 3 // 4, TILE):
+        tile = renderer.tile(ty, size // 2 - TILE // 2)
+        if tile.mean() < 235:  # skip glass
+            tiles.append(tile)
+        if len(tiles) == count:
+            break
+    return tiles

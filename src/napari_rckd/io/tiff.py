@@ -54,7 +54,7 @@ def _build_slide(tif: tifffile.TiffFile, path: Path, mpp_override: float | None)
     fd = os.open(path, os.O_RDONLY)
     cache = TileCache()
     levels, readers = [], []
-    for index, (level, array) in enumerate(zip(series.levels, arrays)):
+    for index, (level, array) in enumerate(zip(series.levels, arrays, strict=True)):
         dask_level = _as_rgb(da.from_zarr(array), keyframe.is_tiled)
         levels.append(dask_level)
         page = level.pages[0] if len(level.pages) == 1 else None
@@ -90,11 +90,17 @@ def _build_slide(tif: tifffile.TiffFile, path: Path, mpp_override: float | None)
         tile_shape=tuple(int(v) for v in tile_shape),
         associated=LazyImages(_associated_loaders(tif, series)),
         closers=[close],
+        cache=cache,
     )
 
 
 def _main_series(tif: tifffile.TiffFile, path: Path) -> tifffile.TiffPageSeries:
     """The largest image (series 0 for every vendor we know, but SCN may list a macro first)."""
+    if len(tif.pages) == 0:
+        raise SlideError(
+            f"{path.name} has a TIFF header but no readable image directory; it is probably "
+            "truncated or corrupt, so copy or download it again."
+        )
     candidates = [s for s in tif.series if s.name.lower() not in ASSOCIATED_NAMES]
     if not candidates:
         raise SlideError(f"{path.name} contains no image; it may be empty or not a slide.")

@@ -1,0 +1,43 @@
+"""Open napari with a slide (or the synthetic sample slide) and the plugin's widgets docked."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+logger = logging.getLogger(__name__)
+
+# napari-rckd widgets docked on start: (manifest command id, dock area). Later issues
+# add their widgets here, so `napari-rckd view` always opens the whole tool.
+DOCKED_WIDGETS: list[tuple[str, str]] = []
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("slide", nargs="?", help="slide to open (default: the synthetic sample)")
+    parser.add_argument("--mpp", type=float, help="override the µm per pixel the file records")
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_rckd._reader import slide_layer_data
+    from napari_rckd.io import open_slide
+    from napari_rckd.io.samples import synthetic_sample_path
+
+    path = args.slide or synthetic_sample_path()
+    slide = open_slide(path, mpp=args.mpp)  # bad input fails here, before a window opens
+
+    import napari
+
+    viewer = napari.Viewer(title=f"napari-rckd: {slide.path.name}")
+    add_slide(viewer, slide_layer_data(slide))
+    for widget_id, area in DOCKED_WIDGETS:
+        viewer.window.add_plugin_dock_widget("napari-rckd", widget_id, area=area)
+    napari.run()
+    return 0
+
+
+def add_slide(viewer, layer_data: tuple):
+    """Add the slide layer and fit the whole slide in view."""
+    data, kwargs, _ = layer_data
+    layer = viewer.add_image(data, **kwargs)
+    viewer.reset_view()
+    return layer
