@@ -1,0 +1,146 @@
+"""Dense and classification models around any timm feature extractor.
+
+As in segmentation_models.pytorch, the encoder (``backbone``), decoder and head are separate
+modules joined only by the encoder's channel list, so a backbone trained under one head (RCKD
+stage 1, dense) moves to another (stage 2, classification) by its state dict alone.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import LayerNorm2d, NormMlpClassifierHead
+
+from napari_rckd.errors import RckdError
+from napari_rckd.models.config import ModelConfig
+
+DECODER_CHANNELS = 64
+
+
+class UNetDecoder(nn.Module):
+    """Light FPN/U-Net decoder: project every scale to one width, merge top-down, refine (3×3).
+
+    Returns features at the finest encoder scale; one width for all levels keeps it cheap (about
+    0.2M parameters) next to a 3M-parameter backbone.
+    """
+
+    def __init__(self, encoder_channels: list[int], channels: int = DECODER_CHANNELS):
+        super().__init__()
+        self.lateral = nn.ModuleList(
+            nn.Conv2d(c, channels, kernel_size=1) for c in encoder_channels
+        )
+        self.refine = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False),
+                nn.GroupNorm(8, channels),  # batch-size independent: training batches are small
+                nn.ReLU(inplace=True),
+            )
+            for _ in encoder_channels[:-1]
+        )
+        self.out_channels = channels
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        x = self.lateral[-1](features[-1])
+        for i in reversed(range(len(features) - 1)):
+            skip = self.lateral[i](features[i])
+            x = F.interpolate(x, size=skip.shape[-2:], mode="nearest") + skip
+            x = self.refine[i](x)
+        return x
+
+
+class SegmentationHead(nn.Module):
+    """1×1 conv to per-class logits, then bilinear upsampling to the input size."""
+
+    def __init__(self, in_channels: int, num_outputs: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, num_outputs, kernel_size=1)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        x = self.conv(x)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class _BackboneModel(nn.Module):
+    """Shared parts: normalisation inside the model, the input-size check, encoder freezing."""
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module):
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        # Not persistent: they come from the config, which the checkpoint stores anyway.
+        self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
+        self.encoder_frozen = False
+
+    @property
+    def size_multiple(self) -> int:
+        return int(self.backbone.feature_info.reduction()[-1])
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise RckdError(
+                f"model input has shape {tuple(x.shape)}; it needs B×3×H×W float RGB in [0, 1]."
+            )
+        multiple = self.size_multiple
+        height, width = x.shape[-2:]
+        if height % multiple or width % multiple:
+            fit_h = max(multiple, round(height / multiple) * multiple)
+            fit_w = max(multiple, round(width / multiple) * multiple)
+            raise RckdError(
+                f"input of {height}×{width} px does not fit backbone {self.config.backbone!r}: "
+                f"height and width must be multiples of {multiple} (e.g. {fit_h}×{fit_w}); "
+                "pad or crop the tile."
+            )
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        self.check_input(x)
+        return self.backbone((x - self.mean) / self.std)
+
+    def freeze_encoder(self) -> None:
+        """Stop training the backbone (weights fixed, normalisation statistics frozen)."""
+        self.encoder_frozen = True
+        for parameter in self.backbone.parameters():
+            parameter.requires_grad_(False)
+        self.backbone.eval()
+
+    def unfreeze_encoder(self) -> None:
+        self.encoder_frozen = False
+        for parameter in self.backbone.parameters():
+            parameter.requires_grad_(True)
+        self.backbone.train(self.training)
+
+    def train(self, mode: bool = True) -> _BackboneModel:
+        super().train(mode)
+        if self.encoder_frozen:
+            self.backbone.eval()
+        return self
+
+
+class DenseModel(_BackboneModel):
+    """Per-pixel logits (B×C×H×W at input resolution): teacher responses, cancer regions."""
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module):
+        super().__init__(config, backbone)
+        self.decoder = UNetDecoder(backbone.feature_info.channels())
+        self.head = SegmentationHead(self.decoder.out_channels, config.num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.encode(x)
+        return self.head(self.decoder(features), size=x.shape[-2:])
+
+
+class Classifier(_BackboneModel):
+    """Tile logits (B×C) from the deepest features: global average pool, LayerNorm, Linear."""
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module, drop_rate: float = 0.0):
+        super().__init__(config, backbone)
+        self.head = NormMlpClassifierHead(
+            backbone.feature_info.channels()[-1],
+            config.num_outputs,
+            drop_rate=drop_rate,
+            norm_layer=LayerNorm2d,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode(x)[-1])
