@@ -103,6 +103,18 @@ def all_gather_objects(value: object) -> list:
     return gathered
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics).
+
+    DDP broadcasts buffers at the start of each forward, so after the last training step
+    each rank holds statistics of its own batches; validation and the final weights use
+    rank 0's, the ones its checkpoint holds.
+    """
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def barrier() -> None:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()

@@ -233,6 +233,7 @@ def _fit(task, train_data, val_data, config, out_dir, callbacks, stop_event, run
     # A cancelled or early-stopped run keeps its progress; resuming continues from here.
     if saved_step != state.step:
         save_last()
+    distributed.broadcast_buffers(task.model)  # every rank ends with the checkpointed model
     distributed.barrier()  # nobody exits while rank 0 is still writing
     final = result(status, loss_value)
     hooks.on_end(final)
@@ -336,6 +337,7 @@ def _until_stopped(loader: Iterable, stop_event: threading.Event) -> Iterator:
 
 def _validate(task, loader, config, device, autocast, stop_event, runtime) -> dict | None:
     """The task's metrics on the validation set, or None when cancelled meanwhile."""
+    distributed.broadcast_buffers(task.model)  # every rank validates the same model
     batches = (move_batch(batch, device, config.channels_last) for batch in loader)
     if not runtime.distributed:
         # Single process: stop between validation batches. Under DDP every rank must take
