@@ -25,6 +25,11 @@ _OD_FLOOR = 1e-3  # avoids log(0) on pure black pixels
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
 
 
+def item_rng() -> np.random.Generator:
+    """A generator drawn from torch's RNG, which DataLoader seeds per worker and per epoch."""
+    return np.random.default_rng(int(torch.randint(2**62, ())))
+
+
 @dataclass
 class Augment:
     """Random flips, 90° rotations and an optional zoom-in up to ``1 + scale`` on every

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from napari_rckd.training.data.augment import Augment
+from napari_rckd.training.data.augment import Augment, item_rng
 from napari_rckd.training.data.cache import CachedTile, ResponseCache
+from napari_rckd.training.data.labelled import to_tensor
 from napari_rckd.training.data.sampling import (
     MIN_TISSUE,
     SlidePool,
@@ -85,11 +86,9 @@ class TissueTileDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         tile = self.tile(index)
-        image = torch.from_numpy(tile.image).permute(2, 0, 1).float().div_(255)
+        image = to_tensor(tile.image)
         channels = [tile.prob] + ([tile.boundary.astype(np.float32)] if self.boundaries else [])
         target = torch.from_numpy(np.stack(channels))
         if self.augment is not None:
-            # torch's generator is seeded per worker and per epoch by the DataLoader
-            rng = np.random.default_rng(int(torch.randint(2**62, ())))
-            image, target = self.augment(rng, image, target)
+            image, target = self.augment(item_rng(), image, target)
         return {"image": image, "target": target}
