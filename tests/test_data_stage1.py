@@ -46,7 +46,7 @@ def warm(svs, tmp_path_factory):
     return dataset, cache
 
 
-def test_plan_is_deterministic_tissue_only_and_cached(warm, svs):
+def test_plan_is_deterministic_tissue_only_and_cached(warm, svs, caplog):
     dataset, cache = warm
     assert dataset.plan.shape == (6, 3)
     assert len(list(cache.rglob("*.npz"))) == 6
@@ -56,6 +56,13 @@ def test_plan_is_deterministic_tissue_only_and_cached(warm, svs):
     np.testing.assert_array_equal(again.plan, dataset.plan)
     other = TissueTileDataset(svs, RefusingTeacher("x"), cache, count=6, size=SIZE, seed=4)
     assert not np.array_equal(other.plan, dataset.plan)
+    plans = sorted((cache / "plans").glob("*.npy"))
+    assert len(plans) == 2  # one per seed: `again` reused the first
+    for plan in plans:
+        plan.write_bytes(b"garbage")
+    resampled = TissueTileDataset(svs, RefusingTeacher("x"), cache, count=6, size=SIZE, seed=3)
+    np.testing.assert_array_equal(resampled.plan, dataset.plan)
+    assert "tile plan" in caplog.text and "corrupt" in caplog.text
 
     from napari_rckd.io import open_slide
 

@@ -4,3 +4,24 @@ Datasets yield dicts of tensors (see docs/architecture.md): stage 1 ``image`` an
 ``target``; classification ``image``, ``label`` and ``group``; segmentation ``image`` and
 ``mask``. Importing this package imports torch.
 """
+
+from napari_rckd.training.data.augment import Augment
+from napari_rckd.training.data.cache import ResponseCache
+from napari_rckd.training.data.labelled import LabelledTile, TileFolderDataset, scan_tile_folders
+from napari_rckd.training.data.regions import MaskTileDataset, RegionTileDataset
+from napari_rckd.training.data.sampling import find_slides
+from napari_rckd.training.data.splits import split_by_group
+from napari_rckd.training.data.stage1 import TissueTileDataset
+
+__all__ = [
+    "Augment",
+    "LabelledTile",
+    "MaskTileDataset",
+    "RegionTileDataset",
+    "ResponseCache",
+    "TileFolderDataset",
+    "TissueTileDataset",
+    "find_slides",
+    "scan_tile_folders",
+    "split_by_group",
+]

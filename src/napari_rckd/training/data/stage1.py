@@ -6,6 +6,8 @@ every epoch and the teacher's answers can be cached; only the augmentation chang
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -15,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from napari_rckd.training.data.augment import Augment, item_rng
-from napari_rckd.training.data.cache import CachedTile, ResponseCache
+from napari_rckd.training.data.cache import CachedTile, ResponseCache, atomic_file
 from napari_rckd.training.data.labelled import to_tensor
 from napari_rckd.training.data.sampling import (
     MIN_TISSUE,
@@ -55,9 +57,29 @@ class TissueTileDataset(Dataset):
         self.size, self.mpp, self.seed = size, mpp, seed
         self.boundaries = boundaries
         self.augment = augment
-        self.plan = plan_tissue_tiles(self.pool, count, size, mpp, seed, min_tissue)
         self._slide_ids = [slide_identity(path) for path in self.pool.paths]
+        plan_key = [self._slide_ids, count, size, mpp, seed, slide_mpp, min_tissue]
+        self.plan = self._cached_plan(plan_key)
         self.pool.close()  # workers reopen what they read
+
+    def _cached_plan(self, plan_key: list) -> np.ndarray:
+        """The tile plan, saved beside the responses: a resumed run or another DDP rank
+        gets the same tiles without detecting tissue again."""
+        digest = hashlib.sha256(json.dumps(plan_key).encode()).hexdigest()[:32]
+        path = self.cache.root / "plans" / f"{digest}.npy"
+        if path.exists():
+            try:
+                plan = np.load(path)
+                if plan.ndim == 2 and plan.shape[1] == 3 and len(plan):
+                    return plan
+                raise ValueError(f"shape {plan.shape}")
+            except (OSError, ValueError) as error:
+                log.warning("tile plan %s is corrupt (%s); sampling the tiles again", path, error)
+        _, count, size, mpp, seed, _, min_tissue = plan_key
+        plan = plan_tissue_tiles(self.pool, count, size, mpp, seed, min_tissue)
+        with atomic_file(path) as handle:
+            np.save(handle, plan)
+        return plan
 
     def __len__(self) -> int:
         return len(self.plan)
