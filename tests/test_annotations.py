@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from napari_rckd.errors import RckdError
-from napari_rckd.io.annotations import Region, read_annotations, write_annotations
+from napari_rckd.io.annotations import (
+    Region,
+    read_annotations,
+    regions_from_shapes,
+    write_annotations,
+)
 
 QUPATH_EXPORT = {
     "type": "FeatureCollection",
@@ -100,3 +105,13 @@ def test_bad_files_are_clear_errors(tmp_path, content, message):
         read_annotations(path)
     with pytest.raises(RckdError, match="does not exist"):
         read_annotations(tmp_path / "missing.geojson")
+
+
+def test_napari_shapes_become_regions():
+    rectangle = np.array([[0, 10, 10], [0, 10, 50], [0, 30, 50], [0, 30, 10]])  # (z, y, x) rows
+    triangle = np.array([[5, 5], [5, 25], [20, 5]])
+    tumour, stroma = regions_from_shapes([rectangle, triangle], ["tumour", "stroma"], scale=4)
+    assert tumour.name == "tumour" and tumour.bounds() == (40, 40, 120, 200)
+    assert stroma.mask((100, 120))[40, 40]
+    with pytest.raises(RckdError, match="2 shapes but 1 class names"):
+        regions_from_shapes([rectangle, triangle], ["tumour"])

@@ -47,6 +47,19 @@ class Region:
         return (*points.min(axis=0), *points.max(axis=0))
 
 
+def regions_from_shapes(
+    polygons: list[np.ndarray], names: list[str | None], scale: float = 1.0
+) -> list[Region]:
+    """Regions from napari Shapes data: one (N, 2) (y, x) polygon per shape and its class
+    name; ``scale`` turns the layer's data coordinates into level-0 pixels."""
+    if len(polygons) != len(names):
+        raise RckdError(f"{len(polygons)} shapes but {len(names)} class names; give one per shape")
+    return [
+        Region(name, [[np.asarray(polygon, dtype=float)[:, -2:] * scale]])
+        for polygon, name in zip(polygons, names, strict=True)
+    ]
+
+
 def _rings_from_geojson(coordinates, where: str) -> Polygon:
     rings = []
     for ring in coordinates:
