@@ -1,0 +1,145 @@
+"""Inference speed of backbones: images/s, params, MACs, and MAC rate as a fraction of matmul peak.
+
+All models run in one process, side by side, in eval mode with channels_last (CPU: float32;
+CUDA: bf16 autocast). The matmul peak is measured in the same run, so the fraction says how
+well each architecture uses the hardware independent of how fast the machine is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+DEFAULT_MODELS = ["rckd_csat", "efficientnet_b0", "convnextv2_atto", "resnet18"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="timm model names")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[224, 512], help="input sizes (px)")
+    parser.add_argument(
+        "--batch", type=int, default=None, help="images per batch (default 4 on CPU, 64 on CUDA)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=3.0, help="time to measure each model at each size"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time torch.compile'd models (slow to start)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import timm
+    import torch
+
+    import napari_rckd.models  # noqa: F401  (registers rckd_csat)
+    from napari_rckd.bench.report import report
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    batch = args.batch or (64 if device.type == "cuda" else 4)
+    peak = matmul_peak_macs(device, args.seconds)
+    rows = []
+    for name in args.models:
+        model = timm.create_model(name).eval().to(device, memory_format=torch.channels_last)
+        params = sum(p.numel() for p in model.parameters())
+        variants = [("eager", model)]
+        if args.compile:
+            variants.append(("compiled", torch.compile(model, dynamic=False)))
+        for size in args.sizes:
+            macs = count_macs(model, size, device)
+            for mode, runnable in variants:
+                images_per_s = images_per_second(runnable, size, batch, device, args.seconds)
+                rows.append(
+                    {
+                        "model": name,
+                        "mode": mode,
+                        "size": size,
+                        "params_M": params / 1e6,
+                        "GMACs": macs / 1e9,
+                        "images_per_s": images_per_s,
+                        "GMAC_per_s": macs * images_per_s / 1e9,
+                        "fraction_of_peak": macs * images_per_s / peak,
+                    }
+                )
+        del model, variants
+    report(
+        f"Backbone inference on {device.type} (batch {batch}, channels_last"
+        + (", bf16 autocast)" if device.type == "cuda" else ", float32)"),
+        rows,
+        args.json,
+        matmul_peak_GMAC_per_s=round(peak / 1e9, 1),
+        device=str(device),
+        batch=batch,
+    )
+    return 0
+
+
+def _autocast(device):
+    import torch
+
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()  # CPU-GPU sync point: the clock must see the finished work
+
+
+def _timed(fn, device, seconds: float) -> float:
+    """Calls per second of ``fn`` after a warm-up, measured for at least ``seconds``."""
+    for _ in range(2):
+        fn()
+    _sync(device)
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds and calls >= 3:
+            return calls / elapsed
+
+
+def matmul_peak_macs(device, seconds: float) -> float:
+    """MAC/s of a large square matmul in the dtype the models run in: the practical peak."""
+    import torch
+
+    n = 4096 if device.type == "cuda" else 1024
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    repeats = 20 if device.type == "cuda" else 1
+
+    def step():
+        for _ in range(repeats):
+            torch.mm(a, b)
+
+    return _timed(step, device, seconds) * repeats * n**3
+
+
+def count_macs(model, size: int, device) -> float:
+    """Multiply-accumulates for one image (FlopCounterMode FLOPs / 2)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, size, size, device=device)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() / 2
+
+
+def images_per_second(model, size: int, batch: int, device, seconds: float) -> float:
+    import torch
+
+    x = torch.rand(batch, 3, size, size, device=device).to(memory_format=torch.channels_last)
+
+    def step():
+        with torch.inference_mode(), _autocast(device):
+            model(x)
+
+    return _timed(step, device, seconds) * batch

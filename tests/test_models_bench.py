@@ -1,0 +1,29 @@
+"""`napari-rckd bench models` runs end to end and writes the figures it prints."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from napari_rckd.cli import main
+
+
+def test_bench_models_writes_rows(tmp_path, capsys):
+    out = tmp_path / "models.json"
+    argv = ["bench", "models", "--models", "rckd_csat", "resnet18", "--sizes", "64"]
+    argv += ["--batch", "1", "--seconds", "0.01", "--threads", "1", "--json", str(out)]
+    threads = torch.get_num_threads()
+    try:
+        assert main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)  # --threads is process-wide; do not slow other tests
+    payload = json.loads(out.read_text())
+    rows = {row["model"]: row for row in payload["rows"]}
+    assert set(rows) == {"rckd_csat", "resnet18"}
+    csat = rows["rckd_csat"]
+    assert 2.8 < csat["params_M"] < 3.2
+    assert abs(csat["GMACs"] - 1.07 * (64 / 224) ** 2) < 0.02  # MACs scale with pixels
+    assert csat["images_per_s"] > 0 and 0 < csat["fraction_of_peak"] < 2
+    assert payload["matmul_peak_GMAC_per_s"] > 0
+    assert "| rckd_csat" in capsys.readouterr().out
