@@ -160,3 +160,16 @@ def test_tiles_come_from_several_slides(tmp_path, shared_data):
     dataset = TissueTileDataset(paths, _FlatTeacher(), tmp_path, count=20, size=64, slide_mpp=0.5)
     counts = np.bincount(dataset.plan[:, 0], minlength=2)
     assert counts.sum() == 20 and (counts > 0).all()
+
+
+def test_held_out_tiles_never_overlap_training_tiles(warm, svs):
+    dataset, cache = warm
+    val = TissueTileDataset(
+        svs, RefusingTeacher("x"), cache, count=20, size=SIZE, seed=9, avoid=dataset
+    )
+    footprint = SIZE * 0.5 / 0.499
+    for _, y, x in val.plan:
+        gaps = np.abs(dataset.plan[:, 1:] - [y, x])
+        assert not (gaps < footprint).all(axis=1).any()
+    with pytest.raises(RckdError, match="same slides, tile size and mpp"):
+        TissueTileDataset(svs, RefusingTeacher("x"), cache, count=2, size=64, avoid=dataset)

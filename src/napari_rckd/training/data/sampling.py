@@ -107,11 +107,13 @@ def sample_tissue_locations(
     mpp: float,
     rng: np.random.Generator,
     min_tissue: float = MIN_TISSUE,
+    avoid: np.ndarray | None = None,
 ) -> np.ndarray:
     """``count`` random top-left corners (level-0 y, x) of size×size tiles at ``mpp``.
 
     Centres are drawn uniformly over the tissue mask and kept when the whole tile's
-    footprint is at least ``min_tissue`` tissue and lies inside the slide.
+    footprint is at least ``min_tissue`` tissue, lies inside the slide and overlaps none of
+    the same-sized tiles at the corners in ``avoid`` (e.g. the training tiles, for validation).
     """
     footprint = size * mpp / slide.mpp  # level-0 pixels per tile side
     height, width = slide.shape
@@ -130,8 +132,13 @@ def sample_tissue_locations(
         corners[:, 0] = corners[:, 0].clip(0, height - footprint)
         corners[:, 1] = corners[:, 1].clip(0, width - footprint)
         corners = np.floor(corners)
-        good = [tissue.fraction(y, x, footprint, footprint) >= min_tissue for y, x in corners]
-        kept.append(corners[np.asarray(good, bool)])
+        good = np.array(
+            [tissue.fraction(y, x, footprint, footprint) >= min_tissue for y, x in corners]
+        )
+        if avoid is not None and len(avoid):
+            gaps = np.abs(corners[:, None, :] - avoid[None, :, :])  # (candidates, avoided, 2)
+            good &= ~(gaps < footprint).all(axis=2).any(axis=1)
+        kept.append(corners[good])
         if sum(len(k) for k in kept) >= count:
             break
     corners = np.concatenate(kept)[:count]
@@ -150,10 +157,12 @@ def plan_tissue_tiles(
     mpp: float,
     seed: int = 0,
     min_tissue: float = MIN_TISSUE,
+    avoid: np.ndarray | None = None,
 ) -> np.ndarray:
     """(count, 3) int64 rows (slide index, y, x): tiles shared among slides by tissue area.
 
-    Deterministic given ``seed``; slides without tissue are skipped with a warning and an
+    Deterministic given ``seed``; no tile overlaps one in ``avoid`` (rows of another plan
+    with the same size and mpp). Slides without tissue are skipped with a warning and an
     error is raised only when none has any.
     """
     from napari_rckd.io.tissue import detect_tissue
@@ -180,8 +189,9 @@ def plan_tissue_tiles(
     for index, n in zip(indices, counts, strict=True):
         if n == 0:
             continue
+        avoided = None if avoid is None else avoid[avoid[:, 0] == index, 1:]
         corners = sample_tissue_locations(
-            pool.get(index), masks[index], n, size, mpp, rng, min_tissue
+            pool.get(index), masks[index], n, size, mpp, rng, min_tissue, avoided
         )
         rows.append(np.column_stack([np.full(n, index), corners]))
     plan = np.concatenate(rows)

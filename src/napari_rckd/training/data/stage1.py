@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from napari_rckd.errors import RckdError
 from napari_rckd.training.data.augment import Augment, item_rng
 from napari_rckd.training.data.cache import CachedTile, ResponseCache, atomic_file
 from napari_rckd.training.data.labelled import to_tensor
@@ -50,6 +51,7 @@ class TissueTileDataset(Dataset):
         boundaries: bool = False,
         augment: Augment | None = None,
         min_tissue: float = MIN_TISSUE,
+        avoid: TissueTileDataset | None = None,
     ):
         self.pool = SlidePool(find_slides(slides), fallback_mpp=slide_mpp)
         self.teacher = teacher
@@ -58,7 +60,13 @@ class TissueTileDataset(Dataset):
         self.boundaries = boundaries
         self.augment = augment
         self._slide_ids = [slide_identity(path) for path in self.pool.paths]
-        plan_key = [self._slide_ids, count, size, mpp, seed, slide_mpp, min_tissue]
+        self._avoid = None
+        if avoid is not None:  # held-out tiles: none may overlap a training tile
+            if (avoid.size, avoid.mpp, avoid.pool.paths) != (size, mpp, self.pool.paths):
+                raise RckdError("avoid= needs a dataset of the same slides, tile size and mpp")
+            self._avoid = avoid.plan
+        avoided = None if avoid is None else hashlib.sha256(avoid.plan.tobytes()).hexdigest()
+        plan_key = [self._slide_ids, count, size, mpp, seed, slide_mpp, min_tissue, avoided]
         self.plan = self._cached_plan(plan_key)
         self.pool.close()  # workers reopen what they read
 
@@ -75,8 +83,8 @@ class TissueTileDataset(Dataset):
                 raise ValueError(f"shape {plan.shape}")
             except (OSError, ValueError) as error:
                 log.warning("tile plan %s is corrupt (%s); sampling the tiles again", path, error)
-        _, count, size, mpp, seed, _, min_tissue = plan_key
-        plan = plan_tissue_tiles(self.pool, count, size, mpp, seed, min_tissue)
+        _, count, size, mpp, seed, _, min_tissue, _ = plan_key
+        plan = plan_tissue_tiles(self.pool, count, size, mpp, seed, min_tissue, self._avoid)
         with atomic_file(path) as handle:
             np.save(handle, plan)
         return plan
