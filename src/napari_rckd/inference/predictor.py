@@ -1,0 +1,266 @@
+"""The predictor: slide windows in, model sources run in batches, results stitched into stores.
+
+One ``Predictor`` ties a slide to its sources (nuclei, subtype, region), their tile grids, the
+result stores (memory, or an on-disk OME-Zarr for whole-slide runs), a shared bounded
+``ResultCache`` and a ``ViewportScheduler``. ``compute(requests)`` works synchronously (tests,
+whole-slide runs); ``start()`` + ``submit(plan)`` run the same code on a worker thread for a
+viewer, dropping requests a camera move made stale. Every finished tile is announced on
+``events`` (a queue) and to ``on_tile_done`` so a GUI can refresh just that box.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import zarr
+
+from napari_rckd.errors import RckdError
+from napari_rckd.inference.cache import ResultCache
+from napari_rckd.inference.scheduler import ModelTiles, Plan, TileRequest, ViewportScheduler
+from napari_rckd.inference.sources import Source
+from napari_rckd.inference.store import ResultStore, open_root
+from napari_rckd.inference.tiling import Box, TileGrid
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 4
+
+
+@dataclass(frozen=True)
+class TileDone:
+    """A tile's results are in the stores: ``box`` is its core in level-0 slide pixels."""
+
+    source: str
+    row: int
+    col: int
+    box: Box
+    generation: int
+
+
+class Predictor:
+    """Computes tiles of ``sources`` over ``slide`` into result stores under ``root``."""
+
+    def __init__(
+        self,
+        slide,
+        sources: Sequence[Source],
+        root: zarr.Group | None = None,
+        cache: ResultCache | None = None,
+        tissue=None,
+        batch_size: int = DEFAULT_BATCH,
+        on_tile_done: Callable[[TileDone], None] | None = None,
+    ):
+        if slide.mpp is None:
+            raise RckdError(
+                f"{slide.path.name} does not record its pixel size; open it with the scanner's "
+                "value (open_slide(path, mpp=...), or --slide-mpp on the command line)."
+            )
+        if not sources:
+            raise RckdError(
+                "nothing to predict: choose at least one model (nuclei, subtype, region)."
+            )
+        self.slide = slide
+        self.sources = {source.name: source for source in sources}
+        self.grids: dict[str, TileGrid] = {s.name: s.grid(slide.shape, slide.mpp) for s in sources}
+        self.root = root if root is not None else open_root()
+        self.stores: dict[str, ResultStore] = {}
+        for source in sources:
+            for spec in source.results(self.grids[source.name]):
+                self.stores[spec.name] = self._store(source, spec)
+        self.cache = cache if cache is not None else ResultCache()
+        self.batch_size = max(1, int(batch_size))
+        self.on_tile_done = on_tile_done
+        self.events: queue.Queue[TileDone] = queue.Queue()
+        self.scheduler = ViewportScheduler(
+            [ModelTiles(s.name, self.grids[s.name], s.min_screen_px) for s in sources], tissue
+        )
+        self._done: set[tuple[str, int, int]] = set()
+        self._pending: list[TileRequest] = []
+        self._wake = threading.Condition()
+        self._closing = False
+        self._busy = False
+        self._worker: threading.Thread | None = None
+        self._reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rckd-read")
+
+    def _store(self, source: Source, spec) -> ResultStore:
+        grid = self.grids[source.name]
+        if spec.name in self.root:  # an existing on-disk run: resume into it
+            store = ResultStore.open(self.root, spec.name)
+            if store.shape != ((grid.rows, grid.cols) if spec.per_tile else grid.shape):
+                raise RckdError(
+                    f"result {spec.name!r} in the output store was made with another model or "
+                    "slide (shape differs); write to a new --out folder or delete the old one."
+                )
+            return store
+        shape, mpp, chunk = grid.shape, source.mpp, grid.tile
+        if spec.per_tile:  # one pixel per tile, a tile's core wide
+            shape, mpp, chunk = (grid.rows, grid.cols), source.mpp * grid.tile, 256
+        return ResultStore.create(
+            self.root,
+            spec.name,
+            shape,
+            chunk,
+            spec.dtype,
+            spec.kind,
+            mpp,
+            self.slide.mpp,
+            list(spec.channels) if spec.channels else None,
+        )
+
+    # -- what is done -------------------------------------------------------------------------
+
+    def is_done(self, source: str, row: int, col: int) -> bool:
+        return (source, row, col) in self._done
+
+    def tiles_done(self, source: str) -> list[tuple[int, int]]:
+        return sorted((r, c) for s, r, c in self._done if s == source)
+
+    def plan_view(self, view: Box, screen_px_per_level0_px: float) -> Plan:
+        """The scheduler's plan for a view (level-0 box), leaving out tiles already computed."""
+        return self.scheduler.plan(view, screen_px_per_level0_px, self.is_done)
+
+    # -- synchronous computation --------------------------------------------------------------
+
+    def compute(
+        self,
+        requests: Iterable[TileRequest | tuple[str, int, int]],
+        stop: threading.Event | None = None,
+        drop_stale: bool = False,
+    ) -> int:
+        """Compute and write ``requests`` (grouped by source, batched), return how many were
+        written. Stops between batches once ``stop`` is set."""
+        count = 0
+        for name, batch in self.batches(requests):
+            if stop is not None and stop.is_set():
+                break
+            count += self.run_batch(name, batch, drop_stale)
+        return count
+
+    def batches(self, requests):
+        """Consecutive same-source runs cut into batches, in the order given."""
+        batch: list = []
+        for request in requests:
+            if isinstance(request, tuple):
+                request = TileRequest(*request, generation=self.scheduler.generation, distance=0.0)
+            if request.model not in self.sources:
+                raise RckdError(f"no source named {request.model!r}; have {sorted(self.sources)}.")
+            if batch and (request.model != batch[0].model or len(batch) == self.batch_size):
+                yield batch[0].model, batch
+                batch = []
+            batch.append(request)
+        if batch:
+            yield batch[0].model, batch
+
+    def _read(self, name: str, request: TileRequest) -> np.ndarray:
+        source, grid = self.sources[name], self.grids[name]
+        y, x = grid.window_level0(request.row, request.col)
+        return self.slide.read_at_mpp(y, x, source.window, source.mpp)
+
+    def _cache_key(self, name: str) -> str:
+        return f"{self.sources[name].identity}@{self.slide.path}"
+
+    def run_batch(self, name: str, batch: list[TileRequest], drop_stale: bool) -> int:
+        source, key = self.sources[name], self._cache_key(name)
+        if drop_stale:
+            batch = self.scheduler.current(batch)
+        outputs: dict[TileRequest, dict] = {}
+        missing = []
+        for request in batch:
+            cached = self._cached(source, key, request)
+            if cached is None:
+                missing.append(request)
+            else:
+                outputs[request] = cached
+        if missing:
+            windows = np.stack(list(self._reader.map(lambda r: self._read(name, r), missing)))
+            for request, output in zip(missing, source.predict(windows), strict=True):
+                outputs[request] = output
+                for result, array in output.items():
+                    self.cache.put_result(key, result, 0, (request.row, request.col), array)
+        written = 0
+        for request in batch:
+            if drop_stale and self.scheduler.is_stale(request):
+                continue  # kept in the cache: panning back costs no model time
+            if not self.is_done(name, request.row, request.col):
+                source.write(
+                    self.stores, self.grids[name], request.row, request.col, outputs[request]
+                )
+                self._done.add((name, request.row, request.col))
+                written += 1
+            self._announce(name, request)
+        return written
+
+    def _cached(self, source: Source, key: str, request: TileRequest) -> dict | None:
+        names = [spec.name for spec in source.results(self.grids[source.name])]
+        arrays = {n: self.cache.get_result(key, n, 0, (request.row, request.col)) for n in names}
+        return None if any(a is None for a in arrays.values()) else arrays
+
+    def _announce(self, name: str, request: TileRequest) -> None:
+        grid = self.grids[name]
+        box = grid.to_level0(grid.core(request.row, request.col))
+        event = TileDone(name, request.row, request.col, box, request.generation)
+        self.events.put(event)
+        if self.on_tile_done is not None:
+            self.on_tile_done(event)
+
+    # -- worker thread ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run submitted plans on a daemon worker thread until ``close()``."""
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="rckd-predict", daemon=True)
+            self._worker.start()
+
+    def submit(self, plan: Plan) -> None:
+        """Replace whatever is pending with ``plan``'s requests (the old ones are stale anyway)."""
+        with self._wake:
+            self._pending = list(plan.requests)
+            self._wake.notify()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing is pending or running (tests and scripts)."""
+        with self._wake:
+            return self._wake.wait_for(lambda: not self._pending and not self._busy, timeout)
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._pending or self._closing)
+                if self._closing:
+                    return
+                pending = self.scheduler.current(self._pending)
+                name = pending[0].model if pending else None
+                batch = [r for r in pending if r.model == name][: self.batch_size]
+                self._pending = [r for r in pending if r not in batch]
+                self._busy = bool(batch)
+            try:
+                if batch:
+                    self.run_batch(name, batch, drop_stale=True)
+            except Exception:  # a worker must survive a bad tile; the GUI shows the log
+                log.exception("prediction of %s tiles failed", name)
+            finally:
+                with self._wake:
+                    self._busy = False
+                    self._wake.notify_all()
+
+    def close(self) -> None:
+        """Stop the worker (after its current batch) and the reader threads."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify_all()
+        if self._worker is not None:
+            self._worker.join()
+            self._worker = None
+        self._reader.shutdown(wait=True)
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

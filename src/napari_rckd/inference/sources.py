@@ -1,0 +1,244 @@
+"""Model sources: what a tile window becomes for each of the three result kinds.
+
+* ``NucleiSource`` — a teacher (the built-in one by default) or a dense student checkpoint:
+  a nuclear probability and instance labels, stitched across tiles without seams.
+* ``SubtypeSource`` — a classification checkpoint: one class and C probabilities per tile,
+  stored as maps with one pixel per tile (``mpp = input_mpp * tile``).
+* ``RegionSource`` — a dense segmentation checkpoint (e.g. cancer region): a C-channel
+  probability image and a thresholded class mask.
+
+A source runs a batch of RGB windows to plain numpy outputs (``predict``) and writes one
+window's outputs into its result stores (``write``); the predictor owns reading, batching,
+threads and caching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_rckd.errors import RckdError
+from napari_rckd.inference.instances import label_dtype, stitch_instances
+from napari_rckd.inference.runner import ModelRunner
+from napari_rckd.inference.scheduler import NUCLEI_MIN_SCREEN_PX
+from napari_rckd.inference.store import ResultStore
+from napari_rckd.inference.tiling import Box, TileGrid
+
+# Teachers label a window of core + 2 × halo; 32 px at 0.5 µm/px (16 µm) holds a whole nucleus.
+TEACHER_CORE = 256
+TEACHER_HALO = 32
+# Dense models drop this fraction of their input on each side, where context is missing.
+DENSE_HALO_FRACTION = 1 / 8
+REGION_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class ResultSpec:
+    """One result array a source fills: ``per_tile`` results have one pixel per grid tile."""
+
+    name: str
+    kind: str  # a ResultStore kind: labels, classes, probability
+    dtype: str
+    channels: tuple[str, ...] | None = None
+    per_tile: bool = False
+
+
+class Source:
+    """Base: a named model at ``mpp`` tiled with ``core`` + 2 × ``halo`` windows."""
+
+    name: str
+    mpp: float
+    core: int
+    halo: int
+    min_screen_px: float = 0.0
+
+    @property
+    def identity(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def window(self) -> int:
+        return self.core + 2 * self.halo
+
+    def grid(self, slide_shape: tuple[int, int], slide_mpp: float) -> TileGrid:
+        return TileGrid.for_slide(slide_shape, slide_mpp, self.mpp, self.core, self.halo)
+
+    def results(self, grid: TileGrid) -> list[ResultSpec]:
+        raise NotImplementedError
+
+    def predict(self, windows: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Outputs for a B×H×W×3 uint8 batch, one dict (result name -> array) per window."""
+        raise NotImplementedError
+
+    def write(self, stores: dict[str, ResultStore], grid: TileGrid, row: int, col: int, out):
+        raise NotImplementedError
+
+
+def _load_model(path: str | Path, task: str, option: str, what: str, device: str):
+    from napari_rckd.models import load_checkpoint
+
+    path = Path(path).expanduser()
+    if not path.is_file() or path.suffix != ".safetensors":
+        raise RckdError(
+            f"{option} {path} is not a .safetensors checkpoint that exists; give a checkpoint "
+            f"written by napari-rckd training ({what})."
+        )
+    model, metadata = load_checkpoint(path)
+    if model.config.task != task:
+        raise RckdError(
+            f"{option} {path} is a {model.config.task!r} checkpoint but {what} needs a {task!r} "
+            f"model; pass it to the option for its task instead."
+        )
+    from napari_rckd.teachers.network import file_digest
+
+    return ModelRunner(model, device), f"{path.stem}:{file_digest(path)}", metadata
+
+
+def _write_core(store: ResultStore, grid: TileGrid, row: int, col: int, window_array):
+    store.write(grid.core(row, col), grid.crop_core(window_array, row, col))
+
+
+class NucleiSource(Source):
+    """Nuclei from a teacher (per window) or a dense student checkpoint (batched)."""
+
+    name = "nuclei"
+    min_screen_px = NUCLEI_MIN_SCREEN_PX
+
+    def __init__(self, spec: str | Path = "builtin", device: str = "cpu", mpp: float | None = None):
+        spec = str(spec)
+        self.runner = None
+        if spec.endswith(".safetensors"):
+            self.runner, self._identity, _ = _load_model(
+                spec, "dense", "--nuclei", "nuclei (a stage-1 student)", device
+            )
+            config = self.runner.model.config
+            self.mpp = mpp or config.input_mpp
+            self.halo = max(16, round(config.tile_size * DENSE_HALO_FRACTION))
+            self.core = config.tile_size - 2 * self.halo
+        else:
+            from napari_rckd.teachers import get_teacher
+
+            self.teacher = get_teacher(spec, mpp=mpp, device=device)
+            self._identity = self.teacher.identity
+            self.mpp = self.teacher.mpp
+            self.core, self.halo = TEACHER_CORE, TEACHER_HALO
+
+    @property
+    def identity(self) -> str:
+        return f"nuclei:{self._identity}"
+
+    def results(self, grid: TileGrid) -> list[ResultSpec]:
+        return [
+            ResultSpec("nuclei_labels", "labels", label_dtype(grid).name),
+            ResultSpec("nuclei_prob", "probability", "float32"),
+        ]
+
+    def predict(self, windows: np.ndarray) -> list[dict[str, np.ndarray]]:
+        if self.runner is None:
+            outputs = [self.teacher.predict(window, self.mpp) for window in windows]
+            return [{"nuclei_prob": o.prob, "nuclei_labels": o.labels} for o in outputs]
+        from napari_rckd.teachers.base import instances_from_probability
+
+        probs = 1 / (1 + np.exp(-self.runner(windows)[:, 0]))  # channel 0: nuclear logit
+        return [
+            {
+                "nuclei_prob": prob.astype(np.float32),
+                "nuclei_labels": instances_from_probability(prob, self.mpp),
+            }
+            for prob in probs
+        ]
+
+    def write(self, stores, grid, row, col, out):
+        stitch_instances(stores["nuclei_labels"], grid, row, col, out["nuclei_labels"])
+        _write_core(stores["nuclei_prob"], grid, row, col, out["nuclei_prob"])
+
+
+class SubtypeSource(Source):
+    """Tissue subtype per tile from a classification checkpoint (no halo: one label per tile)."""
+
+    name = "subtype"
+
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        self.runner, self._identity, _ = _load_model(
+            path, "classify", "--subtype", "tissue subtype", device
+        )
+        config = self.runner.model.config
+        self.mpp, self.core, self.halo = config.input_mpp, config.tile_size, 0
+        self.class_names = list(config.class_names)
+        self.class_colors = list(config.class_colors)
+
+    @property
+    def identity(self) -> str:
+        return f"subtype:{self._identity}"
+
+    def results(self, grid: TileGrid) -> list[ResultSpec]:
+        return [
+            ResultSpec("subtype_class", "classes", "uint8", per_tile=True),
+            ResultSpec("subtype_prob", "probability", "float32", tuple(self.class_names), True),
+        ]
+
+    def predict(self, windows: np.ndarray) -> list[dict[str, np.ndarray]]:
+        logits = self.runner(windows)
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        return [
+            {
+                # 0 = not computed, k + 1 = class k
+                "subtype_class": np.array([[p.argmax() + 1]], np.uint8),
+                "subtype_prob": p.astype(np.float32)[:, None, None],
+            }
+            for p in probs
+        ]
+
+    def write(self, stores, grid, row, col, out):
+        box = Box(row, col, row + 1, col + 1)
+        stores["subtype_class"].write(box, out["subtype_class"])
+        stores["subtype_prob"].write(box, out["subtype_prob"])
+
+
+class RegionSource(Source):
+    """Cancer region (or any dense segmentation): class probabilities and a thresholded mask."""
+
+    name = "region"
+
+    def __init__(self, path: str | Path, device: str = "cpu", threshold: float = REGION_THRESHOLD):
+        self.runner, self._identity, _ = _load_model(
+            path, "dense", "--region", "the cancer region (a segmentation model)", device
+        )
+        config = self.runner.model.config
+        self.mpp = config.input_mpp
+        self.halo = max(8, round(config.tile_size * DENSE_HALO_FRACTION))
+        self.core = config.tile_size - 2 * self.halo
+        self.class_names = list(config.class_names)
+        self.class_colors = list(config.class_colors)
+        self.threshold = threshold
+
+    @property
+    def identity(self) -> str:
+        return f"region:{self._identity}:threshold={self.threshold:g}"
+
+    def results(self, grid: TileGrid) -> list[ResultSpec]:
+        return [
+            ResultSpec("region_mask", "classes", "uint8"),
+            ResultSpec("region_prob", "probability", "float32", tuple(self.class_names)),
+        ]
+
+    def predict(self, windows: np.ndarray) -> list[dict[str, np.ndarray]]:
+        logits = self.runner(windows)
+        if logits.shape[1] == 1:  # one output: sigmoid, the mask is that class above threshold
+            probs = 1 / (1 + np.exp(-logits))
+            masks = (probs[:, 0] >= self.threshold).astype(np.uint8)
+        else:  # classes: softmax, the mask is the winning class (k + 1) where it is confident
+            probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+            probs /= probs.sum(axis=1, keepdims=True)
+            masks = np.where(probs.max(axis=1) >= self.threshold, probs.argmax(axis=1) + 1, 0)
+        return [
+            {"region_prob": p.astype(np.float32), "region_mask": m.astype(np.uint8)}
+            for p, m in zip(probs, masks, strict=True)
+        ]
+
+    def write(self, stores, grid, row, col, out):
+        _write_core(stores["region_mask"], grid, row, col, out["region_mask"])
+        _write_core(stores["region_prob"], grid, row, col, out["region_prob"])
