@@ -1,0 +1,81 @@
+"""Whole-slide runs: equal to the union of viewport results, cancellable, re-open over the slide."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from napari_rckd.errors import RckdError
+from napari_rckd.inference.predictor import Predictor
+from napari_rckd.inference.sources import NucleiSource, RegionSource
+from napari_rckd.inference.store import open_root
+from napari_rckd.inference.tiling import Box
+from napari_rckd.inference.wholeslide import create_output, open_results, run_whole_slide
+from napari_rckd.io.tissue import TissueMask, detect_tissue
+from test_predict import checkpoints, crop, crop_path  # noqa: F401  (fixtures)
+
+
+def test_whole_slide_equals_union_of_viewports(tmp_path, crop, checkpoints):  # noqa: F811
+    sources = [NucleiSource("builtin"), RegionSource(checkpoints["region"])]
+    tissue = detect_tissue(crop)
+    target = create_output(tmp_path / "crop.zarr", crop, sources)
+    with Predictor(crop, sources, open_root(target), tissue=tissue) as whole:
+        steps = list(run_whole_slide(whole, tissue))
+        assert (
+            steps[-1].done
+            == steps[-1].total
+            == len(whole.tiles_done("nuclei")) + len(whole.tiles_done("region"))
+        )
+    with Predictor(crop, sources, tissue=tissue) as viewer:
+        for view in (Box(0, 0, 768, 400), Box(0, 380, 768, 768)):  # pan left, then right
+            viewer.compute(viewer.plan_view(view, screen_px_per_level0_px=1.0).requests)
+        assert viewer.tiles_done("nuclei") == whole.tiles_done("nuclei")
+    results = open_results(target)
+    for name in ("nuclei_prob", "region_prob", "region_mask"):
+        box = Box(0, 0, *results[name].shape)
+        np.testing.assert_array_equal(results[name].read(box), viewer.stores[name].read(box))
+    # labels: equal up to the seam rule (where two tiles' labellers disagree, the first one wins)
+    box = Box(0, 0, *results["nuclei_labels"].shape)
+    a, b = results["nuclei_labels"].read(box), viewer.stores["nuclei_labels"].read(box)
+    assert np.mean(a != b) < 0.005
+    assert len(np.setxor1d(np.unique(a), np.unique(b))) <= 0.03 * len(np.unique(a))
+
+
+def test_results_reopen_over_the_slide(tmp_path, crop, checkpoints):  # noqa: F811
+    source = RegionSource(checkpoints["region"])
+    target = create_output(tmp_path / "r.zarr", crop, [source])
+    with Predictor(crop, [source], open_root(target)) as predictor:
+        list(run_whole_slide(predictor, None))
+    store = open_results(target)["region_mask"]
+    assert store.scale_um() == pytest.approx(2.0)
+    assert store.translate_um() == pytest.approx(0.5 * (2.0 - 0.499))
+    ome = store.group.attrs["ome"]["multiscales"][0]
+    assert ome["axes"][0]["unit"] == "micrometer"
+    assert ome["datasets"][1]["coordinateTransformations"][0]["scale"] == [4.0, 4.0]
+    levels = store.dask_levels()
+    assert levels[0].shape == (192, 192) and levels[0].compute().min() >= 1
+    assert open_root(target, mode="r").attrs["napari_rckd_slide"]["mpp"] == 0.499
+
+
+def test_cancel_stops_after_the_batch_in_flight(crop, checkpoints):  # noqa: F811
+    stop = threading.Event()
+    with Predictor(crop, [RegionSource(checkpoints["region"])], batch_size=2) as predictor:
+        progress = []
+        for step in run_whole_slide(predictor, None, stop=stop):
+            progress.append(step)
+            stop.set()
+        assert progress[-1].cancelled and progress[-1].done == 2 < progress[-1].total
+        assert len(predictor.tiles_done("region")) == 2
+
+
+def test_no_tissue_is_an_error(crop):  # noqa: F811
+    empty = TissueMask(np.zeros((4, 4), bool), downsample=192)
+    with (
+        Predictor(crop, [NucleiSource("builtin")]) as predictor,
+        pytest.raises(RckdError, match="no tissue"),
+    ):
+        next(run_whole_slide(predictor, empty))
+    with pytest.raises(RckdError, match="no whole-slide results"):
+        open_results(crop.path.parent / "missing.zarr")
