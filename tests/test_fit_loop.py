@@ -23,6 +23,15 @@ from napari_rckd.training.checkpointing import load_state
 from synthetic_training import DarkPixelTiles, LabelledTiles, tiny_classifier, tiny_dense_model
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on this shared 2-core machine, two threads run up to 20× slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def small_config(**overrides) -> FitConfig:
     settings = dict(
         steps=8,
