@@ -306,3 +306,21 @@ def test_epochs_set_the_length_of_the_run(tmp_path):
     assert result.step == 2 * (24 // 4) and result.epoch == 2
     assert result.best_checkpoint is None and result.history == []
     assert math.isfinite(result.train_loss)
+
+
+def test_model_trains_in_channels_last(tmp_path):
+    task = distillation_task()
+    fit(task, DarkPixelTiles(8), None, small_config(steps=1), tmp_path)
+    assert task.model[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.gpu
+def test_cuda_run_uses_bf16_autocast_and_stays_finite(tmp_path):
+    seen = []
+    task = distillation_task()
+    original = task.model.forward
+    task.model.forward = lambda x: seen.append(torch.is_autocast_enabled("cuda")) or original(x)
+    result = fit(task, DarkPixelTiles(24), DarkPixelTiles(8), small_config(device="cuda"), tmp_path)
+    assert result.status == "completed" and all(seen) and seen
+    assert math.isfinite(result.history[-1]["loss"])
+    assert next(task.model.parameters()).device.type == "cuda"
