@@ -4,6 +4,9 @@
 source folder under DIR, the mean pixel Dice, AJI and PQ (IoU > 0.5) over its images, one row
 per teacher. A teacher is `builtin`, `otsu`, `cellpose`, `instanseg`, a TorchScript file or a
 student `.safetensors` checkpoint (see docs/teachers.md).
+
+`napari-rckd evaluate tiles CHECKPOINT --data DIR` scores a fine-tuned classifier on a folder
+of labelled tiles (see docs/rckd.md).
 """
 
 from __future__ import annotations
@@ -38,6 +41,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     nuclei.add_argument("--json", metavar="FILE", help="also write the table to this JSON file")
     nuclei.set_defaults(_evaluate=run_nuclei)
 
+    tiles = sub.add_parser(
+        "tiles",
+        help="accuracy, balanced accuracy and per-class F1 of a classifier on labelled tiles",
+        description=(
+            "Classify every tile under --data with a fine-tuned checkpoint (class names from the "
+            "checkpoint) and print accuracy, balanced accuracy, macro F1 and per-class F1."
+        ),
+    )
+    tiles.add_argument("checkpoint", metavar="CHECKPOINT", help="a `finetune` .safetensors")
+    tiles.add_argument("--data", required=True, nargs="+", metavar="DIR", help="tile folders")
+    tiles.add_argument(
+        "--label-from", default="auto", help="folder, prefix, field:N or auto (default)"
+    )
+    tiles.add_argument("--data-mpp", type=float, help="µm per pixel of the tiles, when known")
+    tiles.add_argument("--batch-size", type=int, default=16, help="tiles per batch (default 16)")
+    tiles.add_argument("--json", metavar="FILE", help="also write the metrics to this JSON file")
+    tiles.set_defaults(_evaluate=run_tiles)
+
 
 def run(args: argparse.Namespace) -> int:
     return args._evaluate(args)
@@ -58,4 +79,16 @@ def run_nuclei(args: argparse.Namespace) -> int:
         args.json,
         teachers={teacher.name: teacher.identity for teacher in teachers},
     )
+    return 0
+
+
+def run_tiles(args: argparse.Namespace) -> int:
+    from napari_rckd.bench.report import report
+    from napari_rckd.training.finetune import evaluate_tiles
+
+    metrics = evaluate_tiles(
+        args.checkpoint, args.data, args.label_from, args.data_mpp, args.batch_size
+    )
+    rows = [{"metric": name, "value": value} for name, value in metrics.items()]
+    report(f"Classification of {', '.join(args.data)}", rows, args.json, checkpoint=args.checkpoint)
     return 0

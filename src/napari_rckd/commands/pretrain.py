@@ -1,0 +1,137 @@
+"""RCKD stage 1: distil a nuclei teacher into a student on unlabeled tissue tiles.
+
+Random tissue tiles are cut from the slides at --mpp; the teacher (the built-in classical
+H&E nuclei detector by default) answers each tile once, its answers are cached in
+OUT/teacher-cache, and the student learns to reproduce them (BCE + soft Dice). OUT ends up
+with best.safetensors (best Dice against the teacher on held-out tiles), last.safetensors
+and last.state.pt (for --resume). The student is itself a nuclei model: use it with
+`napari-rckd evaluate nuclei --teacher OUT/best.safetensors` or as stage 2's --init.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """examples:
+  # a first student from a folder of slides (CSAT, 256-px tiles at 0.5 µm/px)
+  napari-rckd pretrain slides/ --out runs/stage1 --tiles 2000 --epochs 10
+
+  # a quick look on a CPU: small tiles, few steps
+  napari-rckd pretrain slide.svs --out runs/try --tile-size 128 --tiles 64 --steps 50 --batch-size 8
+
+  # a slide whose file does not say its pixel size (scanned at 20x)
+  napari-rckd pretrain old_scan.svs --slide-mpp 0.5 --out runs/stage1 --steps 2000
+
+  # continue an interrupted run (Ctrl-C checkpoints; same arguments plus --resume)
+  napari-rckd pretrain slides/ --out runs/stage1 --tiles 2000 --epochs 10 --resume
+
+  # four GPUs (--batch-size is per process)
+  torchrun --nproc-per-node 4 -m napari_rckd.cli pretrain slides/ --out runs/stage1 --epochs 10
+"""
+
+
+def add_shared_training_arguments(parser: argparse.ArgumentParser, tile_size: int) -> None:
+    """Flags stage 1 and stage 2 share: budget, optimiser, device, resume."""
+    parser.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints)")
+    parser.add_argument(
+        "--backbone",
+        default="rckd_csat",
+        help="timm backbone of the student (default rckd_csat; e.g. resnet18)",
+    )
+    parser.add_argument(
+        "--mpp", type=float, default=0.5, help="µm per pixel the model works at (default 0.5)"
+    )
+    parser.add_argument(
+        "--tile-size", type=int, default=tile_size, help=f"tile side in px (default {tile_size})"
+    )
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--steps", type=int, help="optimizer steps in all")
+    budget.add_argument("--epochs", type=int, help="passes over the training tiles")
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="tiles per step and process (default 16)"
+    )
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    parser.add_argument(
+        "--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:N, mps"
+    )
+    parser.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--resume", action="store_true", help="continue the run already in --out")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument(
+        "slides", nargs="+", metavar="SLIDE_OR_FOLDER", help="unlabeled slides or folders of them"
+    )
+    parser.add_argument(
+        "--teacher",
+        default="builtin",
+        help="builtin (default), otsu, cellpose, instanseg, a TorchScript file or a student "
+        ".safetensors checkpoint",
+    )
+    add_shared_training_arguments(parser, tile_size=256)
+    parser.add_argument(
+        "--tiles",
+        type=int,
+        default=1000,
+        help="training tiles drawn from the tissue (default 1000)",
+    )
+    parser.add_argument(
+        "--val-tiles", type=int, help="held-out validation tiles (default 10%% of --tiles)"
+    )
+    parser.add_argument(
+        "--slide-mpp",
+        type=float,
+        help="µm per pixel of slides whose file does not say it (e.g. 0.25 at 40x)",
+    )
+    parser.add_argument(
+        "--boundaries",
+        action="store_true",
+        help="also learn the teacher's instance boundaries (a second output channel)",
+    )
+    parser.add_argument(
+        "--cache", metavar="DIR", help="teacher-response cache (default OUT/teacher-cache)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_rckd.training import TqdmProgress
+    from napari_rckd.training.recipes import pretrain, rank
+
+    result = pretrain(
+        args.slides,
+        args.out,
+        teacher=args.teacher,
+        backbone=args.backbone,
+        mpp=args.mpp,
+        tile_size=args.tile_size,
+        tiles=args.tiles,
+        val_tiles=args.val_tiles,
+        steps=args.steps,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        device=args.device,
+        resume=args.resume,
+        slide_mpp=args.slide_mpp,
+        workers=args.workers,
+        seed=args.seed,
+        boundaries=args.boundaries,
+        cache_dir=args.cache,
+        callbacks=[TqdmProgress()],
+    )
+    if rank() == 0:
+        print(summary(result))
+    return 0
+
+
+def summary(result) -> str:
+    """What happened and where the weights are, in two lines."""
+    best = "none" if result.best_metric is None else f"{result.best_metric:.4f}"
+    return (
+        f"{result.status} at step {result.step}: best {result.primary_metric} {best} "
+        f"(step {result.best_step})\nbest checkpoint: {result.best_checkpoint}\n"
+        f"last checkpoint: {result.last_checkpoint}"
+    )

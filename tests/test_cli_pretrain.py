@@ -1,0 +1,91 @@
+"""`napari-rckd pretrain` on a real slide: a student checkpoint that is a nuclei teacher, resume,
+and one clear sentence (exit code 2) for each kind of bad input, with nothing trained lost."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import shared_path
+from napari_rckd.cli import main
+
+TINY = ["--backbone", "resnet18", "--tile-size", "64", "--tiles", "8", "--val-tiles", "2",
+        "--batch-size", "4", "--device", "cpu"]  # fmt: skip
+
+
+def error_of(capsys) -> str:
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory):
+    """A two-step stage-1 run on the CMU slide, shared by the tests below."""
+    slide = shared_path("slides/cmu-1-small-region.svs")
+    out = tmp_path_factory.mktemp("stage1")
+    assert main(["pretrain", str(slide), "--out", str(out), "--steps", "2", *TINY]) == 0
+    return slide, out
+
+
+def test_pretrain_writes_a_dense_student_that_works_as_a_teacher(stage1):
+    from napari_rckd.models import load_checkpoint
+    from napari_rckd.teachers import get_teacher
+
+    _, out = stage1
+    model, metadata = load_checkpoint(out / "best.safetensors")
+    assert model.config.task == "dense" and model.config.num_outputs == 1
+    assert model.config.backbone == "resnet18" and model.config.input_mpp == 0.5
+    provenance = metadata["provenance"]
+    assert provenance["stage"] == "rckd-stage1" and provenance["step"] == provenance["best_step"]
+    assert provenance["slides"] == ["cmu-1-small-region.svs"] and provenance["tiles"] == 8
+    assert provenance["teacher"] == get_teacher("builtin").identity
+    assert (out / "last.state.pt").is_file()
+    # 8 training + 2 validation tiles answered once each by the teacher
+    assert len(list((out / "teacher-cache").rglob("*.npz"))) == 10
+
+    teacher = get_teacher(out / "best.safetensors")
+    tile = np.full((64, 64, 3), 200, np.uint8)
+    output = teacher.predict(tile, 0.5)
+    assert output.prob.shape == (64, 64) and 0 <= output.prob.min() <= output.prob.max() <= 1
+
+
+def test_rerun_without_resume_is_refused_and_resume_continues(stage1, capsys):
+    slide, out = stage1
+    before = (out / "best.safetensors").read_bytes()
+    code = main(["pretrain", str(slide), "--out", str(out), "--steps", "3", *TINY])
+    assert code == 2
+    assert "--resume" in error_of(capsys)
+    assert (out / "best.safetensors").read_bytes() == before
+
+    assert main(["pretrain", str(slide), "--out", str(out), "--steps", "3", "--resume", *TINY]) == 0
+    assert "completed at step 3" in capsys.readouterr().out
+
+
+def test_slide_without_mpp_needs_slide_mpp(tmp_path, capsys):
+    slide = shared_path("slides/tcga-cr-7395-jp2k.svs")
+    code = main(["pretrain", str(slide), "--out", str(tmp_path / "run"), "--steps", "1", *TINY])
+    assert code == 2
+    message = error_of(capsys)
+    assert "tcga-cr-7395-jp2k.svs" in message and "--slide-mpp" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_no_tissue_is_one_sentence(tmp_path, capsys):
+    blank = shared_path("tiles/tissue-vs-background/background/almost-white-1.png")
+    args = ["pretrain", str(blank), "--out", str(tmp_path / "run"), "--slide-mpp", "0.5"]
+    assert main([*args, "--steps", "1", *TINY]) == 2
+    message = error_of(capsys)
+    assert "tissue" in message and "almost-white-1.png" in message
+    assert not list(tmp_path.rglob("*.safetensors"))
+
+
+def test_folder_without_slides(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("no slides here")
+    assert main(["pretrain", str(tmp_path), "--out", str(tmp_path / "run"), "--steps", "1"]) == 2
+    assert "contains no slide images" in error_of(capsys)
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = capsys.readouterr().out
+    assert "examples:" in text and "torchrun" in text and "--slide-mpp" in text
