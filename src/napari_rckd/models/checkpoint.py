@@ -56,12 +56,15 @@ def save_checkpoint(path: str | Path, model: nn.Module, provenance: dict[str, An
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model a checkpoint describes and load its weights; returns (model, metadata)."""
+    """Rebuild the model a checkpoint describes and load its weights; returns (model, metadata).
+
+    The model comes back in eval mode, ready for inference; call ``.train()`` to fine-tune.
+    """
     path = Path(path)
     tensors, metadata = _read_checkpoint(path, map_location)
     model = create_model(ModelConfig.from_dict(metadata["config"]))
     _load_strict(model, tensors, path, what=f"a {metadata['config']['task']} model")
-    return model.to(map_location), metadata
+    return model.to(map_location).eval(), metadata
 
 
 def load_backbone(
