@@ -20,6 +20,7 @@ from timm.layers import (
     GlobalResponseNormMlp,
     LayerNorm,
     LayerNorm2d,
+    LayerScale,
     Mlp,
     NormMlpClassifierHead,
     calculate_drop_path_rates,
@@ -134,19 +135,16 @@ class TransformerBlock(nn.Module):
         self.attn = Attention(dim, num_heads=num_heads, qkv_bias=True)
         self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(mlp_ratio * dim), act_layer=nn.GELU)
-        self.gamma1 = nn.Parameter(ls_init_value * torch.ones(dim)) if ls_init_value else None
-        self.gamma2 = nn.Parameter(ls_init_value * torch.ones(dim)) if ls_init_value else None
+        self.ls1 = LayerScale(dim, ls_init_value) if ls_init_value else nn.Identity()
+        self.ls2 = LayerScale(dim, ls_init_value) if ls_init_value else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-
-    def _scale(self, x: torch.Tensor, gamma: torch.Tensor | None) -> torch.Tensor:
-        return x if gamma is None else x * gamma
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         x = x + self.pos(x)
         tokens = x.flatten(2).transpose(1, 2)  # (B, H*W, C)
-        tokens = tokens + self.drop_path(self._scale(self.attn(self.norm1(tokens)), self.gamma1))
-        tokens = tokens + self.drop_path(self._scale(self.mlp(self.norm2(tokens)), self.gamma2))
+        tokens = tokens + self.drop_path(self.ls1(self.attn(self.norm1(tokens))))
+        tokens = tokens + self.drop_path(self.ls2(self.mlp(self.norm2(tokens))))
         return tokens.transpose(1, 2).reshape(B, C, H, W)
 
 
