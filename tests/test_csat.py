@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+from timm.layers.grn import GlobalResponseNorm
 from torch.utils.flop_counter import FlopCounterMode
 
 import napari_rckd.models  # noqa: F401  (registers rckd_csat)
-from napari_rckd.models.csat import Csat, SpatialAttentionGate
+from napari_rckd.models.csat import Csat, NhwcGlobalResponseNorm, SpatialAttentionGate
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +126,14 @@ def test_prune_intermediate_layers_keeps_early_stages():
     model = timm.create_model("rckd_csat")
     model.prune_intermediate_layers(indices=[1])
     assert len(model.stages) == 2 and model.num_features == 104
+
+
+def test_fast_grn_matches_timms_grn():
+    torch.manual_seed(0)
+    reference = GlobalResponseNorm(32)
+    torch.nn.init.normal_(reference.weight)
+    torch.nn.init.normal_(reference.bias)
+    fast = NhwcGlobalResponseNorm(32)
+    fast.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 7, 9, 32)  # (B, H, W, C)
+    assert torch.allclose(fast(x), reference(x), atol=1e-5)
