@@ -35,7 +35,8 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     """Render rows as a Markdown table (readable in a terminal, pasteable into docs)."""
     if not rows:
         return "(no rows)"
-    columns = list(columns or rows[0].keys())
+    # The union of the rows' keys, in first-seen order: rows of one table may differ.
+    columns = list(columns or dict.fromkeys(key for row in rows for key in row))
 
     def cell(value: Any) -> str:
         if isinstance(value, float):
