@@ -89,3 +89,17 @@ def test_help_has_examples(capsys):
         main(["pretrain", "--help"])
     text = capsys.readouterr().out
     assert "examples:" in text and "torchrun" in text and "--slide-mpp" in text
+
+
+def test_ctrl_c_asks_the_run_to_stop_and_a_second_one_aborts():
+    import os
+    import signal
+
+    from napari_rckd.commands.pretrain import stop_on_signals
+
+    with stop_on_signals() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.is_set()  # fit checkpoints and returns "cancelled" at the next step
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from napari_rckd.commands.pretrain import add_shared_training_arguments, summary
+from napari_rckd.commands.pretrain import add_shared_training_arguments, stop_on_signals, summary
 
 EPILOG = """examples:
   # tissue classes from file-name prefixes, starting from an RCKD stage-1 student
@@ -32,7 +32,7 @@ EPILOG = """examples:
       --classes normal,tumour --out runs/seg --epochs 20
 
   # two GPUs
-  torchrun --nproc-per-node 2 -m napari_rckd.cli finetune tiles/crc/ --out runs/crc --epochs 30
+  torchrun --standalone --nproc-per-node 2 -m napari_rckd.cli finetune tiles/crc/ --out runs/crc --epochs 30
 """
 
 
@@ -85,33 +85,35 @@ def run(args: argparse.Namespace) -> int:
     from napari_rckd.training.recipes import rank
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    result = finetune(
-        args.data,
-        args.out,
-        task=args.task,
-        init=args.init,
-        classes=classes,
-        label_from=args.label_from,
-        data_mpp=args.data_mpp,
-        annotations=args.annotations,
-        slide=args.slide,
-        masks=args.masks,
-        slide_mpp=args.slide_mpp,
-        backbone=args.backbone,
-        mpp=args.mpp,
-        tile_size=args.tile_size,
-        val_fraction=args.val_fraction,
-        steps=args.steps,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        patience=args.patience,
-        device=args.device,
-        workers=args.workers,
-        seed=args.seed,
-        resume=args.resume,
-        callbacks=[TqdmProgress()],
-    )
+    with stop_on_signals() as stop:
+        result = finetune(
+            args.data,
+            args.out,
+            task=args.task,
+            init=args.init,
+            classes=classes,
+            label_from=args.label_from,
+            data_mpp=args.data_mpp,
+            annotations=args.annotations,
+            slide=args.slide,
+            masks=args.masks,
+            slide_mpp=args.slide_mpp,
+            backbone=args.backbone,
+            mpp=args.mpp,
+            tile_size=args.tile_size,
+            val_fraction=args.val_fraction,
+            steps=args.steps,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            patience=args.patience,
+            device=args.device,
+            workers=args.workers,
+            seed=args.seed,
+            resume=args.resume,
+            callbacks=[TqdmProgress()],
+            stop_event=stop,
+        )
     if rank() == 0:
         print(summary(result))
         best = next((h for h in result.history if h["step"] == result.best_step), None)

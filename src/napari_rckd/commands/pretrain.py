@@ -11,6 +11,11 @@ and last.state.pt (for --resume). The student is itself a nuclei model: use it w
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator
 
 EPILOG = """examples:
   # a first student from a folder of slides (CSAT, 256-px tiles at 0.5 µm/px)
@@ -26,7 +31,7 @@ EPILOG = """examples:
   napari-rckd pretrain slides/ --out runs/stage1 --tiles 2000 --epochs 10 --resume
 
   # four GPUs (--batch-size is per process)
-  torchrun --nproc-per-node 4 -m napari_rckd.cli pretrain slides/ --out runs/stage1 --epochs 10
+  torchrun --standalone --nproc-per-node 4 -m napari_rckd.cli pretrain slides/ --out runs/stage1 --epochs 10
 """
 
 
@@ -57,6 +62,31 @@ def add_shared_training_arguments(parser: argparse.ArgumentParser, tile_size: in
     parser.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue the run already in --out")
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """Ctrl-C or SIGTERM sets the event: `fit` checkpoints and returns "cancelled".
+
+    A second Ctrl-C interrupts at once (the last checkpoint on disk stays as it was).
+    """
+    stop = threading.Event()
+
+    def handle(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signals can only be caught on the main thread (e.g. not under a GUI worker)
+        return
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,28 +130,30 @@ def run(args: argparse.Namespace) -> int:
     from napari_rckd.training import TqdmProgress
     from napari_rckd.training.recipes import pretrain, rank
 
-    result = pretrain(
-        args.slides,
-        args.out,
-        teacher=args.teacher,
-        backbone=args.backbone,
-        mpp=args.mpp,
-        tile_size=args.tile_size,
-        tiles=args.tiles,
-        val_tiles=args.val_tiles,
-        steps=args.steps,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        device=args.device,
-        resume=args.resume,
-        slide_mpp=args.slide_mpp,
-        workers=args.workers,
-        seed=args.seed,
-        boundaries=args.boundaries,
-        cache_dir=args.cache,
-        callbacks=[TqdmProgress()],
-    )
+    with stop_on_signals() as stop:
+        result = pretrain(
+            args.slides,
+            args.out,
+            teacher=args.teacher,
+            backbone=args.backbone,
+            mpp=args.mpp,
+            tile_size=args.tile_size,
+            tiles=args.tiles,
+            val_tiles=args.val_tiles,
+            steps=args.steps,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            device=args.device,
+            resume=args.resume,
+            slide_mpp=args.slide_mpp,
+            workers=args.workers,
+            seed=args.seed,
+            boundaries=args.boundaries,
+            cache_dir=args.cache,
+            callbacks=[TqdmProgress()],
+            stop_event=stop,
+        )
     if rank() == 0:
         print(summary(result))
     return 0
