@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import npe2
 import pytest
@@ -35,7 +36,7 @@ def test_opens_through_npe2_as_one_rgb_multiscale_layer(name):
     assert len(layers) == 1
     data, kwargs, kind = layers[0]
     assert kind == "image" and kwargs["rgb"] and kwargs["multiscale"]
-    assert kwargs["name"] == path.stem and len(data) == levels
+    assert kwargs["name"] == name.split(".")[0] and len(data) == levels
     assert kwargs["metadata"]["slide"].path == path
     messages = [str(w.message) for w in caught if "pixel size" in str(w.message)]
     if mpp is None:
@@ -69,3 +70,13 @@ def test_get_reader_declines_what_it_cannot_read_without_raising(path):
 def test_get_reader_accepts_slide_suffixes_case_insensitively():
     assert callable(napari_get_reader("scan.SVS"))
     assert callable(napari_get_reader(["a.ndpi", "b.ome.tif"]))
+
+
+@pytest.mark.parametrize(
+    ("file_name", "expected"),
+    [("a.svs", "a"), ("b.ome.tif", "b"), ("c.OME.TIFF", "c"), ("d.tif", "d"), ("folder", "folder")],
+)
+def test_layer_name_drops_the_slide_suffix(file_name, expected):
+    from napari_rckd._reader import layer_name
+
+    assert layer_name(Path(file_name)) == expected

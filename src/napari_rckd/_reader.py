@@ -30,7 +30,7 @@ def read_slides(path) -> list[tuple]:
 def slide_layer_data(slide) -> tuple:
     """LayerData for a `Slide`: µm scale and units when the mpp is known, pixels otherwise."""
     kwargs = {
-        "name": slide.path.stem if slide.path.suffix else slide.path.name,
+        "name": layer_name(slide.path),
         "rgb": True,
         "multiscale": True,
         "contrast_limits": (0, 255),
@@ -48,6 +48,15 @@ def slide_layer_data(slide) -> tuple:
             stacklevel=2,
         )
     return (slide.levels, kwargs, "image")
+
+
+def layer_name(path: Path) -> str:
+    """The file name without its slide suffix; `.ome.tif` counts as one suffix."""
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", path.suffix):
+        if suffix and name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def slide_metadata(slide) -> dict:
