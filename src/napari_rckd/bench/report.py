@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from napari_rckd.atomic import write_json_atomic
 
 
 def machine_summary() -> dict[str, Any]:
@@ -46,10 +46,10 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     body = [[cell(row.get(column)) for column in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in body)) for i, c in enumerate(columns)]
     lines = [
-        "| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |",
+        "| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |",
         "| " + " | ".join("-" * w for w in widths) + " |",
     ]
-    lines += ["| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |" for r in body]
+    lines += ["| " + " | ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) + " |" for r in body]
     return "\n".join(lines)
 
 
@@ -62,16 +62,3 @@ def report(title: str, rows: Sequence[dict[str, Any]], json_path: str | None, **
     if json_path:
         payload = {"title": title, "rows": list(rows), "machine": machine_summary(), **extra}
         write_json_atomic(Path(json_path), payload)
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_rckd.bench.report import write_json_atomic
+from napari_rckd.atomic import write_json_atomic
 from napari_rckd.errors import RckdError
 
 # A polygon is its exterior ring followed by its holes, each (N, 2) float (y, x).

@@ -13,15 +13,14 @@ import csv
 import io
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_rckd.atomic import atomic_open, atomic_path
 from napari_rckd.errors import RckdError
 from napari_rckd.inference.instances import ID_STRIDE
 from napari_rckd.inference.store import ResultStore
@@ -43,31 +42,9 @@ NUCLEUS_CLASS = "Nucleus"
 REGION_MAX_SIDE = 4096  # class maps are traced at the first pyramid level no larger than this
 
 
-@contextmanager
-def atomic_target(path: str | Path):
-    """A temporary path beside ``path`` that replaces ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
-def atomic_path(path: str | Path):
-    """A text file opened beside ``path`` that replaces it only if the block succeeds."""
-    with atomic_target(path) as tmp, tmp.open("w", newline="") as handle:
-        yield handle
-
-
 def _optional(path):
     """An atomic file for ``path``, or a throw-away buffer when it is not wanted."""
-    return atomic_path(path) if path is not None else nullcontext(io.StringIO())
+    return atomic_open(path, "w", newline="") if path is not None else nullcontext(io.StringIO())
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
@@ -262,7 +239,7 @@ def export_ome_tiff(path: str | Path, store: ResultStore, tile: int = 256) -> No
         "PhysicalSizeY": mpp,
         "PhysicalSizeYUnit": "µm",
     }
-    with atomic_target(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
         for level, array in enumerate(store.levels):
             options = dict(
                 shape=array.shape,

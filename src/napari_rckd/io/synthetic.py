@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+from napari_rckd.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -66,47 +67,39 @@ def make_synthetic_slide(
                 yield tile
 
     n_reduced = max(int(np.log2(size / 512)), 1)  # down to about 512 px
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     options = dict(
         tile=(TILE, TILE), compression="jpeg", compressionargs={"level": 90}, photometric="rgb"
     )
     pixels_per_cm = (int(1e4 / MPP), 1)
-    try:
-        with tifffile.TiffWriter(tmp, bigtiff=False, ome=True) as tif:
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=False, ome=True) as tif:
+        tif.write(
+            level0_tiles(),
+            shape=(size, size, 3),
+            dtype=np.uint8,
+            subifds=n_reduced,
+            resolution=pixels_per_cm,
+            resolutionunit="CENTIMETER",
+            metadata={
+                "axes": "YXS",
+                "PhysicalSizeX": MPP,
+                "PhysicalSizeY": MPP,
+                "PhysicalSizeXUnit": "µm",
+                "PhysicalSizeYUnit": "µm",
+            },
+            **options,
+        )
+        level = level1  # filled while level 0 was written
+        for factor in range(1, n_reduced + 1):
+            if factor > 1:
+                level = _halve(level)
+            scale = 2**factor
             tif.write(
-                level0_tiles(),
-                shape=(size, size, 3),
-                dtype=np.uint8,
-                subifds=n_reduced,
-                resolution=pixels_per_cm,
+                level,
+                subfiletype=1,
+                resolution=(pixels_per_cm[0] // scale, 1),
                 resolutionunit="CENTIMETER",
-                metadata={
-                    "axes": "YXS",
-                    "PhysicalSizeX": MPP,
-                    "PhysicalSizeY": MPP,
-                    "PhysicalSizeXUnit": "µm",
-                    "PhysicalSizeYUnit": "µm",
-                },
                 **options,
             )
-            level = level1  # filled while level 0 was written
-            for factor in range(1, n_reduced + 1):
-                if factor > 1:
-                    level = _halve(level)
-                scale = 2**factor
-                tif.write(
-                    level,
-                    subfiletype=1,
-                    resolution=(pixels_per_cm[0] // scale, 1),
-                    resolutionunit="CENTIMETER",
-                    **options,
-                )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     logger.info("synthetic slide %s written in %.1f s", path.name, time.perf_counter() - started)
     return SyntheticSlide(path, region_map, MAP_DOWNSAMPLE, MPP)
 

@@ -14,9 +14,7 @@ leave weights one checkpoint newer than the optimizer moments, never a broken fi
 from __future__ import annotations
 
 import json
-import os
 import random
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from napari_rckd.atomic import atomic_path
 from napari_rckd.errors import RckdError
 
 LAST_WEIGHTS = "last.safetensors"
@@ -45,16 +44,6 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(temporary)`` then rename it over ``path``: readers see old or new, whole."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def _is_project_model(model: nn.Module) -> bool:
     try:
         from napari_rckd.models import ModelConfig
@@ -73,7 +62,8 @@ def save_weights(path: Path, model: nn.Module, provenance: dict) -> None:
     # safetensors wants contiguous, unshared CPU tensors; channels_last weights are neither.
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {"provenance": json.dumps(provenance)}
-    atomic_write(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
 
 
 def load_weights_into(path: Path, model: nn.Module) -> None:
@@ -135,7 +125,8 @@ def save_state(
         "config": config,
         "rng": rng,  # one entry per rank, in rank order
     }
-    atomic_write(path, lambda temporary: torch.save(payload, temporary))
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
 
 
 def load_state(path: Path) -> dict:

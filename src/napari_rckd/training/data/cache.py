@@ -13,13 +13,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
+
+from napari_rckd.atomic import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +77,6 @@ class ResponseCache:
         """Quantise and write one entry atomically; returns what a later load will give."""
         quantised = np.rint(np.clip(prob, 0, 1) * 255).astype(np.uint8)
         boundary = boundaries_from_labels(labels)
-        with atomic_file(self.path(key)) as handle:
+        with atomic_open(self.path(key)) as handle:
             np.savez(handle, image=image, prob=quantised, boundary=np.packbits(boundary))
         return CachedTile(image, quantised.astype(np.float32) / 255, boundary)
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """A binary handle on a temporary file that becomes ``path`` only when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

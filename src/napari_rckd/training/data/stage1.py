@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from napari_rckd.atomic import atomic_open
 from napari_rckd.errors import RckdError
 from napari_rckd.training.data.augment import Augment, item_rng
-from napari_rckd.training.data.cache import CachedTile, ResponseCache, atomic_file
+from napari_rckd.training.data.cache import CachedTile, ResponseCache
 from napari_rckd.training.data.labelled import to_tensor
 from napari_rckd.training.data.sampling import (
     MIN_TISSUE,
@@ -85,7 +86,7 @@ class TissueTileDataset(Dataset):
                 log.warning("tile plan %s is corrupt (%s); sampling the tiles again", path, error)
         _, count, size, mpp, seed, _, min_tissue, _ = plan_key
         plan = plan_tissue_tiles(self.pool, count, size, mpp, seed, min_tissue, self._avoid)
-        with atomic_file(path) as handle:
+        with atomic_open(path) as handle:
             np.save(handle, plan)
         return plan
 
