@@ -103,9 +103,14 @@ def test_channels_last_gives_same_output(csat):
     x = torch.rand(1, 3, 224, 224)
     with torch.no_grad():
         reference = csat(x)
-        fast = csat.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
+        csat.to(memory_format=torch.channels_last)
+        x_cl = x.to(memory_format=torch.channels_last)
+        fast = csat(x_cl)
+        stages = csat.forward_intermediates(x_cl, intermediates_only=True)
     csat.to(memory_format=torch.contiguous_format)
     assert torch.allclose(reference, fast, atol=1e-4)
+    # no block silently converts back to NCHW (which would undo the speed-up)
+    assert all(t.is_contiguous(memory_format=torch.channels_last) for t in stages)
 
 
 def test_spatial_gate_is_a_content_dependent_map():
