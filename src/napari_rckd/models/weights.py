@@ -8,9 +8,7 @@ A napari-rckd checkpoint keeps its JSON metadata under one key of the safetensor
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from napari_rckd.atomic import atomic_path
 from napari_rckd.errors import RckdError
 
 METADATA_KEY = "napari_rckd"
@@ -49,17 +48,9 @@ def read_weights(
 
 def write_checkpoint_file(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
     """Write a safetensors file atomically (temp file + rename): a crash never leaves half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = {METADATA_KEY: json.dumps(metadata, sort_keys=True)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata=header)
 
 
 def _read_torch_file(path: Path, map_location) -> tuple[dict, dict | None]:
