@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,12 +135,28 @@ class Predictor:
     ) -> int:
         """Compute and write ``requests`` (grouped by source, batched), return how many were
         written. Stops between batches once ``stop`` is set."""
-        count = 0
-        for name, batch in self.batches(requests):
+        return sum(written for _, _, written in self.run_batches(requests, stop, drop_stale))
+
+    def run_batches(
+        self,
+        requests: Iterable[TileRequest | tuple[str, int, int]],
+        stop: threading.Event | None = None,
+        drop_stale: bool = False,
+    ) -> Iterator[tuple[str, list[TileRequest], int]]:
+        """Run ``requests`` batch by batch, yielding (source, batch, tiles written) after each.
+
+        The next batch's windows are read on the reader threads while the model runs on this
+        one, so reading costs no wall time as long as it is faster than the model."""
+        batches = self.batches(requests)
+        current = next(batches, None)
+        reads = self._start_reads(*current) if current else {}
+        while current is not None:
             if stop is not None and stop.is_set():
-                break
-            count += self.run_batch(name, batch, drop_stale)
-        return count
+                return
+            following = next(batches, None)
+            next_reads = self._start_reads(*following) if following else {}
+            yield current[0], current[1], self.run_batch(*current, drop_stale, reads)
+            current, reads = following, next_reads
 
     def batches(self, requests):
         """Consecutive same-source runs cut into batches, in the order given."""
@@ -157,6 +173,15 @@ class Predictor:
         if batch:
             yield batch[0].model, batch
 
+    def _start_reads(self, name: str, batch: list[TileRequest]) -> dict[TileRequest, Future]:
+        """Start reading the windows of ``batch`` that no cached result makes unnecessary."""
+        source, key = self.sources[name], self._cache_key(name)
+        return {
+            request: self._reader.submit(self._read, name, request)
+            for request in batch
+            if self._cached(source, key, request) is None
+        }
+
     def _read(self, name: str, request: TileRequest) -> np.ndarray:
         source, grid = self.sources[name], self.grids[name]
         y, x = grid.window_level0(request.row, request.col)
@@ -165,10 +190,20 @@ class Predictor:
     def _cache_key(self, name: str) -> str:
         return f"{self.sources[name].identity}@{self.slide.path}"
 
-    def run_batch(self, name: str, batch: list[TileRequest], drop_stale: bool) -> int:
+    def run_batch(
+        self,
+        name: str,
+        batch: list[TileRequest],
+        drop_stale: bool,
+        reads: dict[TileRequest, Future] | None = None,
+    ) -> int:
+        """Predict, write and announce one batch of ``name`` tiles; ``reads`` are windows already
+        being read (``run_batches`` starts them a batch ahead). Returns the tiles written."""
         source, key = self.sources[name], self._cache_key(name)
         if drop_stale:
             batch = self.scheduler.current(batch)
+        if reads is None:
+            reads = self._start_reads(name, batch)
         outputs: dict[TileRequest, dict] = {}
         missing = []
         for request in batch:
@@ -178,12 +213,14 @@ class Predictor:
             else:
                 outputs[request] = cached
         if missing:
-            windows = np.stack(list(self._reader.map(lambda r: self._read(name, r), missing)))
+            windows = np.stack(
+                [reads[r].result() if r in reads else self._read(name, r) for r in missing]
+            )
             for request, output in zip(missing, source.predict(windows), strict=True):
                 outputs[request] = output
                 for result, array in output.items():
                     self.cache.put_result(key, result, 0, (request.row, request.col), array)
-        written = 0
+        shown, written = [], 0
         for request in batch:
             if drop_stale and self.scheduler.is_stale(request):
                 continue  # kept in the cache: panning back costs no model time
@@ -193,6 +230,10 @@ class Predictor:
                 )
                 self._done.add((name, request.row, request.col))
                 written += 1
+            shown.append(request)
+        for spec in source.results(self.grids[name]):  # one pyramid rebuild per batch
+            self.stores[spec.name].flush()
+        for request in shown:
             self._announce(name, request)
         return written
 

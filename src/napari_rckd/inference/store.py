@@ -2,9 +2,12 @@
 
 A result for a whole slide at 0.5 µm/px can be 100,000² pixels, so it is never an array in RAM:
 each result is a zarr group of pyramid levels chunked by the tile grid with fill value 0. Only
-chunks that were written exist (zarr skips all-zero chunks), and writing a tile refreshes just
-the pyramid blocks above it: ``mode`` of 2×2 blocks for labels and classes (a mean would invent
-ids), ``mean`` for probabilities. The group carries OME-NGFF 0.5 ``multiscales`` metadata with µm
+chunks that were written exist (zarr skips all-zero chunks). Writes go to level 0 and mark the
+chunks above them dirty; ``flush()`` (the predictor calls it once per batch, readers before
+reading) rebuilds each dirty coarse chunk whole from the level below, so a batch costs one
+aligned write per touched chunk and level instead of a read-modify-write per tile and level:
+``mode`` of 2×2 blocks for labels and classes (a mean would invent ids), ``mean`` for
+probabilities. In-memory stores are uncompressed (zstd there costs time and saves nothing). The group carries OME-NGFF 0.5 ``multiscales`` metadata with µm
 scales and the half-pixel translation that puts result pixels over the slide's pixels.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +88,8 @@ class ResultStore:
         self.tile = int(meta["tile"])
         self.channels = list(meta["channels"]) if meta["channels"] is not None else None
         self.levels: list[zarr.Array] = [group[str(k)] for k in range(meta["n_levels"])]
+        self._dirty: set[tuple[int, int]] = set()  # level-1 chunks (row, col) to rebuild
+        self._lock = threading.RLock()  # a viewer may read (and flush) while the worker writes
 
     @classmethod
     def create(
@@ -114,6 +120,7 @@ class ResultStore:
         group = root.create_group(name)
         lead = (len(channels),) if channels else ()
         shapes = _level_shapes(shape, tile, n_levels)
+        in_memory = isinstance(root.store, zarr.storage.MemoryStore)
         for k, level_shape in enumerate(shapes):
             group.create_array(
                 str(k),
@@ -121,6 +128,7 @@ class ResultStore:
                 chunks=lead + (min(tile, level_shape[0]), min(tile, level_shape[1])),
                 dtype=dtype,
                 fill_value=0,
+                compressors=None if in_memory else "auto",
             )
         group.attrs["ome"] = _ome_metadata(name, kind, mpp, slide_mpp, len(shapes), channels)
         group.attrs["napari_rckd"] = dict(
@@ -152,15 +160,17 @@ class ResultStore:
         """Offset of pixel (0, 0)'s centre from the slide's level-0 pixel (0, 0) centre, in µm."""
         return 0.5 * (self.scale_um(level) - self.slide_mpp)
 
-    def read(self, box: Box, level: int = 0) -> np.ndarray:
+    def read(self, box: Box, level: int = 0, flush: bool = True) -> np.ndarray:
         """Pixels of ``box`` (integer level-``level`` coordinates, clipped to the array)."""
+        if level > 0 and flush:
+            self.flush()
         array = self.levels[level]
         box = _clip(box, array.shape[-2:])
         return np.asarray(array[(..., *box.slices())])
 
     def write(self, box: Box, data: np.ndarray) -> None:
-        """Write level-0 ``data`` at ``box`` (parts outside the array are dropped), then refresh
-        the pyramid blocks above it."""
+        """Write level-0 ``data`` at ``box`` (parts outside the array are dropped) and mark the
+        pyramid chunks above it for the next ``flush()``."""
         if tuple(data.shape[-2:]) != (int(box.height), int(box.width)):
             raise RckdError(
                 f"result {self.name!r}: data of shape {data.shape} does not fit box {tuple(box)}."
@@ -172,29 +182,47 @@ class ResultStore:
             clipped.y0 - box.y0, clipped.x0 - box.x0, clipped.y1 - box.y0, clipped.x1 - box.x0
         )
         self.levels[0][(..., *clipped.slices())] = data[(..., *inner.slices())]
-        self._update_pyramid(clipped)
+        if len(self.levels) > 1:
+            with self._lock:
+                self._dirty.update(_chunks_under(clipped.scaled(0.5), self.tile))
 
-    def _update_pyramid(self, box: Box) -> None:
-        method = KINDS[self.kind]
-        for k in range(1, len(self.levels)):
-            above = _clip(
-                Box(box.y0 // 2, box.x0 // 2, math.ceil(box.y1 / 2), math.ceil(box.x1 / 2)),
-                self.levels[k].shape[-2:],
-            )
-            source = self.read(above.scaled(2), level=k - 1)
-            block = downsample2(source, method)[..., : int(above.height), : int(above.width)]
-            self.levels[k][(..., *above.slices())] = block
-            box = above
+    def flush(self) -> None:
+        """Rebuild the pyramid above the writes since the last flush: level by level, every
+        dirty chunk whole from the (already rebuilt) level below."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            size, method = self.tile, KINDS[self.kind]
+            for k in range(1, len(self.levels)):
+                level = self.levels[k]
+                for row, col in sorted(dirty):  # chunks of every level are tile × tile
+                    box = _clip(
+                        Box(row * size, col * size, (row + 1) * size, (col + 1) * size),
+                        level.shape[-2:],
+                    )
+                    below = self.read(box.scaled(2), level=k - 1, flush=False)
+                    block = downsample2(below, method)[..., : int(box.height), : int(box.width)]
+                    level[(..., *box.slices())] = block
+                dirty = {(row // 2, col // 2) for row, col in dirty}
+            dirty = {(row // 2, col // 2) for row, col in dirty}
 
     def dask_levels(self) -> list:
         """The pyramid as dask arrays (chunks = tiles) for a napari multiscale layer."""
         import dask.array as da
 
+        self.flush()
         return [da.from_zarr(level) for level in self.levels]
 
     def nbytes_stored(self) -> int:
         """Bytes the result occupies in its store (compressed chunks and metadata)."""
+        self.flush()
         return sum(level.nbytes_stored() for level in self.levels)
+
+
+def _chunks_under(box: Box, size: int) -> set[tuple[int, int]]:
+    """(row, col) of the ``size``-square chunks that ``box`` touches."""
+    rows = range(int(box.y0 // size), math.ceil(box.y1 / size))
+    cols = range(int(box.x0 // size), math.ceil(box.x1 / size))
+    return {(r, c) for r in rows for c in cols}
 
 
 def _clip(box: Box, shape: tuple[int, int]) -> Box:

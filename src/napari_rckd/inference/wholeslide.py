@@ -59,15 +59,14 @@ def run_whole_slide(
             f"no tissue tiles to predict in {predictor.slide.path.name}: the tissue mask is empty "
             "at the models' tile size; check the slide or lower min_tissue."
         )
-    done = 0
-    for name, batch in predictor.batches(todo):
-        if stop is not None and stop.is_set():
-            log.info("whole-slide run cancelled after %d of %d tiles", done, len(todo))
-            yield Progress(done, len(todo), name, cancelled=True)
-            return
-        predictor.run_batch(name, batch, drop_stale=False)
+    done, name = 0, todo[0][0]
+    for name, batch, _ in predictor.run_batches(todo, stop):
         done += len(batch)
         yield Progress(done, len(todo), name)
+    if done < len(todo):
+        log.info("whole-slide run cancelled after %d of %d tiles", done, len(todo))
+        yield Progress(done, len(todo), name, cancelled=True)
+        return
     predictor.root.attrs["napari_rckd_complete"] = True
 
 
