@@ -40,7 +40,7 @@ def test_regions_written_as_valid_geojson_with_classes_and_colours(tmp_path):
     assert [r.name for r in regions] == ["tumour", "stroma", None]
     np.testing.assert_allclose(regions[1].polygons[0][0][:3], poly)
     y0, x0, y1, x1 = regions[2].bounds()  # the ellipse became a polygon inside its box
-    assert 199.9 <= y0 and y1 <= 240.1 and 199.9 <= x0 and x1 <= 260.1 and y1 - y0 > 39
+    assert y0 >= 199.9 and y1 <= 240.1 and x0 >= 199.9 and x1 <= 260.1 and y1 - y0 > 39
 
 
 def test_lines_are_refused_with_the_shape_named(tmp_path):

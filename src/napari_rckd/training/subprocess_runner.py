@@ -1,0 +1,302 @@
+"""Run a training job in a child process and stream its progress back as JSON lines.
+
+The GUI must never freeze and must get its GPU memory back, so training runs in
+``python -m napari_rckd.training.subprocess_runner JOB.json``: a fresh interpreter that
+exits (releasing every CUDA allocation) when the job ends. The parent talks to it through
+files in the run folder and one pipe:
+
+- ``job.json`` (written atomically before the start) says what to train: stage 1
+  (`recipes.pretrain` keyword arguments), stage 2 (`finetune.finetune` keyword arguments,
+  whose ``init`` defaults to stage 1's best checkpoint) or both;
+- the child's stdout carries one JSON event per line: ``status`` (a phase message),
+  ``fit_start``, ``step`` (loss, lr, tiles/s, ETA), ``validation``, ``checkpoint``,
+  ``stage_end`` and finally ``end`` or ``error``; anything else the child prints goes to
+  ``train.log``;
+- ``STOP`` (an empty file) asks the child to stop: `fit` checkpoints after the current step
+  and returns "cancelled"; before training has begun there is nothing to keep and the
+  child exits at once.
+
+Resume is the same job started again with ``resume=True``: `fit` continues from
+``last.state.pt`` in each stage folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from napari_rckd.atomic import write_json_atomic
+from napari_rckd.errors import RckdError
+from napari_rckd.training.callbacks import Callback, StepInfo
+from napari_rckd.training.config import FitResult
+
+log = logging.getLogger(__name__)
+
+JOB_FILE = "job.json"
+STOP_FILE = "STOP"
+LOG_FILE = "train.log"
+STOP_POLL_S = 0.1  # how often the child looks for the stop file
+
+
+@dataclass
+class TrainingJob:
+    """What the child trains: stage 1 and/or stage 2 keyword arguments, into ``out_dir``.
+
+    Stage folders are ``out_dir/stage1`` and ``out_dir/stage2``. The kwargs must be
+    JSON-friendly (paths as strings): the job crosses the process boundary as a file.
+    """
+
+    out_dir: str
+    stage1: dict | None = None
+    stage2: dict | None = None
+    resume: bool = False
+    threads: int | None = None  # torch CPU threads in the child (None: torch's default)
+    extra: dict = field(default_factory=dict)  # free-form notes kept with the job
+
+    def __post_init__(self) -> None:
+        if self.stage1 is None and self.stage2 is None:
+            raise RckdError("a training job needs stage 1, stage 2 or both; neither was given")
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> TrainingJob:
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as error:
+            raise RckdError(f"cannot read training job {path} ({error})") from None
+
+
+class EventWriter(Callback):
+    """A `fit` callback that writes each event as one JSON line (flushed at once)."""
+
+    def __init__(self, stream, stage: str) -> None:
+        self.stream, self.stage = stream, stage
+        self.started = threading.Event()  # set once fit runs: stopping then keeps a checkpoint
+        self.checkpoint: str | None = None  # the last good weights of a finished stage
+        self._t0 = 0.0
+        self._first_step = 0
+
+    def emit(self, event: str, **payload) -> None:
+        line = json.dumps({"event": event, "stage": self.stage, **payload}, default=str)
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def on_fit_start(self, start_step: int, total_steps: int) -> None:
+        self._t0, self._first_step = time.monotonic(), start_step
+        self.started.set()
+        self.emit("fit_start", start_step=start_step, total_steps=total_steps)
+
+    def on_step(self, info: StepInfo) -> None:
+        done = info.step - self._first_step
+        per_step = (time.monotonic() - self._t0) / max(done, 1)
+        self.emit(
+            "step",
+            step=info.step,
+            total_steps=info.total_steps,
+            loss=info.loss,
+            lr=info.lr,
+            samples_per_second=info.samples_per_second,
+            eta_s=per_step * (info.total_steps - info.step),
+        )
+
+    def on_validation(self, step: int, metrics: dict[str, float]) -> None:
+        self.emit("validation", step=step, metrics=metrics)
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        self.emit("checkpoint", step=step, path=str(path))
+
+    def on_end(self, result: FitResult) -> None:
+        best = result.best_checkpoint or result.last_checkpoint
+        self.checkpoint = str(best) if best else self.checkpoint
+        self.emit(
+            "stage_end",
+            status=result.status,
+            step=result.step,
+            best_metric=result.best_metric,
+            primary_metric=result.primary_metric,
+            best_checkpoint=str(result.best_checkpoint) if result.best_checkpoint else None,
+            last_checkpoint=str(result.last_checkpoint) if result.last_checkpoint else None,
+        )
+
+
+def _watch_stop_file(path: Path, stop: threading.Event, writer: EventWriter) -> None:
+    """Turn the stop file into the stop event; before training there is nothing to save."""
+    while not path.exists():
+        time.sleep(STOP_POLL_S)
+    stop.set()
+    if not writer.started.is_set():
+        writer.emit("end", status="cancelled", checkpoint=writer.checkpoint, kind="nuclei")
+        os._exit(0)  # still reading slides or asking the teacher: nothing trained to keep
+
+
+def run_job(job: TrainingJob, stream) -> dict:
+    """Train the job's stages in order, reporting to ``stream``; returns the final event."""
+    from napari_rckd.training.finetune import finetune
+    from napari_rckd.training.recipes import pretrain
+
+    out = Path(job.out_dir)
+    stop = threading.Event()
+    writer = EventWriter(stream, "stage1" if job.stage1 is not None else "stage2")
+    threading.Thread(
+        target=_watch_stop_file, args=(out / STOP_FILE, stop, writer), daemon=True
+    ).start()
+    checkpoint = None
+    if job.stage1 is not None:
+        writer.emit("status", message="stage 1: reading tissue tiles and teacher responses")
+        result = pretrain(
+            out_dir=out / "stage1", resume=job.resume, callbacks=[writer], stop_event=stop,
+            **job.stage1,
+        )  # fmt: skip
+        checkpoint = result.best_checkpoint or result.last_checkpoint
+        if result.status == "cancelled" or job.stage2 is None:
+            return _end(writer, result.status, checkpoint, "nuclei")
+    writer.stage = "stage2"
+    writer.started.clear()
+    kwargs = dict(job.stage2)
+    if kwargs.get("init") is None and checkpoint is not None:
+        kwargs["init"] = str(checkpoint)
+    writer.emit("status", message="stage 2: cutting tiles from the annotations")
+    result = finetune(
+        out_dir=out / "stage2", resume=job.resume, callbacks=[writer], stop_event=stop, **kwargs
+    )
+    checkpoint = result.best_checkpoint or result.last_checkpoint
+    kind = "subtype" if kwargs.get("task", "classify") == "classify" else "region"
+    return _end(writer, result.status, checkpoint, kind)
+
+
+def _end(writer: EventWriter, status: str, checkpoint, kind: str) -> dict:
+    event = {"status": status, "checkpoint": str(checkpoint) if checkpoint else None, "kind": kind}
+    writer.emit("end", **event)
+    return event
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Child entry point: events on the real stdout, everything else printed into stderr."""
+    argv = sys.argv[1:] if argv is None else argv
+    events = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not corrupt events
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    writer = EventWriter(events, "job")
+    try:
+        job = TrainingJob.read(argv[0])
+        if job.threads:
+            import torch
+
+            torch.set_num_threads(job.threads)
+        run_job(job, events)
+    except RckdError as error:
+        writer.emit("error", message=str(error))
+        return 1
+    except MemoryError:
+        writer.emit("error", message="the machine ran out of memory; lower the batch size")
+        return 1
+    except Exception as error:  # reported to the GUI in one line; the traceback goes to the log
+        log.exception("training failed")
+        writer.emit("error", message=_explain(error))
+        return 1
+    return 0
+
+
+def _explain(error: Exception) -> str:
+    text = str(error)
+    if "out of memory" in text.lower():
+        return "the device ran out of memory; lower the batch size or the tile size, or use the CPU"
+    return f"training failed: {type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+class TrainingProcess:
+    """The parent's handle on one child: start, poll events, stop, wait.
+
+    Events arrive on a reader thread and wait in a queue until `poll` drains them, so a GUI
+    timer can pick them up on its own thread. Exiting without an ``end`` or ``error`` event
+    (a crash, a kill) is reported as an ``error`` naming the log file.
+    """
+
+    def __init__(self, job: TrainingJob, python: str | None = None) -> None:
+        self.job = job
+        self.out_dir = Path(job.out_dir)
+        self.python = python or sys.executable
+        self.events: queue.Queue[dict] = queue.Queue()
+        self.process: subprocess.Popen | None = None
+        self._finished = False
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / LOG_FILE
+
+    def start(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / STOP_FILE).unlink(missing_ok=True)
+        write_json_atomic(self.out_dir / JOB_FILE, asdict(self.job))
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with self.log_path.open("a") as log_file:
+            self.process = subprocess.Popen(
+                [self.python, "-m", "napari_rckd.training.subprocess_runner",
+                 str(self.out_dir / JOB_FILE)],
+                stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL, text=True,
+                env=env,
+            )  # fmt: skip
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            self._finished |= event.get("event") in ("end", "error")
+            self.events.put(event)
+        code = self.process.wait()
+        if not self._finished:
+            self.events.put(
+                {
+                    "event": "error",
+                    "message": f"training stopped unexpectedly (exit code {code}); see "
+                    f"{self.log_path}",
+                }
+            )
+        self.events.put({"event": "exit", "code": code})
+
+    def poll(self) -> list[dict]:
+        """Every event that arrived since the last call, oldest first."""
+        out = []
+        while True:
+            try:
+                out.append(self.events.get_nowait())
+            except queue.Empty:
+                return out
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """Ask the child to checkpoint and stop after its current step."""
+        if self.running:
+            (self.out_dir / STOP_FILE).touch()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The child's exit code, or None if it is still running after ``timeout`` seconds."""
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        """Last resort (the viewer is closing): the last checkpoint on disk stays as it was."""
+        if self.running:
+            self.process.kill()
+            self.process.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
