@@ -142,11 +142,13 @@ class Predictor:
         requests: Iterable[TileRequest | tuple[str, int, int]],
         stop: threading.Event | None = None,
         drop_stale: bool = False,
+        cache_results: bool = True,
     ) -> Iterator[tuple[str, list[TileRequest], int]]:
         """Run ``requests`` batch by batch, yielding (source, batch, tiles written) after each.
 
         The next batch's windows are read on the reader threads while the model runs on this
-        one, so reading costs no wall time as long as it is faster than the model."""
+        one, so reading costs no wall time as long as it is faster than the model. A whole-slide
+        run passes ``cache_results=False``: its tiles are never asked for again."""
         batches = self.batches(requests)
         current = next(batches, None)
         reads = self._start_reads(*current) if current else {}
@@ -155,7 +157,8 @@ class Predictor:
                 return
             following = next(batches, None)
             next_reads = self._start_reads(*following) if following else {}
-            yield current[0], current[1], self.run_batch(*current, drop_stale, reads)
+            written = self.run_batch(*current, drop_stale, reads, cache_results)
+            yield current[0], current[1], written
             current, reads = following, next_reads
 
     def batches(self, requests):
@@ -196,6 +199,7 @@ class Predictor:
         batch: list[TileRequest],
         drop_stale: bool,
         reads: dict[TileRequest, Future] | None = None,
+        cache_results: bool = True,
     ) -> int:
         """Predict, write and announce one batch of ``name`` tiles; ``reads`` are windows already
         being read (``run_batches`` starts them a batch ahead). Returns the tiles written."""
@@ -218,7 +222,7 @@ class Predictor:
             )
             for request, output in zip(missing, source.predict(windows), strict=True):
                 outputs[request] = output
-                for result, array in output.items():
+                for result, array in output.items() if cache_results else ():
                     self.cache.put_result(key, result, 0, (request.row, request.col), array)
         shown, written = [], 0
         for request in batch:

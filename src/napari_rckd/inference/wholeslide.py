@@ -60,7 +60,7 @@ def run_whole_slide(
             "at the models' tile size; check the slide or lower min_tissue."
         )
     done, name = 0, todo[0][0]
-    for name, batch, _ in predictor.run_batches(todo, stop):
+    for name, batch, _ in predictor.run_batches(todo, stop, cache_results=False):
         done += len(batch)
         yield Progress(done, len(todo), name)
     if done < len(todo):
