@@ -1,0 +1,125 @@
+"""The "Train student" widget drives real (tiny) training in a child process on a real slide."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import shared_path
+
+pytestmark = pytest.mark.gui
+
+TRAINING_S = 240_000  # ms; bounds a hang on a busy 2-core CPU, not a speed
+
+
+@pytest.fixture
+def viewer_and_widget(make_napari_viewer, tmp_path):
+    from napari_rckd._widgets.train import TrainWidget
+
+    source = shared_path("slides/cmu-1-small-region.svs")
+    slide = shutil.copy(source, tmp_path / source.name)
+    viewer = make_napari_viewer()
+    viewer.open(str(slide), plugin="napari-rckd")
+    widget = TrainWidget(viewer)
+    widget.out_dir.setText(str(tmp_path / "run"))
+    widget.backbone.setCurrentText("resnet18")
+    widget.tile_size.setValue(64)
+    widget.tiles.setValue(8)
+    widget.batch_size.setValue(2)
+    widget.device.setCurrentText("cpu")
+    yield viewer, widget
+    if widget.process is not None:
+        widget.process.kill()
+
+
+def _regions(viewer, classes):
+    from napari_rckd._widgets.annotate import add_annotation_layers, set_class
+
+    shapes, labels = add_annotation_layers(viewer, viewer.layers[0])
+    for index, name in enumerate(classes):
+        set_class(shapes, name)
+        top = 200 + 500 * (index // 2)
+        left = 200 + 900 * (index % 2)
+        shapes.add_rectangles(np.array([[top, left], [top + 400.0, left + 600.0]]))
+    return shapes, labels
+
+
+def test_open_slide_is_listed_for_stage_1(viewer_and_widget):
+    viewer, widget = viewer_and_widget
+    settings = widget.settings()
+    assert settings.slides == [viewer.layers[0].metadata["path"]]
+    assert settings.stage1 and not settings.stage2
+
+
+def test_stage_1_and_2_train_to_a_classifier_sent_to_live_analysis(viewer_and_widget, qtbot):
+    from napari_rckd._widgets.train import TRAINED
+    from napari_rckd.models import load_checkpoint
+
+    viewer, widget = viewer_and_widget
+    shapes, _ = _regions(viewer, ["tumour", "stroma", "tumour", "stroma"])
+    widget._refresh_layers()
+    widget.shapes_box.setCurrentText(shapes.name)
+    widget.stage2_box.setChecked(True)
+    widget.budget.setValue(2)
+    widget.stage2_budget.setValue(2)
+    received = []
+    TRAINED.model_ready.connect(lambda path, kind: received.append((path, kind)))
+
+    widget._on_start_clicked()
+    assert widget.running and not widget.start_button.isEnabled()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TRAINING_S)
+    assert widget.status.text().startswith("Training completed."), widget.status.text()
+    assert widget.progress.value() == widget.progress.maximum() == 2
+    assert len(widget.plot.loss) == 4  # two steps per stage
+    model, metadata = load_checkpoint(widget.checkpoint)
+    assert model.config.task == "classify" and model.config.class_names == ["tumour", "stroma"]
+    assert metadata["provenance"]["init"] == "best.safetensors"  # stage 1's student
+    assert received[-1] == (widget.checkpoint, "subtype")
+    assert (widget.process.out_dir / "inputs" / "annotations.geojson").exists()
+
+
+def test_stop_ends_training_and_keeps_the_viewer_usable(viewer_and_widget, qtbot):
+    viewer, widget = viewer_and_widget
+    widget.budget.setValue(400)
+    widget._on_start_clicked()
+    qtbot.waitUntil(lambda: widget.progress.value() >= 1, timeout=TRAINING_S)
+    widget._on_stop_clicked()
+    assert widget.process.wait(60) == 0  # the child checkpoints and exits
+    qtbot.waitUntil(lambda: not widget.running, timeout=10_000)
+    assert "Stopped" in widget.status.text()
+    assert widget.checkpoint is not None and widget.resume_button.isEnabled()
+    assert widget.progress.value() < 400
+    viewer.add_points([[10, 10]])  # still responsive
+    assert len(viewer.layers) == 2
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [([], "no annotations"), (["tumour", "tumour"], "one class")],
+)
+def test_bad_annotations_are_a_message(viewer_and_widget, classes, message):
+    viewer, widget = viewer_and_widget
+    shapes, _ = _regions(viewer, classes)
+    widget._refresh_layers()
+    widget.shapes_box.setCurrentText(shapes.name)
+    widget.stage1_box.setChecked(False)
+    widget.stage2_box.setChecked(True)
+    widget._on_start_clicked()
+    assert message in widget.status.text() and widget.process is None
+    assert widget.start_button.isEnabled()
+
+
+def test_unreadable_slide_is_reported_by_the_widget(viewer_and_widget, qtbot, tmp_path):
+    _, widget = viewer_and_widget
+    bad = tmp_path / "broken.svs"
+    bad.write_bytes(b"garbage" * 100)
+    widget.slide_list.clear()
+    widget.add_slide_paths([bad])
+    widget.budget.setValue(2)
+    widget._on_start_clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TRAINING_S)
+    assert widget.status.text().startswith("Training failed:")
+    assert "broken.svs" in widget.status.text()
+    assert widget.start_button.isEnabled() and widget.checkpoint is None
