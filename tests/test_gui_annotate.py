@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.gui
 @pytest.fixture
 def slide_copy(tmp_path):
     source = shared_path("slides/cmu-1-small-region.svs")
-    return shutil.copy(source, tmp_path / source.name)
+    return Path(shutil.copy(source, tmp_path / source.name))
 
 
 def _open(make_napari_viewer, path):
@@ -104,3 +105,22 @@ def test_no_slide_layer_is_a_message_not_a_crash(make_napari_viewer):
     widget._on_save_clicked()
     assert "Nothing to save" in widget.status.text()
     assert len(viewer.layers) == 1
+
+
+def test_napari_saves_the_layers_through_the_plugin_writers(make_napari_viewer, slide_copy):
+    import tifffile
+
+    from napari_rckd.io.annotations import read_annotations
+
+    viewer, widget = _open(make_napari_viewer, slide_copy)
+    widget._on_create_clicked()
+    widget.shapes.add_rectangles(np.array([[10.0, 20.0], [90.0, 120.0]]))
+    widget.labels.data[5:9, 5:9] = 1
+    out = slide_copy.parent
+    widget.shapes.save(str(out / "regions.geojson"), plugin="napari-rckd")
+    widget.labels.save(str(out / "mask.ome.tif"), plugin="napari-rckd")
+    (region,) = read_annotations(out / "regions.geojson")
+    assert region.name == "tumour" and region.bounds() == (10.0, 20.0, 90.0, 120.0)
+    with tifffile.TiffFile(out / "mask.ome.tif") as tif:
+        assert tif.is_ome and tif.asarray().sum() == 16
+        assert 'PhysicalSizeX="0.499"' in tif.ome_metadata
