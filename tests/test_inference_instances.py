@@ -129,13 +129,22 @@ def test_owned_instances_and_duplicates():
     labels[6:9, 6:10] = 9  # centroid (7.5, 8.5): outside
     owned = owned_instances(labels, Box(1, 1, 6, 6))
     assert set(np.unique(owned)) == {0, 1} and (owned[1:3, 1:3] == 1).all()
-    existing = np.zeros((4, 4), np.uint32)
-    existing[:2, :2] = 77
-    local = np.zeros((4, 4), np.int64)
-    local[:2, :3] = 1  # 4 of 6 pixels already claimed: a duplicate, dropped
-    local[3, :] = 2  # unclaimed: pasted with the tile's offset
-    merged = paste_instances(existing, local, offset=4096)
-    assert merged[0, 2] == 0 and (merged[3] == 4098).all() and (merged[:2, :2] == 77).all()
+    # two tiles meet at a seam: pixels in columns 0-2 are tile 0's core, columns 3-5 tile 1's
+    home = np.repeat([[0, 0, 0, 1, 1, 1]], 4, axis=0)
+    tile0, tile1 = np.zeros((4, 6), np.int64), np.zeros((4, 6), np.int64)
+    tile0[:2, 0:4] = 1  # one nucleus seen by both tiles: 6 of 8 pixels shared, a duplicate;
+    tile1[:2, 1:5] = 1  # tile 0 holds 4 of the shared pixels in its core, tile 1 only 2
+    tile0[3, 0:4] = 2  # two different nuclei that disagree about one boundary pixel (3, 3),
+    tile1[2:4, 3:6] = 2  # which lies in tile 1's core
+    expected = np.zeros((4, 6), np.uint32)
+    expected[:2, 0:4] = 4096 * 0 + 1
+    expected[3, 0:3] = 2
+    expected[2:4, 3:6] = 4096 + 2
+    for first, second in [((tile0, 0), (tile1, 1)), ((tile1, 1), (tile0, 0))]:
+        merged, _ = paste_instances(np.zeros((4, 6), np.uint32), first[0], first[1], home)
+        merged, removed = paste_instances(merged, second[0], second[1], home)
+        np.testing.assert_array_equal(merged, expected)  # the same in either order
+        assert removed == ({4096 + 1} if second[1] == 0 else set())
     grid = TileGrid(shape=(64, 64), tile=32, halo=8)
     store = ResultStore.create(open_root(), "n", (64, 64), 32, np.uint32, "labels", 0.5, 0.5)
     with pytest.raises(RckdError, match="expected the 48"):
@@ -175,6 +184,15 @@ def test_real_nuclei_seams_with_the_builtin_teacher():
     _, naive = tiled_labels(
         image, TileGrid(shape=image.shape[:2], tile=128, halo=0), labeller, pad_value=255
     )
+    # seam conflicts are settled the same way whatever order the tiles arrive in
+    _, shuffled = tiled_labels(
+        image,
+        grid,
+        labeller,
+        order=lambda t: [t[i] for i in np.random.default_rng(5).permutation(len(t))],
+        pad_value=255,
+    )
+    np.testing.assert_array_equal(shuffled, tiled)
     ours, plain = matching(reference, tiled), matching(reference, naive)
     assert ours["n_ref"] > 200
     assert ours["matched"] >= 0.95 * ours["n_ref"] and ours["mean_iou"] > 0.9

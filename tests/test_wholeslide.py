@@ -33,14 +33,16 @@ def test_whole_slide_equals_union_of_viewports(tmp_path, crop, checkpoints):  # 
             viewer.compute(viewer.plan_view(view, screen_px_per_level0_px=1.0).requests)
         assert viewer.tiles_done("nuclei") == whole.tiles_done("nuclei")
     results = open_results(target)
-    for name in ("nuclei_prob", "region_prob", "region_mask"):
-        box = Box(0, 0, *results[name].shape)
-        np.testing.assert_array_equal(results[name].read(box), viewer.stores[name].read(box))
-    # labels: equal up to the seam rule (where two tiles' labellers disagree, the first one wins)
-    box = Box(0, 0, *results["nuclei_labels"].shape)
-    a, b = results["nuclei_labels"].read(box), viewer.stores["nuclei_labels"].read(box)
-    assert np.mean(a != b) < 0.005
-    assert len(np.setxor1d(np.unique(a), np.unique(b))) <= 0.03 * len(np.unique(a))
+    # every result, nuclei labels included (seam conflicts are settled whatever the tile order),
+    # is the same at every pyramid level
+    for name in ("nuclei_labels", "nuclei_prob", "region_prob", "region_mask"):
+        for level, array in enumerate(results[name].levels):
+            box = Box(0, 0, *array.shape[-2:])
+            np.testing.assert_array_equal(
+                results[name].read(box, level), viewer.stores[name].read(box, level)
+            )
+    labels = results["nuclei_labels"]
+    assert len(np.unique(labels.read(Box(0, 0, *labels.shape)))) > 100  # real nuclei, not empty
 
 
 def test_results_reopen_over_the_slide(tmp_path, crop, checkpoints):  # noqa: F811

@@ -1,14 +1,27 @@
-"""Nuclei instances stitched across tiles: none cut, none doubled at a seam, ids globally unique.
+"""Nuclei instances stitched across tiles: none cut, none doubled at a seam, ids globally unique,
+and the same result whatever order the tiles are computed in.
 
 Each tile is labelled over its window (core + halo). A tile *owns* the instances whose centroid
 lies in its core, and writes them whole, halo pixels included. Because cores partition the
-image, every nucleus has exactly one owner; because the halo is at least one nucleus diameter
-wide, an owned nucleus lies entirely inside its owner's window and is never cut. Where a
-labeller's context makes two tiles disagree near a border, an instance whose pixels are mostly
-already claimed is a duplicate and is dropped, and otherwise it fills only unclaimed pixels.
+image, every nucleus has an owner; because the halo is at least one nucleus diameter wide, an
+owned nucleus lies entirely inside its owner's window and is never cut.
+
+Where two tiles' labellers disagree near a seam, the conflicts are settled by rules that do not
+depend on which tile came first, so a viewer's tiles (in pan order) and a whole-slide run (in
+grid order) give the same labels:
+
+* duplicates: two claims from different tiles that share at least half of the smaller one's
+  pixels are one nucleus seen twice. The claim with more of the shared pixels in its own core
+  keeps the nucleus whole (ties: the lower tile index) and the other is removed entirely;
+* other overlaps (a boundary pixel both claim): the pixel goes to the claim from the tile whose
+  core holds the pixel, else to the lower tile index.
+
+Both rules compare two claims at a time, so stitching is exactly order-independent wherever at
+most two tiles' claims meet; only where three claims pile on one nucleus (a tile corner) could
+the order still change a few pixels.
 
 Ids are ``tile_index * stride + local_id``: unique across tiles, and the same whatever order the
-tiles are computed in (viewport or whole slide), so a Labels layer stays consistent.
+tiles are computed in, so a Labels layer stays consistent.
 """
 
 from __future__ import annotations
@@ -21,7 +34,7 @@ from napari_rckd.inference.tiling import Box, TileGrid
 
 # Room for this many instances per tile: a 512² core at 0.5 µm/px holds at most ~1,500 nuclei.
 ID_STRIDE = 4096
-# An instance whose pixels are at least this much already claimed is another tile's duplicate.
+# Two claims sharing at least this fraction of the smaller one's pixels are one nucleus.
 DUPLICATE_OVERLAP = 0.5
 
 
@@ -47,23 +60,58 @@ def owned_instances(labels: np.ndarray, core: Box) -> np.ndarray:
     return renumber[inverse].reshape(labels.shape)
 
 
-def paste_instances(
-    existing: np.ndarray, local: np.ndarray, offset: int, max_overlap: float = DUPLICATE_OVERLAP
-) -> np.ndarray:
-    """``existing`` with the instances of ``local`` (ids 1..k) added as ``offset + id``.
+def home_tiles(grid: TileGrid, region: Box) -> np.ndarray:
+    """The index of the tile whose core holds each pixel of ``region`` (grid pixels, inside)."""
+    rows = np.arange(int(region.y0), int(region.y1)) // grid.tile
+    cols = np.arange(int(region.x0), int(region.x1)) // grid.tile
+    return rows[:, None] * grid.cols + cols[None, :]
 
-    An instance mostly covered by already-written ones is a duplicate and skipped; the others
-    fill only unclaimed pixels, so nothing already shown on screen changes id.
-    """
-    flat = local.reshape(-1)
-    area = np.bincount(flat)
-    claimed = np.bincount(flat, weights=(existing.reshape(-1) != 0), minlength=len(area))
-    keep = claimed < max_overlap * area
-    keep[0] = False
-    write = keep[local] & (existing == 0)
+
+def paste_instances(
+    existing: np.ndarray,
+    local: np.ndarray,
+    tile: int,
+    home: np.ndarray,
+    stride: int = ID_STRIDE,
+    max_overlap: float = DUPLICATE_OVERLAP,
+) -> tuple[np.ndarray, set[int]]:
+    """``existing`` with the instances of tile ``tile`` (``local`` ids 1..k) merged in as
+    ``tile * stride + id``, by the order-independent rules of this module; ``home`` is the tile
+    index whose core holds each pixel. Returns the merged labels and the existing ids removed
+    as duplicates (their pixels outside this region are the caller's to clear)."""
     merged = existing.copy()
-    merged[write] = (local[write] + offset).astype(existing.dtype)
-    return merged
+    local = local.astype(np.int64)
+    both = (local > 0) & (existing > 0)
+    dropped, removed = set(), set()
+    if both.any():
+        new_area = np.bincount(local.reshape(-1))
+        old_ids, old_area = np.unique(existing[existing > 0], return_counts=True)
+        pairs, shared = np.unique(
+            np.stack([local[both], existing[both].astype(np.int64)]), axis=1, return_counts=True
+        )
+        verdicts = []  # (new, old, the new claim wins) for every duplicate pair
+        for (new, old), count in zip(pairs.T, shared, strict=True):
+            if count < max_overlap * min(new_area[new], old_area[np.searchsorted(old_ids, old)]):
+                continue
+            on_pair = both & (local == new) & (existing == old)
+            old_tile = old // stride
+            new_own = int((on_pair & (home == tile)).sum())
+            old_own = int((on_pair & (home == old_tile)).sum())
+            verdicts.append((new, old, (new_own, -tile) > (old_own, -old_tile)))
+        dropped = {int(new) for new, _, wins in verdicts if not wins}
+        removed = {int(old) for new, old, wins in verdicts if wins and new not in dropped}
+        if removed:
+            merged[np.isin(merged, list(removed))] = 0
+    claim = local > 0
+    if dropped:
+        claim &= ~np.isin(local, list(dropped))
+    old_tile = merged.astype(np.int64) // stride
+    # a claimed pixel goes to the tile whose core holds it, else to the lower tile index
+    wins = (merged == 0) | ((home == tile) & (home != old_tile))
+    wins |= (home != old_tile) & (home != tile) & (tile < old_tile)
+    write = claim & wins
+    merged[write] = (local[write] + tile * stride).astype(existing.dtype)
+    return merged, removed
 
 
 def stitch_instances(
@@ -76,8 +124,8 @@ def stitch_instances(
 ) -> int:
     """Merge one tile's window labels into ``store`` (a labels result on ``grid``).
 
-    Returns the number of instances the tile owns. Reads and rewrites only the window's
-    region, so it is safe to call per tile in any order from a single writer thread.
+    Returns the number of instances the tile owns. Reads and rewrites the window's region (and
+    the window of a duplicate it removes), from a single writer thread, in any tile order.
     """
     if window_labels.shape != (grid.window_size, grid.window_size):
         raise RckdError(
@@ -101,7 +149,16 @@ def stitch_instances(
     inner = Box(
         region.y0 - window.y0, region.x0 - window.x0, region.y1 - window.y0, region.x1 - window.x0
     )
+    index = grid.index(row, col)
     existing = store.read(region)
-    merged = paste_instances(existing, local[inner.slices()], grid.index(row, col) * stride)
+    merged, removed = paste_instances(
+        existing, local[inner.slices()], index, home_tiles(grid, region), stride
+    )
     store.write(region, merged)
+    for old in removed:  # a duplicate may reach past this window: clear it in its owner's
+        owner = divmod(old // stride, grid.cols)
+        elsewhere = grid.window(*owner).intersect(grid.extent())
+        pixels = store.read(elsewhere)
+        if (pixels == old).any():
+            store.write(elsewhere, np.where(pixels == old, 0, pixels))
     return count
