@@ -64,7 +64,14 @@ class ChannelView:
 def _placement(store: ResultStore) -> dict:
     """µm scale and half-pixel translation that put a result exactly over the slide layer."""
     scale, shift = store.scale_um(0), store.translate_um(0)
-    return dict(scale=(scale, scale), translate=(shift, shift), units=("um", "um"), multiscale=True)
+    return dict(scale=(scale, scale), translate=(shift, shift), units=("um", "um"))
+
+
+def _layer(levels: list, kwargs: dict, kind: str) -> tuple:
+    """LayerData; napari misreads a one-level multiscale list as 1-D, so one level is plain."""
+    if len(levels) == 1:
+        return (levels[0], {**kwargs, "multiscale": False}, kind)
+    return (levels, {**kwargs, "multiscale": True}, kind)
 
 
 def _class_colormap(colors: list[str]) -> dict:
@@ -83,7 +90,7 @@ def result_layer_data(
     if "nuclei_labels" in stores:
         store = stores["nuclei_labels"]
         kwargs = dict(name=f"{prefix} nuclei", opacity=0.6, **_placement(store))
-        layers.append((list(store.levels), kwargs, "labels"))
+        layers.append(_layer(list(store.levels), kwargs, "labels"))
     if "subtype_class" in stores:
         store, (names, colors) = stores["subtype_class"], classes["subtype"]
         kwargs = dict(
@@ -94,7 +101,7 @@ def result_layer_data(
             metadata={"probabilities": stores.get("subtype_prob"), "class_names": names},
             **_placement(store),
         )
-        layers.append((list(store.levels), kwargs, "labels"))
+        layers.append(_layer(list(store.levels), kwargs, "labels"))
     if "region_prob" in stores:
         store, (names, _) = stores["region_prob"], classes["region"]
         channel = len(names) - 1  # the last class: the positive one ("cancer") by convention
@@ -107,17 +114,16 @@ def result_layer_data(
             metadata={"class_name": names[channel]},
             **_placement(store),
         )
-        layers.append(([ChannelView(a, channel) for a in store.levels], kwargs, "image"))
+        layers.append(_layer([ChannelView(a, channel) for a in store.levels], kwargs, "image"))
     if "region_mask" in stores:
         store, (names, colors) = stores["region_mask"], classes["region"]
         kwargs = dict(
             name=f"{prefix} region outline",
-            contour=2,
             colormap=_class_colormap(colors),
             features={"index": np.arange(len(names) + 1), "class": ["", *names]},
             **_placement(store),
         )
-        layers.append((list(store.levels), kwargs, "labels"))
+        layers.append(_layer(list(store.levels), kwargs, "labels"))
     return layers
 
 
@@ -138,6 +144,8 @@ def add_result_layers(viewer, stores, classes, prefix: str) -> dict[str, object]
         names, result_layer_data(stores, classes, prefix), strict=True
     ):
         added[name] = getattr(viewer, f"add_{kind}")(data, **kwargs)
+    if "region_mask" in added:
+        added["region_mask"].contour = 2  # an outline over the probability, not a fill
     return added
 
 

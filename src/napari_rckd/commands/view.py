@@ -7,9 +7,13 @@ import logging
 
 logger = logging.getLogger(__name__)
 
-# napari-rckd widgets docked on start: (manifest command id, dock area). Later issues
+# napari-rckd widgets docked on start: (widget display name, dock area). Later issues
 # add their widgets here, so `napari-rckd view` always opens the whole tool.
-DOCKED_WIDGETS: list[tuple[str, str]] = []
+DOCKED_WIDGETS: list[tuple[str, str]] = [
+    ("Analyze slide", "right"),
+    ("Annotate slide", "right"),
+    ("Train student", "right"),
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

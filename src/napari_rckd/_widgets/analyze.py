@@ -1,0 +1,436 @@
+"""The "Analyze slide" dock widget: pick a slide layer, models and a device, then analyse what is
+on screen (live) or the whole slide, and export the results.
+
+The widget only lays out and wires controls; ``LiveAnalysis`` follows the camera, the headless
+engine predicts, ``commands.predict.export_results`` writes files. Long work (whole-slide runs,
+exports) runs in napari thread workers. Every callback reports bad input in the status line and
+as a napari notification instead of raising into Qt.
+"""
+
+import functools
+import logging
+import threading
+from pathlib import Path
+
+import napari
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_rckd._widgets.choices import BUILTIN, KINDS, RecentModels, build_sources, detect_devices
+from napari_rckd._widgets.live import LiveAnalysis, add_result_layers, source_classes
+from napari_rckd.errors import RckdError
+
+log = logging.getLogger(__name__)
+
+CHOOSE = "<choose>"  # combo data of the "Choose checkpoint…" entry
+NONE = "<none>"  # combo data of "none": the kind is not computed
+EXPORTS = ("geojson", "csv", "ome-tiff")
+
+
+def reporting(callback):
+    """Run a callback; bad input shows as one sentence in the widget, never as a crash."""
+
+    @functools.wraps(callback)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return callback(self, *args, **kwargs)
+        except RckdError as error:
+            self.show_error(str(error))
+        except Exception as error:  # napari must survive a plugin bug; the log has the trace
+            log.exception("Analyze slide: %s failed", callback.__name__)
+            self.show_error(f"{callback.__name__} failed unexpectedly: {error}")
+        return None
+
+    return wrapper
+
+
+def whole_slide_job(slide, sources, out: Path, tissue, cache, stop, batch_size):
+    """Generator for a thread worker: yields ``Progress``, returns the finished predictor."""
+    from napari_rckd.inference.predictor import Predictor
+    from napari_rckd.inference.store import open_root
+    from napari_rckd.inference.wholeslide import create_output, run_whole_slide
+
+    create_output(out, slide, sources)
+    predictor = Predictor(slide, sources, open_root(out), cache, tissue, batch_size)
+    try:
+        yield from run_whole_slide(predictor, tissue, stop)
+    finally:
+        predictor.close()
+    return predictor
+
+
+class AnalyzeWidget(QWidget):
+    """Dock widget: live and whole-slide analysis of a slide layer, with exports."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, recent: RecentModels | None = None):
+        super().__init__()
+        from napari_rckd.inference.cache import ResultCache
+
+        self.viewer = viewer
+        self.recent = recent or RecentModels()
+        self.cache = ResultCache()  # shared by every predictor this widget makes
+        self.live: LiveAnalysis | None = None
+        self.sources: list = []
+        self.results = None  # the predictor whose stores exports read (whole slide, else live)
+        self.worker = None
+        self._stop = threading.Event()
+        self._tissue: dict[int, object] = {}
+        self._build()
+        viewer.layers.events.inserted.connect(self._refresh_image_choices)
+        viewer.layers.events.removed.connect(self._refresh_image_choices)
+        self._refresh_image_choices()
+
+    # -- layout -------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.image = QComboBox()
+        self.image.currentIndexChanged.connect(self._on_image_changed)
+        self.models = {kind: QComboBox() for kind in KINDS}
+        for kind, box in self.models.items():
+            self._fill_models(kind)
+            box.activated.connect(functools.partial(self._on_model_changed, kind))
+        self.toggles = {kind: QCheckBox("show") for kind in KINDS}
+        for kind, box in self.toggles.items():
+            box.setChecked(True)
+            box.toggled.connect(functools.partial(self._on_layer_toggled, kind))
+        self.device = QComboBox()
+        for choice in detect_devices():
+            self.device.addItem(choice.label, choice.spec)
+        self.device.activated.connect(self._on_device_changed)
+        self.batch = QSpinBox(minimum=1, maximum=64, value=4)
+        self.live_box = QCheckBox("live: analyse what is on screen")
+        self.live_box.toggled.connect(self._on_live_toggled)
+
+        form = QFormLayout()
+        form.addRow("slide layer", self.image)
+        for kind in KINDS:
+            row = QHBoxLayout()
+            row.addWidget(self.models[kind], 1)
+            row.addWidget(self.toggles[kind])
+            form.addRow(kind, row)
+        form.addRow("device", self.device)
+        form.addRow("batch size", self.batch)
+
+        self.out = QLineEdit()
+        self.out.setPlaceholderText("results folder (.zarr)")
+        self.run_button = QPushButton("Analyze whole slide")
+        self.run_button.clicked.connect(self._on_run_clicked)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self._on_cancel_clicked)
+        self.progress = QProgressBar()
+        whole = QGroupBox("whole slide")
+        whole_layout = QVBoxLayout(whole)
+        whole_layout.addLayout(self._path_row(self.out, "Results folder"))
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        whole_layout.addLayout(buttons)
+        whole_layout.addWidget(self.progress)
+
+        self.export_dir = QLineEdit()
+        self.export_dir.setPlaceholderText("export folder")
+        export = QGroupBox("export")
+        export_layout = QVBoxLayout(export)
+        export_layout.addLayout(self._path_row(self.export_dir, "Export folder"))
+        export_buttons = QHBoxLayout()
+        for kind in EXPORTS:
+            button = QPushButton(kind.replace("geojson", "GeoJSON").replace("ome-tiff", "OME-TIFF"))
+            button.clicked.connect(functools.partial(self._on_export_clicked, kind))
+            export_buttons.addWidget(button)
+        export_layout.addLayout(export_buttons)
+
+        self.status = QLabel("pick a slide layer and turn live on")
+        self.status.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.live_box)
+        layout.addWidget(whole)
+        layout.addWidget(export)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+    def _path_row(self, edit: QLineEdit, title: str) -> QHBoxLayout:
+        browse = QPushButton("…")
+        browse.setMaximumWidth(30)
+
+        def choose():
+            folder = QFileDialog.getExistingDirectory(self, title, edit.text())
+            if folder:
+                edit.setText(folder)
+
+        browse.clicked.connect(choose)
+        row = QHBoxLayout()
+        row.addWidget(edit, 1)
+        row.addWidget(browse)
+        return row
+
+    def _fill_models(self, kind: str, select: str | None = None) -> None:
+        box = self.models[kind]
+        box.blockSignals(True)
+        box.clear()
+        if kind == "nuclei":
+            box.addItem("built-in teacher", BUILTIN)
+        box.addItem("none", NONE)
+        for path in self.recent.get(kind):
+            box.addItem(Path(path).name, path)
+            box.setItemData(box.count() - 1, path, 3)  # tooltip: the full path
+        box.addItem("Choose checkpoint…", CHOOSE)
+        index = box.findData(select) if select is not None else 0
+        box.setCurrentIndex(max(index, 0))
+        box.blockSignals(False)
+
+    def _refresh_image_choices(self, event=None) -> None:
+        current = self.image.currentText()
+        names = [layer.name for layer in self.viewer.layers if "slide" in layer.metadata]
+        self.image.blockSignals(True)
+        self.image.clear()
+        self.image.addItems(names)
+        if current in names:
+            self.image.setCurrentText(current)
+        self.image.blockSignals(False)
+        if self.image.currentText() != current:
+            self._on_image_changed()
+
+    # -- state helpers ------------------------------------------------------------------------
+
+    def image_layer(self):
+        name = self.image.currentText()
+        if not name or name not in self.viewer.layers:
+            raise RckdError(
+                "no slide layer to analyse: open a slide with napari-rckd (File > Open) first."
+            )
+        return self.viewer.layers[name]
+
+    def chosen_models(self) -> dict[str, str | None]:
+        chosen = {kind: self.models[kind].currentData() for kind in KINDS}
+        return {kind: None if data == NONE else data for kind, data in chosen.items()}
+
+    def show_error(self, message: str) -> None:
+        self.status.setText(message)
+        show_error(message)
+
+    def _tissue_for(self, slide):
+        from napari_rckd.io.tissue import detect_tissue
+
+        if id(slide) not in self._tissue:
+            self._tissue[id(slide)] = detect_tissue(slide, slide.path.name)
+        return self._tissue[id(slide)]
+
+    def _ensure_sources(self) -> list:
+        if not self.sources:
+            models = self.chosen_models()
+            self.sources = build_sources(
+                models["nuclei"], models["subtype"], models["region"], self.device.currentData()
+            )
+        return self.sources
+
+    def _slide(self):
+        layer = self.image_layer()
+        slide = layer.metadata.get("slide")
+        if slide is None:
+            raise RckdError(
+                f"layer {layer.name!r} was not opened by napari-rckd; open the slide file with it."
+            )
+        if slide.mpp is None:
+            raise RckdError(
+                f"{slide.path.name} does not record its pixel size; reopen it with "
+                "`napari-rckd view SLIDE --mpp 0.5` (or the scanner's value)."
+            )
+        return layer, slide
+
+    def _start_live(self) -> None:
+        from napari_rckd.inference.predictor import Predictor
+
+        layer, slide = self._slide()
+        sources = self._ensure_sources()
+        predictor = Predictor(
+            slide,
+            sources,
+            cache=self.cache,
+            tissue=self._tissue_for(slide),
+            batch_size=self.batch.value(),
+        )
+        self.live = LiveAnalysis(self.viewer, layer, predictor, on_status=self._show_status)
+        for kind, box in self.toggles.items():
+            if kind in predictor.sources and not box.isChecked():
+                self.live.set_active(kind, False)
+        self.results = predictor
+
+    def _stop_live(self) -> None:
+        if self.live is not None:
+            self.live.close(remove_layers=True, wait=False)
+            self.live = None
+            self.results = None
+
+    def _restart(self) -> None:
+        """Models, device or slide changed: new sources, new layers, same live setting."""
+        self._stop_live()
+        self.sources = []
+        if self.live_box.isChecked():
+            self._on_live_toggled(True)
+
+    def _show_status(self, text: str) -> None:
+        device = self.device.currentText().split(" (")[0]
+        self.status.setText(f"{device} · {text}")
+
+    # -- callbacks ----------------------------------------------------------------------------
+
+    @reporting
+    def _on_image_changed(self, index=None) -> None:
+        self._restart()
+
+    @reporting
+    def _on_model_changed(self, kind: str, index=None) -> None:
+        if self.models[kind].currentData() == CHOOSE:
+            path, _ = QFileDialog.getOpenFileName(
+                self, f"{kind} checkpoint", "", "Checkpoints (*.safetensors)"
+            )
+            if not path:
+                self._fill_models(kind)
+                return
+            self.set_model(kind, path)
+            return
+        self._restart()
+
+    @reporting
+    def set_model(self, kind: str, path: str | None) -> None:
+        """Choose a checkpoint (remembered as recent) or ``None``/builtin for ``kind``."""
+        path = NONE if path is None else str(path)
+        if path not in (NONE, BUILTIN):
+            self.recent.add(kind, path)
+            path = self.recent.get(kind)[0] if self.recent.get(kind) else path
+        self._fill_models(kind, select=path)
+        if self.models[kind].currentData() != path:
+            self.models[kind].insertItem(1, Path(path).name, path)
+            self.models[kind].setCurrentIndex(1)
+        self._restart()
+
+    @reporting
+    def _on_device_changed(self, index=None) -> None:
+        self._restart()
+
+    @reporting
+    def _on_layer_toggled(self, kind: str, shown: bool) -> None:
+        if self.live is not None and kind in self.live.predictor.sources:
+            self.live.set_active(kind, shown)
+
+    @reporting
+    def _on_live_toggled(self, on: bool) -> None:
+        try:
+            if on and self.live is None:
+                self._start_live()
+            if self.live is not None:
+                self.live.set_enabled(on)
+        except Exception:
+            self.live_box.blockSignals(True)
+            self.live_box.setChecked(False)
+            self.live_box.blockSignals(False)
+            raise
+
+    @reporting
+    def _on_run_clicked(self):
+        """Start the whole-slide run in a thread worker; returns the worker (tests wait on it)."""
+        if self.worker is not None:
+            raise RckdError("a whole-slide run or export is already going; wait or cancel it.")
+        layer, slide = self._slide()
+        out = Path(self.out.text() or slide.path.with_name(f"{layer.name}.rckd.zarr"))
+        self.out.setText(str(out))
+        sources = self._ensure_sources()
+        tissue = self._tissue_for(slide)
+        if self.live is not None:
+            self.live.set_enabled(False)  # one job on the device at a time
+        self._stop.clear()
+        worker = thread_worker(whole_slide_job, start_thread=False)(
+            slide, sources, out, tissue, self.cache, self._stop, self.batch.value()
+        )
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(functools.partial(self._on_whole_slide_done, layer.name))
+        worker.errored.connect(self._on_worker_error)
+        worker.finished.connect(self._on_worker_finished)
+        self.progress.setValue(0)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText(f"analysing {slide.path.name} into {out.name}…")
+        self.worker = worker
+        worker.start()
+        return worker
+
+    def _on_cancel_clicked(self) -> None:
+        self._stop.set()
+        self.status.setText("cancelling after the batch in flight…")
+
+    def _on_progress(self, progress) -> None:
+        self.progress.setMaximum(max(1, progress.total))
+        self.progress.setValue(progress.done)
+        word = "cancelled at" if progress.cancelled else progress.source
+        self.status.setText(f"whole slide: {word} {progress.done}/{progress.total} tiles")
+
+    def _on_whole_slide_done(self, prefix: str, predictor) -> None:
+        self.results = predictor
+        if not self._stop.is_set():
+            add_result_layers(
+                self.viewer,
+                predictor.stores,
+                source_classes(predictor.sources.values()),
+                f"{prefix} whole slide",
+            )
+            self.status.setText(f"whole slide done: {self.out.text()}")
+
+    def _on_worker_error(self, error) -> None:
+        message = str(error) if isinstance(error, RckdError) else f"analysis failed: {error}"
+        if not isinstance(error, RckdError):
+            log.error("Analyze slide worker failed", exc_info=error)
+        self.show_error(message)
+
+    def _on_worker_finished(self) -> None:
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if self.live is not None and self.live_box.isChecked():
+            self.live.set_enabled(True)
+
+    @reporting
+    def _on_export_clicked(self, kind: str):
+        """Write ``kind`` exports of the current results into the export folder (a worker)."""
+        from napari_rckd.commands.predict import export_results
+
+        if self.worker is not None:
+            raise RckdError("a whole-slide run or export is already going; wait or cancel it.")
+        if self.results is None:
+            raise RckdError("nothing to export yet: turn live on or analyse the whole slide first.")
+        layer, slide = self._slide()
+        folder = Path(self.export_dir.text() or slide.path.parent)
+        self.export_dir.setText(str(folder))
+        predictor = self.results
+        stem = folder / layer.name
+        worker = thread_worker(export_results, start_thread=False)(
+            predictor, list(predictor.sources.values()), stem, [kind]
+        )
+        worker.returned.connect(lambda _: show_info(f"exported {kind} to {folder}"))
+        worker.returned.connect(lambda _: self.status.setText(f"exported {kind} beside {stem}"))
+        worker.errored.connect(self._on_worker_error)
+        worker.finished.connect(self._on_worker_finished)
+        self.worker = worker
+        worker.start()
+        return worker
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        self._stop.set()
+        self._stop_live()
+        super().closeEvent(event)

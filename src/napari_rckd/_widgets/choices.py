@@ -1,0 +1,99 @@
+"""What the "Analyze slide" widget offers, without Qt: devices found, recent models, sources.
+
+Kept apart from the widget so the choices are plain data a test (or a script) can check.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+from napari_rckd.errors import RckdError
+
+log = logging.getLogger(__name__)
+
+BUILTIN = "builtin"
+RECENT_LIMIT = 8
+KINDS = ("nuclei", "subtype", "region")
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    spec: str  # what ModelRunner accepts: auto, cpu, cuda:0, mps
+    label: str  # what the user sees, e.g. "auto (cuda: NVIDIA H200)"
+
+
+def detect_devices() -> list[DeviceChoice]:
+    """``auto`` (naming what it resolves to), then every device torch can use here."""
+    import torch
+
+    found = []
+    for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        found.append(
+            DeviceChoice(f"cuda:{index}", f"cuda:{index} ({torch.cuda.get_device_name(index)})")
+        )
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append(DeviceChoice("mps", "mps (Apple GPU)"))
+    found.append(DeviceChoice("cpu", f"cpu ({os.cpu_count()} cores)"))
+    return [DeviceChoice("auto", f"auto: {found[0].label}"), *found]
+
+
+def config_dir() -> Path:
+    """Where the widget remembers things between sessions (``NAPARI_RCKD_CONFIG`` overrides)."""
+    default = Path.home() / ".config" / "napari-rckd"
+    return Path(os.environ.get("NAPARI_RCKD_CONFIG", default))
+
+
+class RecentModels:
+    """The last few checkpoints used per kind (nuclei, subtype, region), kept in a JSON file."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path or config_dir() / "recent_models.json"
+        self.models: dict[str, list[str]] = {kind: [] for kind in KINDS}
+        try:
+            stored = json.loads(self.path.read_text())
+            for kind in KINDS:
+                self.models[kind] = [str(p) for p in stored.get(kind, [])][:RECENT_LIMIT]
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, AttributeError) as error:  # a broken file is not fatal
+            log.warning("ignoring unreadable recent-models file %s: %s", self.path, error)
+
+    def get(self, kind: str) -> list[str]:
+        """Recent checkpoints of ``kind`` that still exist, newest first."""
+        return [p for p in self.models[kind] if Path(p).is_file()]
+
+    def add(self, kind: str, path: str | Path) -> None:
+        path = str(Path(path).expanduser().resolve())
+        self.models[kind] = [path, *(p for p in self.models[kind] if p != path)][:RECENT_LIMIT]
+        from napari_rckd.atomic import write_json_atomic
+
+        try:
+            write_json_atomic(self.path, self.models)
+        except OSError as error:
+            log.warning("could not remember recent models in %s: %s", self.path, error)
+
+
+def build_sources(nuclei: str | None, subtype: str | None, region: str | None, device: str):
+    """The sources for the chosen models (``None`` = not computed); bad files raise RckdError."""
+    from napari_rckd.commands.predict import build_sources as from_options
+    from napari_rckd.inference.sources import REGION_THRESHOLD
+
+    options = SimpleNamespace(
+        nuclei=nuclei, subtype=subtype, region=region, region_threshold=REGION_THRESHOLD
+    )
+    try:
+        return from_options(options, device)
+    except RckdError:
+        raise
+    except Exception as error:  # e.g. a truncated or foreign .safetensors file
+        chosen = ", ".join(str(p) for p in (nuclei, subtype, region) if p)
+        raise RckdError(
+            f"could not load the chosen models ({chosen}): {error}; pick a checkpoint written "
+            "by napari-rckd training."
+        ) from error
