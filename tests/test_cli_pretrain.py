@@ -10,7 +10,7 @@ from conftest import shared_path
 from napari_rckd.cli import main
 
 TINY = ["--backbone", "resnet18", "--tile-size", "64", "--tiles", "8", "--val-tiles", "2",
-        "--batch-size", "4", "--device", "cpu"]  # fmt: skip
+        "--batch-size", "4", "--device", "cpu", "--workers", "0"]  # fmt: skip
 
 
 def error_of(capsys) -> str:
@@ -97,9 +97,10 @@ def test_ctrl_c_asks_the_run_to_stop_and_a_second_one_aborts():
 
     from napari_rckd.commands.pretrain import stop_on_signals
 
+    before = signal.getsignal(signal.SIGINT)
     with stop_on_signals() as stop:
         os.kill(os.getpid(), signal.SIGINT)
         assert stop.is_set()  # fit checkpoints and returns "cancelled" at the next step
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) == before  # the caller's handler is back

@@ -23,7 +23,7 @@ def test_pretrain_under_torchrun_writes_one_loadable_checkpoint(tmp_path):
         "--standalone", "-m", "napari_rckd.cli",
         "pretrain", str(slide), "--out", str(out), "--backbone", "resnet18",
         "--tile-size", "64", "--tiles", "8", "--val-tiles", "2", "--batch-size", "2",
-        "--steps", "2", "--device", "cpu",
+        "--steps", "2", "--device", "cpu", "--workers", "1",
     ]  # fmt: skip
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     finished = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)

@@ -35,7 +35,9 @@ EPILOG = """examples:
 """
 
 
-def add_shared_training_arguments(parser: argparse.ArgumentParser, tile_size: int) -> None:
+def add_shared_training_arguments(
+    parser: argparse.ArgumentParser, tile_size: int, workers: int = 0
+) -> None:
     """Flags stage 1 and stage 2 share: budget, optimiser, device, resume."""
     parser.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints)")
     parser.add_argument(
@@ -59,7 +61,12 @@ def add_shared_training_arguments(parser: argparse.ArgumentParser, tile_size: in
     parser.add_argument(
         "--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:N, mps"
     )
-    parser.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=workers,
+        help=f"data-loading processes (default {workers}); each augments with one torch thread",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue the run already in --out")
 
@@ -101,7 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="builtin (default), otsu, cellpose, instanseg, a TorchScript file or a student "
         ".safetensors checkpoint",
     )
-    add_shared_training_arguments(parser, tile_size=256)
+    # Workers matter here: in the main process the augmentation's small tensor ops share
+    # torch's thread pool with the model and ran ~20x slower (see docs/performance.md).
+    add_shared_training_arguments(parser, tile_size=256, workers=2)
     parser.add_argument(
         "--tiles",
         type=int,
