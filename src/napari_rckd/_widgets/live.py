@@ -173,6 +173,7 @@ class LiveAnalysis:
         self.message = ""
         self.submitted = 0  # plans handed to the worker (tests check toggling stops them)
         self.last_plan = None
+        self.last_refresh: float | None = None  # perf_counter() of the last layer refresh
         self._done_times: collections.deque[float] = collections.deque()
         self._enabled = False
         self._debounce = QTimer()
@@ -281,6 +282,7 @@ class LiveAnalysis:
         while self._done_times and now - self._done_times[0] > RATE_WINDOW_S:
             self._done_times.popleft()
         if changed:
+            self.last_refresh = time.perf_counter()
             self._report()
         return len(changed)
 

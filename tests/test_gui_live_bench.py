@@ -1,0 +1,27 @@
+"""`napari-rckd bench viewport` in a real viewer on a real slide: a small canvas, real figures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import shared_path
+
+pytestmark = pytest.mark.gui
+
+
+def test_bench_viewport_times_a_pan_on_a_real_slide(qapp, tmp_path, capsys):
+    from napari_rckd.cli import main
+
+    slide = shared_path("slides/cmu-1-small-region.svs")
+    out = tmp_path / "viewport.json"
+    argv = ["bench", "viewport", str(slide), "--width", "480", "--height", "640"]
+    assert main([*argv, "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    steps = {row["step"]: row for row in figures["rows"]}
+    assert figures["canvas"] == [480, 640]
+    pan = steps["pan to a new view"]
+    assert pan["tiles computed"] > 0 and 0 < pan["first tile s"] <= pan["complete s"]
+    assert steps["pan back (cached)"]["tiles computed"] == 0  # the stores already hold them
+    assert "Live viewport inference on cmu-1-small-region.svs" in capsys.readouterr().out
