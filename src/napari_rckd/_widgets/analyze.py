@@ -204,7 +204,10 @@ class AnalyzeWidget(QWidget):
         if current in names:
             self.image.setCurrentText(current)
         self.image.blockSignals(False)
-        if self.image.currentText() != current:
+        if not names:  # the last slide closed: nothing to follow any more
+            self._stop_live()
+            self.status.setText("open a slide with napari-rckd to analyse it")
+        elif self.image.currentText() != current:
             self._on_image_changed()
 
     # -- state helpers ------------------------------------------------------------------------
