@@ -154,7 +154,12 @@ def stitch_instances(
     merged, removed = paste_instances(
         existing, local[inner.slices()], index, home_tiles(grid, region), stride
     )
-    store.write(region, merged)
+    changed = np.nonzero(merged != existing)
+    if changed[0].size:  # write only the changed box: fewer chunks to write and to re-pyramid
+        y0, x0 = (int(c.min()) for c in changed)
+        y1, x1 = (int(c.max()) + 1 for c in changed)
+        top, left = int(region.y0), int(region.x0)
+        store.write(Box(top + y0, left + x0, top + y1, left + x1), merged[y0:y1, x0:x1])
     for old in removed:  # a duplicate may reach past this window: clear it in its owner's
         owner = divmod(old // stride, grid.cols)
         elsewhere = grid.window(*owner).intersect(grid.extent())

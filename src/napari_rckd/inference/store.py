@@ -194,9 +194,9 @@ class ResultStore:
             size, method = self.tile, KINDS[self.kind]
             for k in range(1, len(self.levels)):
                 level = self.levels[k]
-                for row, col in sorted(dirty):  # chunks of every level are tile × tile
+                for row, first, last in _runs(dirty):  # chunks of every level are tile × tile
                     box = _clip(
-                        Box(row * size, col * size, (row + 1) * size, (col + 1) * size),
+                        Box(row * size, first * size, (row + 1) * size, (last + 1) * size),
                         level.shape[-2:],
                     )
                     below = self.read(box.scaled(2), level=k - 1, flush=False)
@@ -223,6 +223,18 @@ def _chunks_under(box: Box, size: int) -> set[tuple[int, int]]:
     rows = range(int(box.y0 // size), math.ceil(box.y1 / size))
     cols = range(int(box.x0 // size), math.ceil(box.x1 / size))
     return {(r, c) for r in rows for c in cols}
+
+
+def _runs(chunks: set[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """(row, first col, last col) of each horizontal run of adjacent chunks: one zarr read and
+    one write per run, as every zarr call pays a round trip to zarr's event-loop thread."""
+    runs: list[tuple[int, int, int]] = []
+    for row, col in sorted(chunks):
+        if runs and runs[-1][0] == row and runs[-1][2] == col - 1:
+            runs[-1] = (row, runs[-1][1], col)
+        else:
+            runs.append((row, col, col))
+    return runs
 
 
 def _clip(box: Box, shape: tuple[int, int]) -> Box:
