@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+# Tests share one process with napari viewers: keep triton out of it as the viewer's own
+# process does (see napari_rckd._widgets), whichever test happens to import timm first.
+import napari_rckd._widgets  # noqa: F401
+
 # Real pathology data shared by the team, beside the checkout; never copied into the repo.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

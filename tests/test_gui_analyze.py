@@ -14,10 +14,6 @@ from test_predict import tiny_checkpoint
 
 pytestmark = pytest.mark.gui
 
-# timm loads triton, whose bundled LLVM segfaults when Mesa's LLVM (llvmpipe OpenGL under Xvfb)
-# is already loaded; importing it at collection time puts it before every viewer's GL context.
-pytest.importorskip("timm")
-
 MPP = 0.499  # CMU-1-Small-Region
 
 
