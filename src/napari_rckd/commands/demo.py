@@ -1,0 +1,89 @@
+"""Run the whole workflow on the synthetic sample slide and screenshot every step.
+
+Open the sample, annotate it from its ground truth, train (RCKD stage 1, then stage 2 for
+subtype and cancer region), follow a pan-and-zoom path with live analysis, export; screenshots,
+exports and demo.json (steps, timings, checkpoints, tiles, files) go into --out. With
+--headless no window is shown; without a display a private Xvfb is started (napari's canvas
+needs OpenGL, which Qt's offscreen platform does not give).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import logging
+import os
+import shutil
+import subprocess
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+from napari_rckd.errors import RckdError
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="folder for screenshots, exports, demo.json")
+    parser.add_argument("--headless", action="store_true", help="no window; close when done")
+    parser.add_argument("--steps", type=int, default=20, help="training steps per stage")
+    parser.add_argument("--tiles", type=int, default=64, help="stage-1 tissue tiles")
+    parser.add_argument("--backbone", default="rckd_csat", help="student backbone (timm name)")
+    parser.add_argument("--device", default="cpu", help="training and inference device")
+
+
+@contextmanager
+def virtual_display():
+    """A private Xvfb for the run when there is no display; nothing to do when there is one."""
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        yield
+        return
+    if shutil.which("Xvfb") is None:
+        raise RckdError(
+            "--headless needs a display for napari's OpenGL canvas and Xvfb is not installed; "
+            "install it (apt install xvfb) or run under `xvfb-run -a napari-rckd demo ...`"
+        )
+    read, write = os.pipe()
+    server = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+        pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        number = pipe.readline().strip()
+    if not number:
+        server.kill()
+        raise RckdError("Xvfb did not start; run under `xvfb-run -a napari-rckd demo ...`")
+    os.environ["DISPLAY"] = f":{number}"
+    atexit.register(server.terminate)  # after Qt let go of the display, not before
+    yield
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.steps < 1:
+        raise RckdError(f"--steps must be at least 1, got {args.steps}")
+    out = Path(args.out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    # recent-model lists of this throwaway run stay in its folder, not the user's settings
+    os.environ.setdefault("NAPARI_RCKD_CONFIG", str(out / "config"))
+    with virtual_display() if args.headless else nullcontext():
+        # timm (through triton) must load before the viewer's OpenGL context (Mesa's LLVM clash)
+        import napari
+        import timm  # noqa: F401
+
+        from napari_rckd._widgets.demo_script import DemoConfig, run_demo
+
+        config = DemoConfig(
+            out=out, steps=args.steps, tiles=args.tiles, backbone=args.backbone, device=args.device
+        )
+        viewer = napari.Viewer(title="napari-rckd demo", show=not args.headless)
+        viewer.window.resize(1500, 950)
+        try:
+            summary = run_demo(viewer, config)
+        finally:
+            if args.headless:
+                viewer.close()
+        log.info("screenshots, exports and %s are in %s", summary.name, out)
+        if not args.headless:
+            napari.run()
+    return 0
