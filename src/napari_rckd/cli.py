@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("napari_rckd.commands.finetune", "RCKD stage 2: fine-tune a student on labelled tiles, regions or masks"),
     "evaluate": ("napari_rckd.commands.evaluate", "measure teachers and models against ground truth"),
     "predict": ("napari_rckd.commands.predict", "nuclei, subtype and cancer-region results over whole slides, with exports"),
+    "demo": ("napari_rckd.commands.demo", "the whole workflow on the sample slide, with a screenshot per step"),
     "bench": ("napari_rckd.bench", "measure speed and memory (read, models, train, infer)"),
 }
 
