@@ -10,7 +10,6 @@ from test_predict import tiny_checkpoint
 
 pytestmark = pytest.mark.gui
 
-# timm must load before the viewer's OpenGL context (see test_gui_analyze.py)
 pytest.importorskip("timm")
 
 

@@ -67,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
     # recent-model lists of this throwaway run stay in its folder, not the user's settings
     os.environ.setdefault("NAPARI_RCKD_CONFIG", str(out / "config"))
     with virtual_display() if args.headless else nullcontext():
-        # timm (through triton) must load before the viewer's OpenGL context (Mesa's LLVM clash)
+        # demo_script's package (napari_rckd._widgets) keeps triton, whose LLVM clashes with
+        # Mesa's software OpenGL, out of this process before the viewer makes its GL context
         import napari
-        import timm  # noqa: F401
 
         from napari_rckd._widgets.demo_script import DemoConfig, run_demo
 
