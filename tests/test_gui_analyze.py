@@ -73,7 +73,7 @@ def test_widget_is_registered_and_lists_slide_layers(widget):
     from napari_rckd.commands.view import DOCKED_WIDGETS
 
     assert isinstance(widget, AnalyzeWidget)
-    assert ("Analyze slide", "right") in DOCKED_WIDGETS
+    assert "Analyze slide" in DOCKED_WIDGETS
     assert widget.image.currentText() == "crop"
     assert widget.models["nuclei"].currentData() == "builtin"
     assert widget.models["subtype"].currentData() == "<none>"

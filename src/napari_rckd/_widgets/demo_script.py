@@ -170,13 +170,9 @@ class Demo:
 
     def dock(self) -> dict:
         """The widgets `napari-rckd view` docks, as tabs (one shown at a time, full height)."""
-        from napari_rckd.commands.view import DOCKED_WIDGETS
+        from napari_rckd.commands.view import dock_widgets
 
-        window = self.viewer.window
-        return {
-            widget_id: window.add_plugin_dock_widget("napari-rckd", widget_id, tabify=True)[1]
-            for widget_id, _ in DOCKED_WIDGETS
-        }
+        return dock_widgets(self.viewer)
 
     def open_slide(self):
         from napari_rckd._reader import slide_layer_data

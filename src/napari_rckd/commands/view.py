@@ -7,13 +7,9 @@ import logging
 
 logger = logging.getLogger(__name__)
 
-# napari-rckd widgets docked on start: (widget display name, dock area). Later issues
-# add their widgets here, so `napari-rckd view` always opens the whole tool.
-DOCKED_WIDGETS: list[tuple[str, str]] = [
-    ("Analyze slide", "right"),
-    ("Annotate slide", "right"),
-    ("Train student", "right"),
-]
+# The plugin's widgets by display name, docked as tabs on start. Later issues add theirs
+# here, so `napari-rckd view` always opens the whole tool.
+DOCKED_WIDGETS: tuple[str, ...] = ("Analyze slide", "Annotate slide", "Train student")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,8 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     viewer = napari.Viewer(title=f"napari-rckd: {slide.path.name}")
     add_slide(viewer, slide_layer_data(slide))
-    for widget_id, area in DOCKED_WIDGETS:
-        viewer.window.add_plugin_dock_widget("napari-rckd", widget_id, area=area)
+    dock_widgets(viewer)
     napari.run()
     return 0
 
@@ -45,3 +40,12 @@ def add_slide(viewer, layer_data: tuple):
     layer = viewer.add_image(data, **kwargs)
     viewer.reset_view()
     return layer
+
+
+def dock_widgets(viewer) -> dict:
+    """Dock the plugin's widgets as tabs of one dock; return them by display name."""
+    window = viewer.window
+    return {
+        name: window.add_plugin_dock_widget("napari-rckd", name, tabify=True)[1]
+        for name in DOCKED_WIDGETS
+    }
