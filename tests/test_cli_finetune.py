@@ -10,7 +10,8 @@ import pytest
 from conftest import shared_path
 from napari_rckd.cli import main
 
-TINY = ["--tile-size", "64", "--batch-size", "8", "--device", "cpu", "--label-from", "prefix"]
+TINY = ["--tile-size", "64", "--batch-size", "8", "--device", "cpu", "--label-from", "prefix",
+        "--workers", "0"]  # fmt: skip
 
 
 def error_of(capsys) -> str:

@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--patience", type=int, help="stop after this many validations without improvement"
     )
-    add_shared_training_arguments(parser, tile_size=224)
+    add_shared_training_arguments(parser, tile_size=224, workers=2)
     # Stage 2 starts from the init checkpoint's backbone unless told otherwise.
     parser.set_defaults(backbone=None)
 
