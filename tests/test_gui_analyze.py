@@ -117,6 +117,7 @@ def test_region_model_adds_probability_and_outline(widget, checkpoints, qtbot):
     store = live.predictor.stores["region_prob"]
     assert probability.scale[0] == pytest.approx(store.scale_um(0))
     qtbot.waitUntil(lambda: bool(live.predictor.tiles_done("region")), timeout=20000)
+    live.predictor.wait_idle()  # the worker may still be writing the next tile: compare at rest
     shown = np.asarray(probability.data[0][:, :])
     np.testing.assert_allclose(shown, np.asarray(store.levels[0][1]))
     assert 0 < shown.max() <= 1
@@ -192,3 +193,11 @@ def test_whole_slide_cancel_stops_early(widget, qtbot, tmp_path):
         pass
     assert progress[-1].cancelled and progress[-1].done < progress[-1].total
     assert widget.run_button.isEnabled() and widget.worker is None
+
+
+def test_a_model_finished_by_train_student_is_picked_up(widget, checkpoints):
+    from napari_rckd._widgets.train import TRAINED
+
+    TRAINED.model_ready.emit(str(checkpoints["subtype"]), "subtype")
+    assert widget.models["subtype"].currentData() == str(checkpoints["subtype"])
+    assert widget.chosen_models()["subtype"] == str(checkpoints["subtype"])

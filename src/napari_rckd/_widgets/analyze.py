@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 
 from napari_rckd._widgets.choices import BUILTIN, KINDS, RecentModels, build_sources, detect_devices
 from napari_rckd._widgets.live import LiveAnalysis, add_result_layers, source_classes
+from napari_rckd._widgets.train import TRAINED
 from napari_rckd.errors import RckdError
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,8 @@ class AnalyzeWidget(QWidget):
         viewer.layers.events.inserted.connect(self._refresh_image_choices)
         viewer.layers.events.removed.connect(self._refresh_image_choices)
         self._refresh_image_choices()
+        # A model the Train student widget just finished goes to work here at once.
+        TRAINED.model_ready.connect(self._on_model_trained)
 
     # -- layout -------------------------------------------------------------------------------
 
@@ -310,6 +313,14 @@ class AnalyzeWidget(QWidget):
             self.set_model(kind, path)
             return
         self._restart()
+
+    def _on_model_trained(self, path: str, kind: str) -> None:
+        try:
+            self.objectName()  # raises once Qt has deleted this widget with its viewer
+        except RuntimeError:
+            TRAINED.model_ready.disconnect(self._on_model_trained)
+            return
+        self.set_model(kind, path)
 
     @reporting
     def set_model(self, kind: str, path: str | None) -> None:
