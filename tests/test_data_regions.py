@@ -74,7 +74,7 @@ def test_region_class_errors(geojson):
 
 
 def test_slide_without_mpp_needs_one(geojson):
-    with pytest.raises(RckdError, match="has no mpp.*pass --mpp"):
+    with pytest.raises(RckdError, match="has no mpp.*pass --slide-mpp"):
         RegionTileDataset(shared_path("slides/tcga-cr-7395-jp2k.svs"), geojson)
 
 

@@ -125,7 +125,7 @@ def test_dataloader_workers_reopen_slides(warm):
 def test_slide_without_mpp_needs_one(tmp_path):
     jp2k = shared_path("slides/tcga-cr-7395-jp2k.svs")
     teacher = get_teacher("builtin")
-    with pytest.raises(RckdError, match="tcga-cr-7395-jp2k.svs has no mpp.*pass --mpp"):
+    with pytest.raises(RckdError, match="tcga-cr-7395-jp2k.svs has no mpp.*pass --slide-mpp"):
         TissueTileDataset(jp2k, teacher, tmp_path, count=2, size=64)
     dataset = TissueTileDataset(jp2k, teacher, tmp_path, count=2, size=64, slide_mpp=0.25)
     assert dataset[0]["target"].shape == (1, 64, 64)

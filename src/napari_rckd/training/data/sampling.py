@@ -93,7 +93,7 @@ def open_with_mpp(path: Path, fallback_mpp: float | None = None):
         if fallback_mpp is None:
             raise RckdError(
                 f"slide {Path(path).name} has no mpp (µm per pixel) in its metadata; "
-                "pass --mpp with the scanner's value, e.g. --mpp 0.25 for 40x or 0.5 for 20x"
+                "pass --slide-mpp with the scanner's value (slide_mpp= in Python), e.g. 0.25 for 40x or 0.5 for 20x"
             )
         slide = open_slide(path, mpp=fallback_mpp)
     return slide
