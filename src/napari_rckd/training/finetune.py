@@ -18,8 +18,14 @@ from pathlib import Path
 
 from napari_rckd.errors import RckdError
 from napari_rckd.training.callbacks import Callback
-from napari_rckd.training.config import FitConfig, FitResult
-from napari_rckd.training.recipes import CHECKS_PER_RUN, check_out_dir, rank, schedule, world_size
+from napari_rckd.training.config import FitResult
+from napari_rckd.training.recipes import (
+    check_out_dir,
+    rank,
+    schedule,
+    stage_fit_config,
+    world_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +91,6 @@ def finetune(
     log.info("%d training and %d validation tiles", len(train_index), len(val_index))
 
     total_steps = schedule(steps, epochs, len(train_index), batch_size, world_size())
-    every = max(1, total_steps // CHECKS_PER_RUN)
     model_task = "classify" if task == "classify" else "dense"
     config = ModelConfig(
         task=model_task,
@@ -113,18 +118,16 @@ def finetune(
         if task == "classify"
         else SegmentationTask(model, len(class_names), class_names)
     )
-    fit_config = FitConfig(
-        steps=steps,
-        epochs=None if steps is not None else epochs,
+    fit_config = stage_fit_config(
+        steps,
+        epochs,
+        total_steps,
         batch_size=batch_size,
         lr=lr,
-        val_every=every,
-        checkpoint_every=every,
         patience=patience,
         device=device,
         num_workers=workers,
         seed=seed,
-        resume=True,  # check_out_dir already refused an unwanted resume
         provenance=provenance,
     )
     result = fit(objective, train, val, fit_config, out_dir, callbacks, stop_event)

@@ -127,7 +127,6 @@ def pretrain(
     paths = find_slides(slides)
     check_slides_have_mpp(paths, slide_mpp)
     total_steps = schedule(steps, epochs, tiles, batch_size, world_size())
-    every = max(1, total_steps // CHECKS_PER_RUN)
 
     the_teacher = get_teacher(teacher)
     cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / "teacher-cache"
@@ -151,17 +150,15 @@ def pretrain(
         tile_size=tile_size,
     )
     model = create_model(config)
-    fit_config = FitConfig(
-        steps=steps,
-        epochs=None if steps is not None else epochs,
+    fit_config = stage_fit_config(
+        steps,
+        epochs,
+        total_steps,
         batch_size=batch_size,
         lr=lr,
-        val_every=every,
-        checkpoint_every=every,
         device=device,
         num_workers=workers,
         seed=seed,
-        resume=True,  # check_out_dir already refused an unwanted resume
         provenance={
             "stage": "rckd-stage1",
             "teacher": the_teacher.identity,
@@ -185,3 +182,20 @@ def fill_cache(datasets: Sequence) -> None:
             done += world_size()
             if done % 100 < world_size():
                 log.info("teacher responses: %d of %d tiles", min(done, total), total)
+
+
+def stage_fit_config(steps, epochs, total_steps: int, **options) -> FitConfig:
+    """The `FitConfig` of a stage: validate and checkpoint CHECKS_PER_RUN times a run.
+
+    ``resume=True`` is safe here: `check_out_dir` already refused to reuse a run folder
+    that the user did not ask to resume.
+    """
+    every = max(1, total_steps // CHECKS_PER_RUN)
+    return FitConfig(
+        steps=steps,
+        epochs=None if steps is not None else epochs,
+        val_every=every,
+        checkpoint_every=every,
+        resume=True,
+        **options,
+    )

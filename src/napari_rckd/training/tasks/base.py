@@ -108,3 +108,23 @@ def check_labels(labels: torch.Tensor, low: int, high: int, what: str) -> None:
             f"{what} value {bad} is outside the allowed range {low}..{high}; "
             "check the labels against the class list"
         )
+
+
+class ClassTask(Task):
+    """A task over named classes, with optional per-class loss weights."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        class_names=None,
+        class_weights=None,
+    ) -> None:
+        super().__init__(model)
+        self.num_classes = num_classes
+        self.class_names = None if class_names is None else list(class_names)
+        weights = (
+            None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        )
+        # A buffer follows the task to its device and is broadcast by DDP; not saved with it.
+        self.register_buffer("class_weights", weights, persistent=False)

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_rckd.metrics.classification import classification_report, confusion_matrix
-from napari_rckd.training.tasks.base import Task, check_class_count, check_labels
+from napari_rckd.training.tasks.base import ClassTask, check_class_count, check_labels
 
 
-class ClassificationTask(Task):
+class ClassificationTask(ClassTask):
     """Cross-entropy on ``image`` -> ``label`` (int64 class index), B×C logits from the model.
 
     ``class_weights`` counter class imbalance in the loss; ``label_smoothing`` softens
@@ -31,15 +31,8 @@ class ClassificationTask(Task):
         class_weights: Sequence[float] | None = None,
         label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__(model)
-        self.num_classes = num_classes
-        self.class_names = None if class_names is None else list(class_names)
+        super().__init__(model, num_classes, class_names, class_weights)
         self.label_smoothing = label_smoothing
-        weights = (
-            None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
-        )
-        # A buffer follows the task to its device and is broadcast by DDP; not saved with it.
-        self.register_buffer("class_weights", weights, persistent=False)
 
     def forward(self, batch: dict) -> dict:
         logits = self.model(batch["image"]).float()

@@ -15,12 +15,12 @@ from torch import nn
 
 from napari_rckd.errors import RckdError
 from napari_rckd.metrics.classification import confusion_matrix, segmentation_report
-from napari_rckd.training.tasks.base import Task, check_class_count, check_labels, soft_dice
+from napari_rckd.training.tasks.base import ClassTask, check_class_count, check_labels, soft_dice
 
 IGNORE = -1  # mask value 0 (unlabelled) minus one
 
 
-class SegmentationTask(Task):
+class SegmentationTask(ClassTask):
     """Cross-entropy (plus optional soft Dice) on ``image`` -> ``mask``, B×C×H×W logits.
 
     Validation reports mIoU over labelled pixels (the primary metric), pixel accuracy
@@ -38,14 +38,8 @@ class SegmentationTask(Task):
         class_weights: Sequence[float] | None = None,
         dice_weight: float = 0.0,
     ) -> None:
-        super().__init__(model)
-        self.num_classes = num_classes
-        self.class_names = None if class_names is None else list(class_names)
+        super().__init__(model, num_classes, class_names, class_weights)
         self.dice_weight = dice_weight
-        weights = (
-            None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
-        )
-        self.register_buffer("class_weights", weights, persistent=False)
 
     def _logits_and_target(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(batch["image"]).float()
