@@ -16,13 +16,34 @@ from napari_rckd.errors import RckdError
 
 # name -> (module, one-line help). Keep in the order a new user meets them.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "view": ("napari_rckd.commands.view", "open napari with a slide (or the sample) and the plugin docked"),
-    "info": ("napari_rckd.commands.info", "print a slide's levels, tiles, mpp, vendor and associated images"),
-    "pretrain": ("napari_rckd.commands.pretrain", "RCKD stage 1: distil a nuclei teacher into a student on unlabeled slides"),
-    "finetune": ("napari_rckd.commands.finetune", "RCKD stage 2: fine-tune a student on labelled tiles, regions or masks"),
-    "evaluate": ("napari_rckd.commands.evaluate", "measure teachers and models against ground truth"),
-    "predict": ("napari_rckd.commands.predict", "nuclei, subtype and cancer-region results over whole slides, with exports"),
-    "demo": ("napari_rckd.commands.demo", "the whole workflow on the sample slide, with a screenshot per step"),
+    "view": (
+        "napari_rckd.commands.view",
+        "open napari with a slide (or the sample) and the plugin docked",
+    ),
+    "info": (
+        "napari_rckd.commands.info",
+        "print a slide's levels, tiles, mpp, vendor and associated images",
+    ),
+    "pretrain": (
+        "napari_rckd.commands.pretrain",
+        "RCKD stage 1: distil a nuclei teacher into a student on unlabeled slides",
+    ),
+    "finetune": (
+        "napari_rckd.commands.finetune",
+        "RCKD stage 2: fine-tune a student on labelled tiles, regions or masks",
+    ),
+    "evaluate": (
+        "napari_rckd.commands.evaluate",
+        "measure teachers and models against ground truth",
+    ),
+    "predict": (
+        "napari_rckd.commands.predict",
+        "nuclei, subtype and cancer-region results over whole slides, with exports",
+    ),
+    "demo": (
+        "napari_rckd.commands.demo",
+        "the whole workflow on the sample slide, with a screenshot per step",
+    ),
     "bench": ("napari_rckd.bench", "measure speed and memory (read, models, train, infer)"),
 }
 

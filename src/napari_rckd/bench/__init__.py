@@ -11,11 +11,26 @@ import importlib
 
 # target -> (module, one-line help)
 TARGETS: dict[str, tuple[str, str]] = {
-    "read": ("napari_rckd.bench.read", "slide open time, random-read rate (vs OpenSlide) and memory"),
-    "models": ("napari_rckd.bench.models", "images/s, params, MACs and MAC efficiency of backbones"),
-    "train": ("napari_rckd.bench.train", "RCKD stage-1 tiles/s: real loop vs compute only, peak memory"),
-    "infer": ("napari_rckd.bench.infer", "model-only vs pipeline tiles/s, whole-slide peak RSS at two sizes, naive side by side"),
-    "viewport": ("napari_rckd.bench.viewport", "live napari viewport: time to the first tile and to a full 1920×1080 view after a pan"),
+    "read": (
+        "napari_rckd.bench.read",
+        "slide open time, random-read rate (vs OpenSlide) and memory",
+    ),
+    "models": (
+        "napari_rckd.bench.models",
+        "images/s, params, MACs and MAC efficiency of backbones",
+    ),
+    "train": (
+        "napari_rckd.bench.train",
+        "RCKD stage-1 tiles/s: real loop vs compute only, peak memory",
+    ),
+    "infer": (
+        "napari_rckd.bench.infer",
+        "model-only vs pipeline tiles/s, whole-slide peak RSS at two sizes, naive side by side",
+    ),
+    "viewport": (
+        "napari_rckd.bench.viewport",
+        "live napari viewport: time to the first tile and to a full 1920×1080 view after a pan",
+    ),
 }
 
 
