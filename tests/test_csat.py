@@ -142,3 +142,18 @@ def test_fast_grn_matches_timms_grn():
     fast.load_state_dict(reference.state_dict())
     x = torch.randn(2, 7, 9, 32)  # (B, H, W, C)
     assert torch.allclose(fast(x), reference(x), atol=1e-5)
+
+
+def test_grn_gradient_is_finite_when_a_channel_is_zero_everywhere():
+    """A channel that is zero over a whole image must not make the gradients NaN."""
+    import torch
+
+    from napari_rckd.models.csat import NhwcGlobalResponseNorm
+
+    grn = NhwcGlobalResponseNorm(8, channels_last=True)
+    torch.nn.init.normal_(grn.weight)
+    x = torch.randn(2, 4, 4, 8)
+    x[..., 3] = 0  # one dead channel
+    x.requires_grad_(True)
+    grn(x).sum().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(grn.weight.grad).all()

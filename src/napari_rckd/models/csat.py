@@ -45,7 +45,9 @@ class NhwcGlobalResponseNorm(GlobalResponseNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
-        x_g = x.reshape(B, H * W, C).square().sum(dim=1).sqrt().view(B, 1, 1, C)
+        # clamp: sqrt's gradient at 0 is infinite, and a channel that is zero over a whole
+        # image (common after training) would turn every gradient into NaN
+        x_g = x.reshape(B, H * W, C).square().sum(dim=1).clamp_min(1e-12).sqrt().view(B, 1, 1, C)
         x_n = x_g / (x_g.mean(dim=-1, keepdim=True) + self.eps)
         return torch.addcmul(self.bias, x, 1 + self.weight * x_n)  # one pass over x
 
