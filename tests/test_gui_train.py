@@ -54,7 +54,7 @@ def test_open_slide_is_listed_for_stage_1(viewer_and_widget):
 
 
 def test_stage_1_and_2_train_to_a_classifier_sent_to_live_analysis(viewer_and_widget, qtbot):
-    from napari_rckd._widgets.train import TRAINED
+    from napari_rckd._widgets.train_job import TRAINED
     from napari_rckd.models import load_checkpoint
 
     viewer, widget = viewer_and_widget

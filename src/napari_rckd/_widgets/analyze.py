@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 
 from napari_rckd._widgets.choices import BUILTIN, KINDS, RecentModels, build_sources, detect_devices
 from napari_rckd._widgets.live import LiveAnalysis, add_result_layers, source_classes
-from napari_rckd._widgets.train import TRAINED
+from napari_rckd._widgets.train_job import TRAINED
 from napari_rckd.errors import RckdError
 
 log = logging.getLogger(__name__)

@@ -226,7 +226,7 @@ class Demo:
         widget.device.setCurrentText(c.device)
 
     def train(self):
-        from napari_rckd._widgets.train import prepare_job
+        from napari_rckd._widgets.train_job import prepare_job
         from napari_rckd.training.subprocess_runner import TrainingProcess
 
         widget = self._show("Train student")

@@ -1,22 +1,16 @@
 """The "Train student" dock widget: RCKD stage 1 and stage 2 from the viewer, in a child process.
 
-The widget only lays out controls and wires them: `prepare_job` turns its settings and the
-annotation layers into a `TrainingJob` (annotations handed over as files, never as pickled
-layers) and `TrainingProcess` runs it. When a run ends with weights, `TRAINED.model_ready`
-emits ``(checkpoint_path, kind)`` with kind "nuclei" (stage 1 only), "subtype" (classify)
-or "region" (segment), for the Analyze widget to put the model to work.
+The widget only lays out controls and wires them: `train_job.prepare_job` turns its settings
+and the annotation layers into a `TrainingJob`, `TrainingProcess` runs it, and
+`train_job.TRAINED` announces the finished model.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from psygnal import Signal
-from qtpy.QtCore import QPointF, Qt, QTimer
-from qtpy.QtGui import QColor, QPainter, QPen
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -35,138 +29,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_rckd._widgets.annotate import DEFAULT_CLASSES, save_annotations, write_mask
+from napari_rckd._widgets.annotate import DEFAULT_CLASSES
+from napari_rckd._widgets.loss_plot import LossPlot
+from napari_rckd._widgets.train_job import TRAINED, TrainSettings, format_eta, prepare_job
 from napari_rckd.errors import RckdError
-from napari_rckd.training.subprocess_runner import TrainingJob, TrainingProcess
+from napari_rckd.training.subprocess_runner import TrainingProcess
 
 PRIMARY_METRICS = ("dice", "balanced_accuracy", "miou", "mIoU")
-
-
-class TrainingEvents:
-    """Signals other widgets listen to."""
-
-    model_ready = Signal(str, str)  # checkpoint path, kind ("nuclei", "subtype", "region")
-
-
-TRAINED = TrainingEvents()
-
-
-@dataclass
-class TrainSettings:
-    """Everything the form says, as plain values."""
-
-    out_dir: str
-    slides: list[str] = field(default_factory=list)
-    stage1: bool = True
-    stage2: bool = False
-    teacher: str = "builtin"
-    backbone: str = "rckd_csat"
-    tile_size: int = 256
-    mpp: float = 0.5
-    budget: int = 1000
-    unit: str = "steps"  # or "epochs"
-    tiles: int = 1000
-    batch_size: int = 16
-    device: str = "auto"
-    task: str = "classify"  # stage 2: classify (regions) or segment (cancer-region mask)
-    classes: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
-    stage2_budget: int = 500
-    threads: int | None = None
-
-
-def _budget(amount: int, unit: str) -> dict:
-    return {"steps": amount, "epochs": None} if unit == "steps" else {"epochs": amount}
-
-
-def prepare_job(settings: TrainSettings, shapes=None, labels=None) -> TrainingJob:
-    """Check the settings, write the annotation layers into the run folder, build the job."""
-    if not (settings.stage1 or settings.stage2):
-        raise RckdError("tick stage 1, stage 2 or both before pressing Start")
-    out = Path(settings.out_dir)
-    common = dict(tile_size=settings.tile_size, mpp=settings.mpp, batch_size=settings.batch_size,
-                  device=settings.device)  # fmt: skip
-    stage1 = stage2 = None
-    if settings.stage1:
-        if not settings.slides:
-            raise RckdError("stage 1 needs unlabeled slides: tick open slides or add files")
-        stage1 = dict(slides=list(settings.slides), teacher=settings.teacher,
-                      backbone=settings.backbone, tiles=settings.tiles, **common,
-                      **_budget(settings.budget, settings.unit))  # fmt: skip
-    if settings.stage2:
-        stage2 = dict(
-            task=settings.task, **common, **_budget(settings.stage2_budget, settings.unit)
-        )
-        stage2.update(_stage2_inputs(settings, shapes, labels, out / "inputs"))
-        if stage1 is None:
-            stage2["backbone"] = settings.backbone
-    return TrainingJob(str(out), stage1=stage1, stage2=stage2, threads=settings.threads)
-
-
-def _stage2_inputs(settings: TrainSettings, shapes, labels, folder: Path) -> dict:
-    """Annotation layers -> files in the run folder (atomically), and the finetune arguments."""
-    if settings.task == "classify":
-        if shapes is None or len(shapes.data) == 0:
-            raise RckdError(
-                "stage 2 has no annotations: draw class-labelled regions (Annotate slide) and "
-                "pick that layer under 'Regions'"
-            )
-        names = {str(n) for n in shapes.features.get("class", []) if n == n and n is not None}
-        if len(names) < 2:
-            raise RckdError(
-                f"the regions all have one class ({', '.join(names) or 'none'}); draw regions "
-                "of at least two classes"
-            )
-        save_annotations(shapes)  # keep the user's work next to the slide too
-        from napari_rckd._widgets.annotate import shapes_to_regions
-        from napari_rckd.io.annotations import write_annotations
-
-        path = folder / "annotations.geojson"
-        write_annotations(path, shapes_to_regions(shapes))
-        classes = [c for c in settings.classes if c in names] + sorted(
-            names - set(settings.classes)
-        )
-        return dict(annotations=str(path), slide=shapes.metadata["slide_path"], classes=classes)
-    if labels is None or int(np.count_nonzero(np.unique(np.asarray(labels.data)))) < 2:
-        raise RckdError(
-            "stage 2 (segment) needs a cancer-region mask painted with at least two classes "
-            "(1 = normal, 2 = tumour)"
-        )
-    path = folder / "cancer-region.tif"
-    meta = labels.metadata
-    write_mask(path, np.asarray(labels.data), meta["mask_downsample"], meta["classes"])
-    return dict(slide=meta["slide_path"], masks=str(path), classes=list(meta["classes"]))
-
-
-def format_eta(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-class LossPlot(QWidget):
-    """Training loss (blue) and the validation metric (orange) against step, drawn with QPainter."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.loss: list[tuple[float, float]] = []
-        self.metric: list[tuple[float, float]] = []
-        self.setMinimumHeight(120)
-
-    def clear(self) -> None:
-        self.loss, self.metric = [], []
-        self.update()
-
-    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
-        painter = QPainter(self)
-        painter.fillRect(self.rect(), QColor(30, 30, 30))
-        for series, color in ((self.loss, "#4c9be8"), (self.metric, "#f0a030")):
-            if len(series) < 2:
-                continue
-            steps, values = np.array(series, float).T
-            x = (steps - steps.min()) / max(np.ptp(steps), 1e-9) * (self.width() - 8) + 4
-            y = (1 - (values - values.min()) / max(np.ptp(values), 1e-9)) * (self.height() - 8) + 4
-            painter.setPen(QPen(QColor(color), 2))
-            painter.drawPolyline(*[QPointF(a, b) for a, b in zip(x, y, strict=True)])
-        painter.end()
 
 
 class TrainWidget(QWidget):
