@@ -42,3 +42,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def crop_path(tmp_path_factory):
+    """A 768² crop of real tissue from CMU-1-Small-Region as a small tiled TIFF (no mpp tag)."""
+    import tifffile
+
+    from napari_rckd.io import open_slide
+
+    with open_slide(shared_path("slides/cmu-1-small-region.svs")) as slide:
+        pixels = slide.read_region(0, 1000, 800, 768, 768)
+    path = tmp_path_factory.mktemp("crop") / "crop.tif"
+    tifffile.imwrite(path, pixels, tile=(256, 256), compression="jpeg", photometric="rgb")
+    return path

@@ -8,7 +8,7 @@ from conftest import shared_path
 from napari_rckd.cli import main
 from napari_rckd.commands.predict import shard
 from napari_rckd.inference.wholeslide import open_results
-from test_predict import checkpoints, crop_path  # noqa: F401  (fixtures)
+from test_predict import checkpoints  # noqa: F401  (fixtures)
 
 
 def test_predict_writes_results_and_exports(tmp_path, crop_path, checkpoints):  # noqa: F811

@@ -15,7 +15,7 @@ from napari_rckd.inference.store import ResultStore, open_root
 from napari_rckd.inference.tiling import Box
 from napari_rckd.io.annotations import read_annotations
 from napari_rckd.io.export import export_nuclei, export_ome_tiff, export_regions
-from test_predict import crop, crop_path  # noqa: F401  (fixtures)
+from test_predict import crop  # noqa: F401  (fixtures)
 
 
 def rasterise(region, shape, d):

@@ -9,26 +9,11 @@ import json
 import numpy as np
 import pytest
 
-from conftest import shared_path
 from test_predict import tiny_checkpoint
 
 pytestmark = pytest.mark.gui
 
 MPP = 0.499  # CMU-1-Small-Region
-
-
-@pytest.fixture(scope="module")
-def crop_path(tmp_path_factory):
-    """A 768² crop of real tissue from CMU-1-Small-Region as a small tiled TIFF (no mpp tag)."""
-    import tifffile
-
-    from napari_rckd.io import open_slide
-
-    with open_slide(shared_path("slides/cmu-1-small-region.svs")) as slide:
-        pixels = slide.read_region(0, 1000, 800, 768, 768)
-    path = tmp_path_factory.mktemp("crop") / "crop.tif"
-    tifffile.imwrite(path, pixels, tile=(256, 256), compression="jpeg", photometric="rgb")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +108,7 @@ def test_region_model_adds_probability_and_outline(widget, checkpoints, qtbot):
     assert 0 < shown.max() <= 1
 
 
-def test_bad_models_and_slides_leave_a_message(widget, checkpoints, make_napari_viewer):
+def test_bad_models_and_slides_leave_a_message(widget, checkpoints, make_napari_viewer, qtbot):
     widget.live_box.setChecked(True)
     widget.set_model("subtype", str(checkpoints["region"]))  # a dense model for the classifier
     assert "'dense' checkpoint" in widget.status.text()
@@ -135,9 +120,14 @@ def test_bad_models_and_slides_leave_a_message(widget, checkpoints, make_napari_
     assert "broken.safetensors" in widget.status.text() and widget.live is None
 
     widget.set_model("region", None)
+    from superqt.utils._qthreading import WorkerBase
+
     from napari_rckd._reader import slide_layer_data
     from napari_rckd.io import open_slide
 
+    # A running superqt worker (from any test) swaps the process-wide warnings.showwarning for
+    # its own while it works, which would swallow the warning checked here: let them finish.
+    qtbot.waitUntil(lambda: not WorkerBase._worker_set, timeout=60000)
     with pytest.warns(UserWarning, match="pixel size"):
         data, kwargs, _ = slide_layer_data(open_slide(widget.viewer.layers[0].metadata["path"]))
     kwargs["name"] = "no mpp"
@@ -196,7 +186,7 @@ def test_whole_slide_cancel_stops_early(widget, qtbot, tmp_path):
 
 
 def test_a_model_finished_by_train_student_is_picked_up(widget, checkpoints):
-    from napari_rckd._widgets.train import TRAINED
+    from napari_rckd._widgets.train_job import TRAINED
 
     TRAINED.model_ready.emit(str(checkpoints["subtype"]), "subtype")
     assert widget.models["subtype"].currentData() == str(checkpoints["subtype"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import shared_path
 from napari_rckd.errors import RckdError
 from napari_rckd.inference.cache import ResultCache
 from napari_rckd.inference.predictor import Predictor
@@ -15,20 +14,6 @@ from napari_rckd.inference.sources import NucleiSource, RegionSource, SubtypeSou
 from napari_rckd.inference.tiling import Box
 
 MPP = 0.499  # CMU-1-Small-Region
-
-
-@pytest.fixture(scope="session")
-def crop_path(tmp_path_factory):
-    """A 768² crop of real tissue from CMU-1-Small-Region, written as a small tiled TIFF."""
-    import tifffile
-
-    from napari_rckd.io import open_slide
-
-    with open_slide(shared_path("slides/cmu-1-small-region.svs")) as slide:
-        pixels = slide.read_region(0, 1000, 800, 768, 768)
-    path = tmp_path_factory.mktemp("crop") / "crop.tif"
-    tifffile.imwrite(path, pixels, tile=(256, 256), compression="jpeg", photometric="rgb")
-    return path
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from napari_rckd.inference.store import open_root
 from napari_rckd.inference.tiling import Box
 from napari_rckd.inference.wholeslide import create_output, open_results, run_whole_slide
 from napari_rckd.io.tissue import TissueMask, detect_tissue
-from test_predict import checkpoints, crop, crop_path  # noqa: F401  (fixtures)
+from test_predict import checkpoints, crop  # noqa: F401  (fixtures)
 
 
 def test_whole_slide_equals_union_of_viewports(tmp_path, crop, checkpoints):  # noqa: F811
