@@ -9,12 +9,12 @@ import json
 import numpy as np
 import pytest
 
+from napari_rckd.inference.export import export_nuclei, export_ome_tiff, export_regions
 from napari_rckd.inference.predictor import Predictor
 from napari_rckd.inference.sources import NucleiSource
 from napari_rckd.inference.store import ResultStore, open_root
 from napari_rckd.inference.tiling import Box
 from napari_rckd.io.annotations import read_annotations
-from napari_rckd.io.export import export_nuclei, export_ome_tiff, export_regions
 from test_predict import crop  # noqa: F401  (fixtures)
 
 

@@ -55,7 +55,7 @@ def widget(make_napari_viewer, crop_path, qtbot, tmp_path, monkeypatch):
 
 def test_widget_is_registered_and_lists_slide_layers(widget):
     from napari_rckd._widgets.analyze import AnalyzeWidget
-    from napari_rckd.commands.view import DOCKED_WIDGETS
+    from napari_rckd._widgets.viewer import DOCKED_WIDGETS
 
     assert isinstance(widget, AnalyzeWidget)
     assert "Analyze slide" in DOCKED_WIDGETS

@@ -1,4 +1,5 @@
-"""`napari-rckd view`: the slide opens in µm with every plugin widget docked."""
+"""`napari-rckd view`: the slide opens in µm with every plugin widget docked, in a maximised
+window with the slide fitted, Analyze slide in front and a µm scale bar."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ pytestmark = pytest.mark.gui
 def test_view_opens_the_slide_with_the_widgets_docked(monkeypatch, make_napari_viewer):
     import napari
 
+    from napari_rckd._widgets.viewer import DOCKED_WIDGETS, scale_bar
     from napari_rckd.cli import main
-    from napari_rckd.commands.view import DOCKED_WIDGETS
 
     path = shared_path("slides/cmu-1-small-region.svs")
     viewers = []
@@ -31,6 +32,24 @@ def test_view_opens_the_slide_with_the_widgets_docked(monkeypatch, make_napari_v
     assert tuple(layer.scale) == pytest.approx((0.499, 0.499))
     docked = set(viewer.window.dock_widgets)
     assert all(any(name in title for title in docked) for name in DOCKED_WIDGETS), docked
+    assert viewer.window._qt_window.isMaximized()
+    assert scale_bar(viewer).visible and tuple(map(str, layer.units)) == ("micrometer",) * 2
+    assert front_tab(viewer).startswith("Analyze slide")
+    zoom = viewer.camera.zoom
+    viewer.fit_to_view()  # fitted: fitting again to the canvas as it is now changes nothing
+    assert viewer.camera.zoom == pytest.approx(zoom, rel=0.01)
+
+
+def front_tab(viewer) -> str:
+    """The title of the tab in front among the plugin's tabified docks."""
+    from qtpy.QtWidgets import QApplication, QTabBar
+
+    QApplication.processEvents()
+    for bar in viewer.window._qt_window.findChildren(QTabBar):
+        titles = [bar.tabText(i) for i in range(bar.count())]
+        if any("Train student" in title for title in titles):
+            return titles[bar.currentIndex()]
+    raise AssertionError("the plugin's widgets are not tabified")
 
 
 def test_view_of_a_missing_slide_is_one_sentence_and_no_window(capsys):

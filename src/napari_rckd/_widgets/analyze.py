@@ -1,9 +1,9 @@
 """The "Analyze slide" dock widget: pick a slide layer, models and a device, then analyse what is
 on screen (live) or the whole slide, and export the results.
 
-The widget only lays out and wires controls; ``LiveAnalysis`` follows the camera, the headless
-engine predicts, ``commands.predict.export_results`` writes files. Long work (whole-slide runs,
-exports) runs in napari thread workers. Every callback reports bad input in the status line and
+The widget only lays out and wires controls; the engine's ``Analysis`` (the same object
+`napari-rckd predict` uses) loads the models, predicts and exports, and ``LiveAnalysis`` follows
+the camera. Long work (whole-slide runs, exports) runs in napari thread workers. Every callback reports bad input in the status line and
 as a napari notification instead of raising into Qt.
 """
 
@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_rckd._widgets.choices import BUILTIN, KINDS, RecentModels, build_sources, detect_devices
+from napari_rckd._widgets.choices import BUILTIN, KINDS, RecentModels, detect_devices
 from napari_rckd._widgets.live import LiveAnalysis, add_result_layers, source_classes
 from napari_rckd._widgets.train_job import TRAINED
 from napari_rckd.errors import RckdError
@@ -60,21 +60,6 @@ def reporting(callback):
     return wrapper
 
 
-def whole_slide_job(slide, sources, out: Path, tissue, cache, stop, batch_size):
-    """Generator for a thread worker: yields ``Progress``, returns the finished predictor."""
-    from napari_rckd.inference.predictor import Predictor
-    from napari_rckd.inference.store import open_root
-    from napari_rckd.inference.wholeslide import create_output, run_whole_slide
-
-    create_output(out, slide, sources)
-    predictor = Predictor(slide, sources, open_root(out), cache, tissue, batch_size)
-    try:
-        yield from run_whole_slide(predictor, tissue, stop)
-    finally:
-        predictor.close()
-    return predictor
-
-
 class AnalyzeWidget(QWidget):
     """Dock widget: live and whole-slide analysis of a slide layer, with exports."""
 
@@ -84,13 +69,11 @@ class AnalyzeWidget(QWidget):
 
         self.viewer = viewer
         self.recent = recent or RecentModels()
-        self.cache = ResultCache()  # shared by every predictor this widget makes
+        self.cache = ResultCache()  # shared by every analysis this widget makes
         self.live: LiveAnalysis | None = None
-        self.sources: list = []
-        self.results = None  # the predictor whose stores exports read (whole slide, else live)
+        self.analysis = None  # the engine's Analysis of the chosen slide, models and device
         self.worker = None
         self._stop = threading.Event()
-        self._tissue: dict[int, object] = {}
         self._build()
         viewer.layers.events.inserted.connect(self._refresh_image_choices)
         viewer.layers.events.removed.connect(self._refresh_image_choices)
@@ -231,20 +214,21 @@ class AnalyzeWidget(QWidget):
         self.status.setText(message)
         show_error(message)
 
-    def _tissue_for(self, slide):
-        from napari_rckd.io.tissue import detect_tissue
+    def _analysis(self):
+        """The engine's Analysis for the chosen slide, models and device (made once)."""
+        if self.analysis is None:
+            from napari_rckd.inference.analysis import Analysis
 
-        if id(slide) not in self._tissue:
-            self._tissue[id(slide)] = detect_tissue(slide, slide.path.name)
-        return self._tissue[id(slide)]
-
-    def _ensure_sources(self) -> list:
-        if not self.sources:
-            models = self.chosen_models()
-            self.sources = build_sources(
-                models["nuclei"], models["subtype"], models["region"], self.device.currentData()
+            _, slide = self._slide()
+            self.analysis = Analysis(
+                slide,
+                self.chosen_models(),
+                self.device.currentData(),
+                batch_size=self.batch.value(),
+                cache=self.cache,
             )
-        return self.sources
+        self.analysis.batch_size = self.batch.value()
+        return self.analysis
 
     def _slide(self):
         layer = self.image_layer()
@@ -261,33 +245,22 @@ class AnalyzeWidget(QWidget):
         return layer, slide
 
     def _start_live(self) -> None:
-        from napari_rckd.inference.predictor import Predictor
-
-        layer, slide = self._slide()
-        sources = self._ensure_sources()
-        predictor = Predictor(
-            slide,
-            sources,
-            cache=self.cache,
-            tissue=self._tissue_for(slide),
-            batch_size=self.batch.value(),
-        )
+        layer, _ = self._slide()
+        predictor = self._analysis().live()
         self.live = LiveAnalysis(self.viewer, layer, predictor, on_status=self._show_status)
         for kind, box in self.toggles.items():
             if kind in predictor.sources and not box.isChecked():
                 self.live.set_active(kind, False)
-        self.results = predictor
 
     def _stop_live(self) -> None:
         if self.live is not None:
             self.live.close(remove_layers=True, wait=False)
             self.live = None
-            self.results = None
 
     def _restart(self) -> None:
         """Models, device or slide changed: new sources, new layers, same live setting."""
         self._stop_live()
-        self.sources = []
+        self.analysis = None
         if self.live_box.isChecked():
             self._on_live_toggled(True)
 
@@ -365,14 +338,11 @@ class AnalyzeWidget(QWidget):
         layer, slide = self._slide()
         out = Path(self.out.text() or slide.path.with_name(f"{layer.name}.rckd.zarr"))
         self.out.setText(str(out))
-        sources = self._ensure_sources()
-        tissue = self._tissue_for(slide)
+        analysis = self._analysis()
         if self.live is not None:
             self.live.set_enabled(False)  # one job on the device at a time
         self._stop.clear()
-        worker = thread_worker(whole_slide_job, start_thread=False)(
-            slide, sources, out, tissue, self.cache, self._stop, self.batch.value()
-        )
+        worker = thread_worker(analysis.run_whole_slide, start_thread=False)(out, self._stop)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(functools.partial(self._on_whole_slide_done, layer.name))
         worker.errored.connect(self._on_worker_error)
@@ -396,7 +366,6 @@ class AnalyzeWidget(QWidget):
         self.status.setText(f"whole slide: {word} {progress.done}/{progress.total} tiles")
 
     def _on_whole_slide_done(self, prefix: str, predictor) -> None:
-        self.results = predictor
         if not self._stop.is_set():
             add_result_layers(
                 self.viewer,
@@ -422,20 +391,15 @@ class AnalyzeWidget(QWidget):
     @reporting
     def _on_export_clicked(self, kind: str):
         """Write ``kind`` exports of the current results into the export folder (a worker)."""
-        from napari_rckd.commands.predict import export_results
-
         if self.worker is not None:
             raise RckdError("a whole-slide run or export is already going; wait or cancel it.")
-        if self.results is None:
+        if self.analysis is None or self.analysis.results is None:
             raise RckdError("nothing to export yet: turn live on or analyse the whole slide first.")
         layer, slide = self._slide()
         folder = Path(self.export_dir.text() or slide.path.parent)
         self.export_dir.setText(str(folder))
-        predictor = self.results
         stem = folder / layer.name
-        worker = thread_worker(export_results, start_thread=False)(
-            predictor, list(predictor.sources.values()), stem, [kind]
-        )
+        worker = thread_worker(self.analysis.export, start_thread=False)(stem, [kind])
         worker.returned.connect(lambda _: show_info(f"exported {kind} to {folder}"))
         worker.returned.connect(lambda _: self.status.setText(f"exported {kind} beside {stem}"))
         worker.errored.connect(self._on_worker_error)

@@ -1,4 +1,4 @@
-"""What the "Analyze slide" widget offers, without Qt: devices found, recent models, sources.
+"""What the "Analyze slide" widget offers, without Qt: devices found, recent models, mpp guesses.
 
 Kept apart from the widget so the choices are plain data a test (or a script) can check.
 """
@@ -10,15 +10,14 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
-from napari_rckd.errors import RckdError
+from napari_rckd.defaults import DEFAULT_NUCLEI, KINDS
 
 log = logging.getLogger(__name__)
 
-BUILTIN = "builtin"
+BUILTIN = DEFAULT_NUCLEI  # the nuclei model offered first (and chosen) in Analyze slide
 RECENT_LIMIT = 8
-KINDS = ("nuclei", "subtype", "region")
+__all__ = ["BUILTIN", "KINDS", "DeviceChoice", "RecentModels", "detect_devices"]
 
 
 @dataclass(frozen=True)
@@ -77,23 +76,3 @@ class RecentModels:
             write_json_atomic(self.path, self.models)
         except OSError as error:
             log.warning("could not remember recent models in %s: %s", self.path, error)
-
-
-def build_sources(nuclei: str | None, subtype: str | None, region: str | None, device: str):
-    """The sources for the chosen models (``None`` = not computed); bad files raise RckdError."""
-    from napari_rckd.commands.predict import build_sources as from_options
-    from napari_rckd.inference.sources import REGION_THRESHOLD
-
-    options = SimpleNamespace(
-        nuclei=nuclei, subtype=subtype, region=region, region_threshold=REGION_THRESHOLD
-    )
-    try:
-        return from_options(options, device)
-    except RckdError:
-        raise
-    except Exception as error:  # e.g. a truncated or foreign .safetensors file
-        chosen = ", ".join(str(p) for p in (nuclei, subtype, region) if p)
-        raise RckdError(
-            f"could not load the chosen models ({chosen}): {error}; pick a checkpoint written "
-            "by napari-rckd training."
-        ) from error

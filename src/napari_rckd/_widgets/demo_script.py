@@ -170,13 +170,13 @@ class Demo:
 
     def dock(self) -> dict:
         """The widgets `napari-rckd view` docks, as tabs (one shown at a time, full height)."""
-        from napari_rckd.commands.view import dock_widgets
+        from napari_rckd._widgets.viewer import dock_widgets
 
         return dock_widgets(self.viewer)
 
     def open_slide(self):
         from napari_rckd._reader import slide_layer_data
-        from napari_rckd.commands.view import add_slide
+        from napari_rckd._widgets.viewer import add_slide
         from napari_rckd.io import open_slide
 
         self.slide = open_slide(link_sample(self.out))

@@ -153,9 +153,9 @@ def _in_child(args, path, naive, folder) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from napari_rckd.bench.read import write_sparse_slide
-    from napari_rckd.bench.report import report
     from napari_rckd.io import open_slide
     from napari_rckd.io.samples import synthetic_sample_path
+    from napari_rckd.report import report
 
     path = Path(args.slide) if args.slide else synthetic_sample_path()
     with tempfile.TemporaryDirectory() as tmp:

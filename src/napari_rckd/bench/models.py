@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import napari_rckd.models  # noqa: F401  (registers rckd_csat)
-    from napari_rckd.bench.report import report
+    from napari_rckd.report import report
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     import tifffile  # noqa: F401
     import zarr  # noqa: F401
 
-    from napari_rckd.bench.report import report
     from napari_rckd.io import open_slide
+    from napari_rckd.report import report
 
     with tempfile.TemporaryDirectory(prefix="rckd-bench-") as tmp:
         if args.slide:

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from napari_rckd.bench.report import report
+    from napari_rckd.report import report
 
     if args.threads:
         torch.set_num_threads(args.threads)

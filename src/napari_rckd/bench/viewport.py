@@ -76,13 +76,13 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_rckd._reader import slide_layer_data
     from napari_rckd._widgets.live import LiveAnalysis
-    from napari_rckd.bench.report import report
     from napari_rckd.inference.predictor import Predictor
     from napari_rckd.inference.runner import resolve_device
     from napari_rckd.inference.sources import NucleiSource
     from napari_rckd.io import open_slide
     from napari_rckd.io.samples import synthetic_sample_path
     from napari_rckd.io.tissue import detect_tissue
+    from napari_rckd.report import report
 
     device = resolve_device(args.device)
     slide = open_slide(args.slide or synthetic_sample_path())

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_nuclei(args: argparse.Namespace) -> int:
-    from napari_rckd.bench.report import report
+    from napari_rckd.report import report
     from napari_rckd.teachers import get_teacher
     from napari_rckd.teachers.evaluation import evaluate_teacher, find_ground_truth
 
@@ -83,7 +83,7 @@ def run_nuclei(args: argparse.Namespace) -> int:
 
 
 def run_tiles(args: argparse.Namespace) -> int:
-    from napari_rckd.bench.report import report
+    from napari_rckd.report import report
     from napari_rckd.training.finetune import evaluate_tiles
 
     metrics = evaluate_tiles(

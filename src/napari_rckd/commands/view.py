@@ -1,4 +1,7 @@
-"""Open napari with a slide (or the synthetic sample slide) and the plugin's widgets docked."""
+"""Open napari with a slide (or the synthetic sample slide) and the plugin's widgets docked.
+
+The window opens maximised with the slide fitted, Analyze slide in front and a µm scale bar.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,6 @@ import argparse
 import logging
 
 logger = logging.getLogger(__name__)
-
-# The plugin's widgets by display name, docked as tabs on start. Later issues add theirs
-# here, so `napari-rckd view` always opens the whole tool.
-DOCKED_WIDGETS: tuple[str, ...] = ("Analyze slide", "Annotate slide", "Train student")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,25 +26,9 @@ def run(args: argparse.Namespace) -> int:
 
     import napari
 
+    from napari_rckd._widgets.viewer import show_slide
+
     viewer = napari.Viewer(title=f"napari-rckd: {slide.path.name}")
-    add_slide(viewer, slide_layer_data(slide))
-    dock_widgets(viewer)
+    show_slide(viewer, slide_layer_data(slide))
     napari.run()
     return 0
-
-
-def add_slide(viewer, layer_data: tuple):
-    """Add the slide layer and fit the whole slide in view."""
-    data, kwargs, _ = layer_data
-    layer = viewer.add_image(data, **kwargs)
-    viewer.reset_view()
-    return layer
-
-
-def dock_widgets(viewer) -> dict:
-    """Dock the plugin's widgets as tabs of one dock; return them by display name."""
-    window = viewer.window
-    return {
-        name: window.add_plugin_dock_widget("napari-rckd", name, tabify=True)[1]
-        for name in DOCKED_WIDGETS
-    }

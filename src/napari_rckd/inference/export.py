@@ -1,6 +1,9 @@
 """Results out of napari-rckd: nuclei as QuPath detections (GeoJSON) and a measurements CSV,
 class maps as GeoJSON region polygons, masks as pyramidal OME-TIFF. Every write is atomic.
 
+Exports live with the results they export (the stores of ``inference``); ``export_results``
+writes every chosen export of one analysis, ``export_nuclei`` and friends one result each.
+
 Coordinates follow QuPath and ``io.annotations``: GeoJSON (x, y) in level-0 slide pixels, pixel
 (i, j) spanning ``[j, j+1) × [i, i+1)``. A result pixel ``i`` at ``d`` slide pixels per result
 pixel spans level-0 ``[i*d, (i+1)*d)``, so a contour at array coordinate ``c`` (pixel centres,
@@ -21,6 +24,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_rckd.atomic import atomic_open, atomic_path
+from napari_rckd.defaults import EXPORTS
 from napari_rckd.errors import RckdError
 from napari_rckd.inference.instances import ID_STRIDE
 from napari_rckd.inference.store import ResultStore
@@ -253,3 +257,54 @@ def export_ome_tiff(path: str | Path, store: ResultStore, tile: int = 256) -> No
                 tif.write(tiles(0), subifds=len(store.levels) - 1, metadata=metadata, **options)
             else:
                 tif.write(tiles(level), subfiletype=1, metadata=None, **options)
+
+
+def parse_exports(text: str) -> list[str]:
+    """``"geojson,csv"`` -> ``["geojson", "csv"]``; ``""`` or ``"none"`` -> no exports."""
+    exports = [e.strip().lower() for e in text.split(",") if e.strip()]
+    if exports == ["none"]:
+        return []
+    unknown = sorted(set(exports) - set(EXPORTS))
+    if unknown:
+        raise RckdError(
+            f"--export {','.join(unknown)} is unknown; choose from {','.join(EXPORTS)} or none."
+        )
+    return exports
+
+
+def export_results(stores: dict[str, ResultStore], sources, slide, stem, exports) -> list[Path]:
+    """Write ``exports`` of one analysis's result stores as ``<stem>.<result>.<ext>`` files.
+
+    ``sources`` are the model sources that made the stores (their names and class lists);
+    returns the files written.
+    """
+    by_name = {source.name: source for source in sources}
+    exports, written = set(exports), []
+
+    def target(name: str, suffix: str) -> Path:
+        written.append(Path(f"{stem}.{name}.{suffix}"))
+        return written[-1]
+
+    if "nuclei" in by_name and exports & {"geojson", "csv"}:
+        names = by_name["subtype"].class_names if "subtype" in by_name else None
+        export_nuclei(
+            stores["nuclei_labels"],
+            slide,
+            target("nuclei", "geojson") if "geojson" in exports else None,
+            target("nuclei", "csv") if "csv" in exports else None,
+            stores.get("subtype_class"),
+            names,
+        )
+    for name, result in (("subtype", "subtype_class"), ("region", "region_mask")):
+        if name not in by_name:
+            continue
+        source = by_name[name]
+        if "geojson" in exports:
+            export_regions(
+                target(name, "geojson"), stores[result], source.class_names, source.class_colors
+            )
+        if "ome-tiff" in exports:
+            export_ome_tiff(target(name, "ome.tif"), stores[result])
+    if "nuclei" in by_name and "ome-tiff" in exports:
+        export_ome_tiff(target("nuclei", "ome.tif"), stores["nuclei_labels"])
+    return written

@@ -1,0 +1,157 @@
+"""One analysis of one slide: the engine API that `predict`, the demo and the Analyze widget share.
+
+``Analysis(slide, models=..., device=...)`` loads the chosen models once and then serves every
+front end: ``live()`` gives an in-memory ``Predictor`` a viewer drives from the camera,
+``run_whole_slide(out)`` computes every tissue tile into an OME-Zarr folder (a generator of
+``Progress``, so the CLI wraps it in tqdm and a GUI in a thread worker), and ``export(stem)``
+writes GeoJSON, CSV or OME-TIFF of the latest results. The command line parses arguments and
+the widget wires controls; neither holds engine logic. No Qt, no napari.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from napari_rckd.defaults import DEFAULT_EXPORTS, DEFAULT_NUCLEI, EXPORTS, KINDS
+from napari_rckd.errors import RckdError
+from napari_rckd.inference.cache import ResultCache
+from napari_rckd.inference.export import export_results
+from napari_rckd.inference.predictor import DEFAULT_BATCH, Predictor
+from napari_rckd.inference.sources import REGION_THRESHOLD, Source
+from napari_rckd.inference.store import open_root
+from napari_rckd.inference.wholeslide import Progress, create_output, run_whole_slide
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_EXPORTS", "DEFAULT_NUCLEI", "EXPORTS", "KINDS", "Analysis", "build_sources"]
+
+
+def build_sources(
+    nuclei: str | Path | None = None,
+    subtype: str | Path | None = None,
+    region: str | Path | None = None,
+    device: str = "cpu",
+    region_threshold: float = REGION_THRESHOLD,
+) -> list[Source]:
+    """The model sources for the chosen models (``None`` = not computed).
+
+    A missing, foreign or truncated checkpoint raises one ``RckdError`` sentence.
+    """
+    from napari_rckd.inference.sources import NucleiSource, RegionSource, SubtypeSource
+
+    if not (nuclei or subtype or region):
+        raise RckdError(
+            "nothing to predict: choose a nuclei model (e.g. builtin), a subtype or a region "
+            "checkpoint."
+        )
+    try:
+        sources: list[Source] = []
+        if nuclei:
+            sources.append(NucleiSource(nuclei, device))
+        if subtype:
+            sources.append(SubtypeSource(subtype, device))
+        if region:
+            sources.append(RegionSource(region, device, region_threshold))
+    except RckdError:
+        raise
+    except Exception as error:  # e.g. a truncated or foreign .safetensors file
+        chosen = ", ".join(str(p) for p in (nuclei, subtype, region) if p)
+        raise RckdError(
+            f"could not load the chosen models ({chosen}): {error}; pick a checkpoint written "
+            "by napari-rckd training."
+        ) from error
+    return sources
+
+
+class Analysis:
+    """A slide with its models on one device: live prediction, whole-slide runs and exports.
+
+    ``models`` maps a kind (nuclei, subtype, region) to a spec or checkpoint path; kinds left
+    out or ``None`` are not computed. ``sources`` (already built) may replace ``models``.
+    """
+
+    def __init__(
+        self,
+        slide,
+        models: dict[str, str | Path | None] | None = None,
+        device: str = "cpu",
+        *,
+        sources: Sequence[Source] | None = None,
+        batch_size: int = DEFAULT_BATCH,
+        region_threshold: float = REGION_THRESHOLD,
+        cache: ResultCache | None = None,
+    ):
+        if slide.mpp is None:
+            raise RckdError(
+                f"{slide.path.name} does not record its pixel size; give it (--slide-mpp on the "
+                "command line, the mpp field in Analyze slide), e.g. 0.5 for 20x, 0.25 for 40x."
+            )
+        if sources is None:
+            models = {"nuclei": DEFAULT_NUCLEI} if models is None else models
+            unknown = sorted(set(models) - set(KINDS))
+            if unknown:
+                raise RckdError(
+                    f"model kind {', '.join(unknown)} is unknown; use {', '.join(KINDS)}."
+                )
+            sources = build_sources(**models, device=device, region_threshold=region_threshold)
+        self.slide = slide
+        self.sources = list(sources)
+        self.batch_size = batch_size
+        self.cache = cache if cache is not None else ResultCache()
+        self.results: Predictor | None = None  # what export() writes: the latest run's predictor
+        self._tissue = None
+
+    @property
+    def tissue(self):
+        """The slide's tissue mask, detected once."""
+        if self._tissue is None:
+            from napari_rckd.io.tissue import detect_tissue
+
+            self._tissue = detect_tissue(self.slide, self.slide.path.name)
+        return self._tissue
+
+    def live(self, on_tile_done=None) -> Predictor:
+        """An in-memory predictor for a viewer to drive (``start()``, ``submit(plan)``)."""
+        self.results = Predictor(
+            self.slide,
+            self.sources,
+            cache=self.cache,
+            tissue=self.tissue,
+            batch_size=self.batch_size,
+            on_tile_done=on_tile_done,
+        )
+        return self.results
+
+    def run_whole_slide(
+        self, out: str | Path, stop: threading.Event | None = None
+    ) -> Iterator[Progress]:
+        """Every tissue tile into the OME-Zarr folder ``out``, yielding progress after each batch.
+
+        The generator's return value is the finished predictor (its stores stay readable).
+        """
+        out = Path(out)
+        create_output(out, self.slide, self.sources)
+        predictor = Predictor(
+            self.slide, self.sources, open_root(out), self.cache, self.tissue, self.batch_size
+        )
+        try:
+            yield from run_whole_slide(predictor, self.tissue, stop)
+        finally:
+            predictor.close()
+        self.results = predictor
+        return predictor
+
+    def export(self, stem: str | Path, exports: Sequence[str] = DEFAULT_EXPORTS) -> list[Path]:
+        """Write ``exports`` (geojson, csv, ome-tiff) of the latest results as ``stem.*``."""
+        if self.results is None:
+            raise RckdError("nothing to export yet: run live or whole-slide analysis first.")
+        unknown = sorted(set(exports) - set(EXPORTS))
+        if unknown:
+            raise RckdError(f"export {', '.join(unknown)} is unknown; use {', '.join(EXPORTS)}.")
+        Path(stem).parent.mkdir(parents=True, exist_ok=True)
+        return export_results(
+            self.results.stores, self.results.sources.values(), self.slide, stem, exports
+        )
