@@ -120,22 +120,30 @@ def test_bad_models_and_slides_leave_a_message(widget, checkpoints, make_napari_
     assert "broken.safetensors" in widget.status.text() and widget.live is None
 
     widget.set_model("region", None)
-    from superqt.utils._qthreading import WorkerBase
-
     from napari_rckd._reader import slide_layer_data
     from napari_rckd.io import open_slide
 
-    # A running superqt worker (from any test) swaps the process-wide warnings.showwarning for
-    # its own while it works, which would swallow the warning checked here: let them finish.
-    qtbot.waitUntil(lambda: not WorkerBase._worker_set, timeout=60000)
-    with pytest.warns(UserWarning, match="pixel size"):
-        data, kwargs, _ = slide_layer_data(open_slide(widget.viewer.layers[0].metadata["path"]))
+    data, kwargs, _ = slide_layer_data(open_slide(widget.viewer.layers[0].metadata["path"]))
     kwargs["name"] = "no mpp"
-    widget.viewer.add_image(data, **kwargs)
+    layer = widget.viewer.add_image(data, **kwargs)
     widget.image.setCurrentText("no mpp")
+    assert "does not record its pixel size" in widget.status.text()
     widget._on_live_toggled(True)
     assert "does not record its pixel size" in widget.status.text()
     assert widget.live is None
+
+    # the mpp field: pick the 20x suggestion, Set, and the same layer is re-scaled to µm
+    guess = widget.mpp.guess
+    labels = [guess.itemText(i) for i in range(guess.count())]
+    widget.mpp._on_guess_chosen(next(i for i, t in enumerate(labels) if t.startswith("20x")))
+    assert widget.mpp.value.value() == pytest.approx(0.5)
+    count = len(widget.viewer.layers)
+    widget.mpp.button.click()
+    assert layer in widget.viewer.layers and len(widget.viewer.layers) == count  # in place
+    assert tuple(layer.scale) == pytest.approx((0.5, 0.5)) and layer.metadata["slide"].mpp == 0.5
+    assert str(layer.units[0]) == "micrometer"
+    widget._on_live_toggled(True)
+    assert widget.live is not None and widget.live.predictor.slide.mpp == 0.5
 
 
 def test_whole_slide_run_reports_progress_adds_layers_and_exports(

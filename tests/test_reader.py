@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import npe2
 import pytest
+from napari.utils.notifications import notification_manager
 
 from conftest import shared_path
 from napari_rckd._reader import napari_get_reader
@@ -30,16 +30,20 @@ def _plugins():
 def test_opens_through_npe2_as_one_rgb_multiscale_layer(name):
     levels, mpp = SLIDES[name]
     path = shared_path(f"slides/{name}")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    caught = []
+    notification_manager.notification_ready.connect(caught.append)
+    try:
         layers = npe2.read([str(path)], stack=False, plugin_name="napari-rckd")
+    finally:
+        notification_manager.notification_ready.disconnect(caught.append)
     assert len(layers) == 1
     data, kwargs, kind = layers[0]
     assert kind == "image" and kwargs["rgb"] and kwargs["multiscale"]
     expected_name = name.removesuffix(".ome.tif") if name.endswith(".ome.tif") else Path(name).stem
     assert kwargs["name"] == expected_name and len(data) == levels
     assert kwargs["metadata"]["slide"].path == path
-    messages = [str(w.message) for w in caught if "pixel size" in str(w.message)]
+    # a napari notification (shown in the viewer), not only a terminal line
+    messages = [n.message for n in caught if "pixel size" in n.message]
     if mpp is None:
         assert "scale" not in kwargs and len(messages) == 1 and name in messages[0]
     else:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
+import logging
 from pathlib import Path
 
 from napari_rckd.io.opener import SLIDE_SUFFIXES
+
+log = logging.getLogger(__name__)
 
 
 def napari_get_reader(path):
@@ -40,14 +42,20 @@ def slide_layer_data(slide) -> tuple:
         kwargs["scale"] = (slide.mpp, slide.mpp)
         kwargs["units"] = ("um", "um")
     else:
-        warnings.warn(
-            f"{slide.path.name} does not record its pixel size: it is shown in pixels and "
-            "analyses that need microns will ask for it (use open_slide(path, mpp=...) or "
-            "`napari-rckd view --mpp`).",
-            UserWarning,
-            stacklevel=2,
-        )
+        notify_no_mpp(slide)
     return (slide.levels, kwargs, "image")
+
+
+def notify_no_mpp(slide) -> None:
+    """Tell the user, in napari and on the terminal, that the slide is shown in pixels."""
+    from napari.utils.notifications import show_warning
+
+    message = (
+        f"{slide.path.name} does not record its pixel size, so it is shown in pixels; set its "
+        "µm per pixel in Analyze slide (mpp) or open it with `napari-rckd view --mpp`."
+    )
+    log.warning(message)
+    show_warning(message)
 
 
 def layer_name(path: Path) -> str:

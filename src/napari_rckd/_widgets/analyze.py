@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 
 from napari_rckd._widgets.choices import BUILTIN, KINDS, RecentModels, detect_devices
 from napari_rckd._widgets.live import LiveAnalysis, add_result_layers, source_classes
+from napari_rckd._widgets.mpp_field import MppField
 from napari_rckd._widgets.train_job import TRAINED
 from napari_rckd.errors import RckdError
 
@@ -99,11 +100,14 @@ class AnalyzeWidget(QWidget):
             self.device.addItem(choice.label, choice.spec)
         self.device.activated.connect(self._on_device_changed)
         self.batch = QSpinBox(minimum=1, maximum=64, value=4)
+        # µm per pixel of the slide: shown for every slide, needed for those that do not say
+        self.mpp = MppField(self._on_mpp_set)
         self.live_box = QCheckBox("live: analyse what is on screen")
         self.live_box.toggled.connect(self._on_live_toggled)
 
         form = QFormLayout()
         form.addRow("slide layer", self.image)
+        form.addRow("µm / pixel", self.mpp)
         for kind in KINDS:
             row = QHBoxLayout()
             row.addWidget(self.models[kind], 1)
@@ -239,8 +243,8 @@ class AnalyzeWidget(QWidget):
             )
         if slide.mpp is None:
             raise RckdError(
-                f"{slide.path.name} does not record its pixel size; reopen it with "
-                "`napari-rckd view SLIDE --mpp 0.5` (or the scanner's value)."
+                f"{slide.path.name} does not record its pixel size; choose its µm / pixel above "
+                "(0.5 for 20x, 0.25 for 40x) and press Set."
             )
         return layer, slide
 
@@ -272,7 +276,32 @@ class AnalyzeWidget(QWidget):
 
     @reporting
     def _on_image_changed(self, index=None) -> None:
+        name = self.image.currentText()
+        if name:
+            slide = self.viewer.layers[name].metadata.get("slide")
+            self.mpp.show_slide(slide)
+            if slide is not None and slide.mpp is None:
+                self.status.setText(
+                    f"{name} does not record its pixel size: pick or type its µm / pixel and "
+                    "press Set"
+                )
         self._restart()
+
+    @reporting
+    def _on_mpp_set(self, mpp: float) -> None:
+        """Give the slide this µm / pixel and re-scale its layer in place (to µm)."""
+        layer = self.image_layer()
+        slide = layer.metadata.get("slide")
+        if slide is None:
+            raise RckdError(f"layer {layer.name!r} was not opened by napari-rckd; open it with it.")
+        slide.mpp = mpp
+        layer.metadata["mpp"] = mpp
+        layer.units = ("um", "um")
+        layer.scale = (mpp, mpp)
+        self.viewer.reset_view()
+        self.mpp.button.setText("Change")
+        self._restart()
+        self.status.setText(f"{layer.name}: {mpp:g} µm per pixel")
 
     @reporting
     def _on_model_changed(self, kind: str, index=None) -> None:

@@ -76,3 +76,19 @@ class RecentModels:
             write_json_atomic(self.path, self.models)
         except OSError as error:
             log.warning("could not remember recent models in %s: %s", self.path, error)
+
+
+# Typical scanner resolutions by objective: 40x ~0.25 µm/px, 20x ~0.5, 10x ~1.0.
+OBJECTIVES = (40, 20, 10)
+
+
+def mpp_suggestions(magnification: float | None) -> list[tuple[str, float]]:
+    """(label, µm/px) guesses for a slide without a recorded pixel size, best first.
+
+    The slide's own objective (when the file records one) comes first as 10 / magnification.
+    """
+    found = [(f"{obj}x objective", 10 / obj) for obj in OBJECTIVES]
+    if magnification:
+        mine = (f"{magnification:g}x (from the file)", 10 / magnification)
+        found = [mine, *(f for f in found if abs(f[1] - mine[1]) > 1e-9)]
+    return [(f"{label}: {mpp:g} µm/px", mpp) for label, mpp in found]

@@ -1,0 +1,45 @@
+"""The µm-per-pixel row of Analyze slide: a value, magnification-based suggestions and Set.
+
+For a slide that does not record its pixel size the row offers the file's objective (when it
+says one) and the usual 40x/20x/10x values; Set hands the value to ``on_set``, which gives it
+to the slide and re-scales its layer in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QPushButton, QWidget
+
+from napari_rckd._widgets.choices import mpp_suggestions
+
+
+class MppField(QWidget):
+    def __init__(self, on_set: Callable[[float], None]):
+        super().__init__()
+        self.value = QDoubleSpinBox(decimals=4, minimum=0.01, maximum=100.0, singleStep=0.05)
+        self.value.setValue(0.5)
+        self.guess = QComboBox()
+        self.guess.activated.connect(self._on_guess_chosen)
+        self.button = QPushButton("Set")
+        self.button.clicked.connect(lambda: on_set(float(self.value.value())))
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.value)
+        row.addWidget(self.guess, 1)
+        row.addWidget(self.button)
+
+    def show_slide(self, slide) -> None:
+        """Follow a slide: its own value, else the best guess; suggestions from its objective."""
+        guesses = mpp_suggestions(getattr(slide, "magnification", None))
+        self.guess.clear()
+        self.guess.addItem("suggestions…", None)
+        for label, mpp in guesses:
+            self.guess.addItem(label, mpp)
+        known = getattr(slide, "mpp", None)
+        self.value.setValue(known if known is not None else guesses[0][1])
+        self.button.setText("Change" if known is not None else "Set")
+
+    def _on_guess_chosen(self, index: int) -> None:
+        if self.guess.itemData(index) is not None:
+            self.value.setValue(self.guess.itemData(index))
