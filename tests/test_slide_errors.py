@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 
@@ -58,6 +59,55 @@ def _corrupt_tiles(tmp_path):
     return path
 
 
+def _pyramid(path):
+    """A small tiled JPEG TIFF with one reduced level, directories first and tiles after."""
+    image = np.random.default_rng(0).integers(0, 255, (256, 192, 3), np.uint8)
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(image, tile=(64, 64), compression="jpeg", photometric="rgb")
+        tif.write(image[::2, ::2], tile=(64, 64), compression="jpeg", subfiletype=1)
+    return path
+
+
+def _cut(percent):
+    def make(tmp_path):
+        data = _pyramid(tmp_path / "whole.tif").read_bytes()
+        return _file(tmp_path / f"cut{percent}.tif", data[: len(data) * percent // 100])
+
+    return make
+
+
+def _absurd_dimensions(tmp_path):
+    path = _pyramid(tmp_path / "absurd.tif")
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        tif.pages[0].tags["ImageWidth"].overwrite(10**9)
+        tif.pages[0].tags["ImageLength"].overwrite(10**9)
+    return path
+
+
+def _offsets_past_eof(tmp_path):
+    path = _pyramid(tmp_path / "offsets.tif")
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        offsets = tif.pages[1].tags["TileOffsets"]
+        offsets.overwrite([v + 10**8 for v in offsets.value])
+    return path
+
+
+def _symlink_loop(tmp_path):
+    (tmp_path / "a.svs").symlink_to(tmp_path / "b.svs")
+    (tmp_path / "b.svs").symlink_to(tmp_path / "a.svs")
+    return tmp_path / "a.svs"
+
+
+def _fifo(tmp_path):
+    os.mkfifo(tmp_path / "pipe.svs")
+    return tmp_path / "pipe.svs"
+
+
+def _folder_named_svs(tmp_path):
+    (tmp_path / "folder.svs").mkdir()
+    return tmp_path / "folder.svs"
+
+
 BAD_INPUTS = {
     "missing": (lambda tmp: tmp / "nope.svs", "does not exist"),
     "directory": (lambda tmp: tmp, "is a directory"),
@@ -71,6 +121,17 @@ BAD_INPUTS = {
     "truncated-data": (_truncated_data, "cut.ome.tif is truncated"),
     "unknown-compression": (_unknown_compression, "odd-codec.tif cannot be decoded"),
     "corrupt-tiles": (_corrupt_tiles, "corrupt.ome.tif cannot be decoded"),
+    "truncated-10%": (_cut(10), "cut10.tif is truncated"),
+    "truncated-50%": (_cut(50), "cut50.tif is truncated"),
+    "truncated-99%": (_cut(99), "cut99.tif is truncated"),
+    "directory-named-svs": (_folder_named_svs, "folder.svs is a directory"),
+    "absurd-dimensions": (
+        _absurd_dimensions,
+        "absurd.tif declares a 1,000,000,000 x 1,000,000,000",
+    ),
+    "offsets-past-eof": (_offsets_past_eof, "offsets.tif is truncated"),
+    "symlink-loop": (_symlink_loop, "a.svs is a symbolic link to nothing"),
+    "fifo": (_fifo, "pipe.svs is not a regular file"),
 }
 
 
@@ -82,7 +143,7 @@ def test_api_raises_one_clear_sentence(case, tmp_path):
     assert "\n" not in str(raised.value)
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "truncated"])
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_cli_info_prints_the_sentence(case, tmp_path, capsys):
     from napari_rckd.cli import main
 
@@ -105,6 +166,27 @@ def test_napari_reader_raises_the_sentence(case, tmp_path):
     make, message = BAD_INPUTS[case]
     with pytest.raises(SlideError, match=message):
         npe2.read([str(make(tmp_path))], stack=False, plugin_name="napari-rckd")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_file_says_permission_denied(tmp_path):
+    path = _pyramid(tmp_path / "private.tif")
+    path.chmod(0)
+    with pytest.raises(SlideError, match="private.tif cannot be read: permission denied"):
+        open_slide(path)
+
+
+def test_wrong_extension_is_read_by_its_content(tmp_path):
+    tiff = _pyramid(tmp_path / "pyramid.tif")
+    renamed = _file(tmp_path / "pyramid.png", tiff.read_bytes())
+    with open_slide(renamed) as slide:
+        assert slide.shape == (256, 192) and len(slide.levels) == 2
+    png = tmp_path / "photo.svs"
+    from PIL import Image
+
+    Image.fromarray(np.full((40, 30, 3), 9, np.uint8)).save(png, format="PNG")
+    with open_slide(png) as slide:
+        assert slide.vendor == "plain" and slide.read_region(0, 0, 0, 40, 30).max() == 9
 
 
 def test_bad_mpp_override_is_rejected():

@@ -1,6 +1,6 @@
 """Benchmarks: each prints a table of figures and can write them as JSON.
 
-`napari-rckd bench read|models|train|infer ...`; every target is a module in this
+`napari-rckd bench read|models|train|infer|fuzz ...`; every target is a module in this
 package with ``add_arguments(parser)`` and ``run(args)``, imported only when chosen.
 """
 
@@ -26,6 +26,14 @@ TARGETS: dict[str, tuple[str, str]] = {
     "infer": (
         "napari_rckd.bench.infer",
         "model-only vs pipeline tiles/s, whole-slide peak RSS at two sizes, naive side by side",
+    ),
+    "fuzz": (
+        "napari_rckd.bench.fuzz",
+        "mutated TIFFs through every reader path: hangs, crashes, raw exceptions (must be 0)",
+    ),
+    "transfer": (
+        "napari_rckd.bench.transfer",
+        "RCKD stage 2 on grouped labelled tiles: init × label budget × seed, paired to random",
     ),
     "viewport": (
         "napari_rckd.bench.viewport",

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 
+from napari_rckd.io.levels import DamageLog, dask_level
 from napari_rckd.io.slide import LazyImages, Slide, SlideError
 from napari_rckd.io.tiles import ArrayReader
 
 
 class _DicomLevel:
-    """Array-like view of one pyramid level, so dask and `ArrayReader` can slice it."""
+    """Array-like view of one pyramid level, so `ArrayReader` can slice it."""
 
     dtype = np.dtype(np.uint8)
     ndim = 3
@@ -51,12 +51,13 @@ def open_dicom(path: Path, mpp: float | None) -> Slide:
         ) from error
     levels, readers = [], []
     tile = wsi.levels[0].tile_size
+    damage = DamageLog(path.name)
     for index in range(len(wsi.levels)):
         array = _DicomLevel(wsi, index)
         level_tile = wsi.levels[index].tile_size
-        level = da.from_array(array, chunks=(level_tile.height, level_tile.width, 3), lock=False)
-        levels.append(level)
-        readers.append(ArrayReader(array))
+        readers.append(ArrayReader(array, level=index))
+        chunks = (level_tile.height, level_tile.width)
+        levels.append(dask_level(readers[-1], array.shape[:2], chunks, damage))
     loaders = {}
     if wsi.labels:
         loaders["label"] = lambda: np.asarray(wsi.read_label().convert("RGB"))
@@ -72,7 +73,7 @@ def open_dicom(path: Path, mpp: float | None) -> Slide:
         vendor="dicom",
         compression=_transfer_syntax_name(wsi),
         tile_shape=(tile.height, tile.width),
-        associated=LazyImages(loaders),
+        associated=LazyImages(loaders, source=path.name),
         closers=[wsi.close],
     )
 

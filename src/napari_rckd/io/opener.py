@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -14,6 +15,8 @@ TIFF_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".qptiff", ".
 PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg"}
 DICOM_SUFFIXES = {".dcm"}
 SLIDE_SUFFIXES = TIFF_SUFFIXES | PLAIN_SUFFIXES | DICOM_SUFFIXES
+# classic and BigTIFF, little- and big-endian
+TIFF_MAGIC = {b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"}
 
 
 def open_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:
@@ -22,27 +25,59 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:
     Raises `SlideError` with one sentence naming the file and the problem.
     """
     path = Path(path).expanduser()
-    if mpp is not None and not (isinstance(mpp, (int, float)) and mpp > 0):
+    if mpp is not None and not (isinstance(mpp, (int, float)) and math.isfinite(mpp) and mpp > 0):
         raise SlideError(f"mpp must be a positive number of µm per pixel, got {mpp!r}.")
     mpp = float(mpp) if mpp is not None else None
-    if not path.exists():
-        raise SlideError(f"{path} does not exist; check the path.")
-    if path.is_dir():
-        if any(path.glob("*.dcm")):
-            return _open_dicom(path, mpp)
-        raise SlideError(f"{path} is a directory; give a slide file (or a folder of DICOM files).")
-    if path.stat().st_size == 0:
-        raise SlideError(f"{path.name} is empty (0 bytes); copy or download it again.")
-    suffix = path.suffix.lower()
-    if suffix in DICOM_SUFFIXES:
+    try:
+        kind = _kind(path)
+    except OSError as error:  # a looping link, a folder we may not enter, ...
+        raise SlideError(
+            f"{path} cannot be reached ({error.strerror or error}); check the path and its links."
+        ) from error
+    if kind == "dicom":
         return _open_dicom(path, mpp)
-    if suffix in PLAIN_SUFFIXES:
+    if kind == "plain":
         from napari_rckd.io.plain import open_plain
 
         return _guarded(open_plain, path, mpp)
     from napari_rckd.io.tiff import open_tiff
 
     return _guarded(open_tiff, path, mpp)
+
+
+def _kind(path: Path) -> str:
+    """dicom, plain or tiff: by the first bytes, the suffix only when they say nothing.
+
+    Raises `SlideError` for what is no slide file at all: missing, a folder, a pipe, empty,
+    unreadable. A pipe is refused before it is opened, because reading one blocks forever.
+    """
+    if not path.exists():
+        if path.is_symlink():
+            raise SlideError(f"{path} is a symbolic link to nothing (or to itself); fix the link.")
+        raise SlideError(f"{path} does not exist; check the path.")
+    if path.is_dir():
+        if any(path.glob("*.dcm")):
+            return "dicom"
+        raise SlideError(f"{path} is a directory; give a slide file (or a folder of DICOM files).")
+    if not path.is_file():
+        raise SlideError(f"{path} is not a regular file (a pipe or a device); give a slide file.")
+    if path.stat().st_size == 0:
+        raise SlideError(f"{path.name} is empty (0 bytes); copy or download it again.")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except PermissionError as error:
+        raise SlideError(
+            f"{path.name} cannot be read: permission denied; ask for read access or copy the file."
+        ) from error
+    if head[:4] in TIFF_MAGIC:
+        return "tiff"
+    if head[:8] == b"\x89PNG\r\n\x1a\n" or head[:3] == b"\xff\xd8\xff":
+        return "plain"
+    if head[128:132] == b"DICM":
+        return "dicom"
+    suffix = path.suffix.lower()
+    return "dicom" if suffix in DICOM_SUFFIXES else "plain" if suffix in PLAIN_SUFFIXES else "tiff"
 
 
 def _open_dicom(path: Path, mpp: float | None) -> Slide:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_rckd.errors import RckdError
-from napari_rckd.io.tiles import RegionReader, TileCache
+from napari_rckd.io.tiles import RegionReader, TileCache, TileDecodeError
 
 logger = logging.getLogger(__name__)
 
@@ -23,16 +23,28 @@ class SlideError(RckdError):
     """A slide that cannot be opened or read, explained in one sentence."""
 
 
+class DamagedSlideError(SlideError):
+    """A slide that opened but holds a tile or image that cannot be decoded."""
+
+
 class LazyImages(Mapping):
     """Associated images (thumbnail, label, macro) decoded only when first asked for."""
 
-    def __init__(self, loaders: Mapping[str, Callable[[], np.ndarray]]):
+    def __init__(self, loaders: Mapping[str, Callable[[], np.ndarray]], source: str = "slide"):
         self._loaders = dict(loaders)
         self._loaded: dict[str, np.ndarray] = {}
+        self._source = source
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._loaded:
-            self._loaded[name] = self._loaders[name]()
+            load = self._loaders[name]
+            try:
+                self._loaded[name] = load()
+            except Exception as error:  # any codec or layout error: the file is damaged
+                raise DamagedSlideError(
+                    f"{self._source} is damaged: its {name} image could not be decoded "
+                    f"({type(error).__name__}: {error}); copy or export the slide again."
+                ) from error
         return self._loaded[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -88,7 +100,8 @@ class Slide:
     def read_region(self, level: int, y: int, x: int, height: int, width: int) -> np.ndarray:
         """RGB uint8 ``height``×``width`` from ``level`` at (y, x) in that level's pixels.
 
-        Only the tiles that overlap are decoded; outside the slide is white (255).
+        Only the tiles that overlap are decoded; outside the slide is white (255). A tile
+        that cannot be decoded raises `DamagedSlideError` naming the file, level and tile.
         """
         if not 0 <= level < len(self.levels):
             raise SlideError(
@@ -101,11 +114,20 @@ class Slide:
         y0, x0 = max(y, 0), max(x, 0)
         y1, x1 = min(y + height, level_height), min(x + width, level_width)
         if (y0, x0, y1, x1) == (y, x, y + height, x + width):
-            return self._readers[level].read(y0, x0, y1, x1)
+            return self._read(level, y0, x0, y1, x1)
         out = np.full((height, width, 3), 255, np.uint8)
         if y1 > y0 and x1 > x0:
-            out[y0 - y : y1 - y, x0 - x : x1 - x] = self._readers[level].read(y0, x0, y1, x1)
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = self._read(level, y0, x0, y1, x1)
         return out
+
+    def _read(self, level: int, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        try:
+            return self._readers[level].read(y0, x0, y1, x1)
+        except TileDecodeError as error:
+            raise DamagedSlideError(
+                f"{self.path.name} is damaged: {error} could not be decoded ({error.reason}); "
+                "copy or export the slide again."
+            ) from error
 
     def best_level_for(self, downsample: float) -> int:
         """The coarsest level that is not coarser than ``downsample`` (1% tolerance)."""

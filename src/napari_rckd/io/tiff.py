@@ -1,7 +1,8 @@
 """Open any TIFF-based slide (SVS, OME-TIFF, NDPI, SCN, BIF, QPTIFF, generic) as a `Slide`.
 
-tifffile -> ``series.aszarr()`` -> zarr -> one ``dask.array.from_zarr`` per level, chunks
-equal to the file's tiles; region reads decode the tiles straight from the pages.
+The declared geometry is checked first (`geometry.py`). Tiled RGB pages are decoded straight
+from the file (`TiledPageReader`); anything else (strips, NDPI) goes through tifffile's zarr
+store. napari's dask levels wrap the same readers (`levels.py`), chunked like the file's tiles.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ import logging
 import os
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import tifffile
 import zarr
 
+from napari_rckd.io.geometry import check_geometry
+from napari_rckd.io.levels import DamageLog, dask_level
 from napari_rckd.io.metadata import read_metadata
 from napari_rckd.io.slide import LazyImages, Slide, SlideError
-from napari_rckd.io.tiles import ArrayReader, TileCache, TiledPageReader
+from napari_rckd.io.tiles import ArrayReader, CoarsenedReader, TileCache, TiledPageReader
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ def open_tiff(path: Path, mpp: float | None) -> Slide:
 def _build_slide(tif: tifffile.TiffFile, path: Path, mpp_override: float | None) -> Slide:
     series = _main_series(tif, path)
     keyframe = series.keyframe
-    _check_complete(series, path)
+    check_geometry(series, path)
     store = series.aszarr()
     root = zarr.open(store, mode="r")
     arrays = (
@@ -51,27 +53,8 @@ def _build_slide(tif: tifffile.TiffFile, path: Path, mpp_override: float | None)
         if isinstance(root, zarr.Array)
         else [root[str(i)] for i in range(len(series.levels))]
     )
-    fd = os.open(path, os.O_RDONLY)
     cache = TileCache()
-    levels, readers = [], []
-    for index, (level, array) in enumerate(zip(series.levels, arrays, strict=True)):
-        dask_level = _as_rgb(da.from_zarr(array), keyframe.is_tiled)
-        levels.append(dask_level)
-        page = level.pages[0] if len(level.pages) == 1 else None
-        if _fast_path_ok(page):
-            readers.append(TiledPageReader(page, fd, cache, key=index))
-        else:
-            readers.append(ArrayReader(dask_level))
-    if len(levels) == 1 and max(levels[0].shape[:2]) > PYRAMID_MIN_SIZE:
-        for level in _coarsened_levels(levels[0]):
-            levels.append(level)
-            readers.append(ArrayReader(level))
-    _check_decodes(readers[len(series.levels) - 1], path)
-
-    metadata = read_metadata(tif)
-    tile_shape = (
-        (keyframe.tilelength, keyframe.tilewidth) if keyframe.is_tiled else levels[0].chunksize[:2]
-    )
+    fd = os.open(path, os.O_RDONLY)
 
     def close() -> None:
         cache.clear()
@@ -79,6 +62,13 @@ def _build_slide(tif: tifffile.TiffFile, path: Path, mpp_override: float | None)
         store.close()
         tif.close()
 
+    try:
+        levels, readers = _levels(series, arrays, fd, cache, DamageLog(path.name))
+        _check_decodes(readers[len(series.levels) - 1], path)
+        metadata = read_metadata(tif)
+    except BaseException:
+        close()
+        raise
     return Slide(
         path,
         levels,
@@ -87,11 +77,32 @@ def _build_slide(tif: tifffile.TiffFile, path: Path, mpp_override: float | None)
         magnification=metadata.magnification,
         vendor=metadata.vendor,
         compression=keyframe.compression.name.lower(),
-        tile_shape=tuple(int(v) for v in tile_shape),
-        associated=LazyImages(_associated_loaders(tif, series)),
+        tile_shape=_display_chunks(keyframe),
+        associated=LazyImages(_associated_loaders(tif, series), source=path.name),
         closers=[close],
         cache=cache,
     )
+
+
+def _levels(series, arrays, fd: int, cache: TileCache, damage: DamageLog) -> tuple[list, list]:
+    """One reader and one dask level per pyramid level, plus coarsened ones for a huge single level."""
+    levels, readers = [], []
+    for index, (level, array) in enumerate(zip(series.levels, arrays, strict=True)):
+        page = level.pages[0] if len(level.pages) == 1 else None
+        if _fast_path_ok(page):
+            reader = TiledPageReader(page, fd, cache, level=index)
+        else:
+            reader = ArrayReader(array, level=index)
+        readers.append(reader)
+        levels.append(dask_level(reader, level.shape[:2], _display_chunks(level.keyframe), damage))
+    shape = levels[0].shape[:2]
+    if len(levels) == 1 and max(shape) > PYRAMID_MIN_SIZE:
+        chunks = levels[0].chunksize[:2]
+        while max(shape) / 2 > COARSEST_SIZE // 2:
+            shape = (shape[0] // 2, shape[1] // 2)
+            readers.append(CoarsenedReader(readers[-1]))
+            levels.append(dask_level(readers[-1], shape, chunks, damage))
+    return levels, readers
 
 
 def _main_series(tif: tifffile.TiffFile, path: Path) -> tifffile.TiffPageSeries:
@@ -113,22 +124,6 @@ def _main_series(tif: tifffile.TiffFile, path: Path) -> tifffile.TiffPageSeries:
     if series.axes == "YXS" and series.shape[-1] not in (3, 4):
         raise SlideError(f"{path.name} has {series.shape[-1]} samples per pixel; expected RGB.")
     return series
-
-
-def _check_complete(series: tifffile.TiffPageSeries, path: Path) -> None:
-    """A truncated download keeps its header: catch tiles that point past the end of the file."""
-    size = path.stat().st_size
-    for level in series.levels:
-        for page in level.pages:
-            if page is None or not len(page.dataoffsets):
-                continue
-            offsets = np.asarray(page.dataoffsets, np.int64)
-            ends = offsets + np.asarray(page.databytecounts, np.int64)
-            if int(ends.max()) > size:
-                raise SlideError(
-                    f"{path.name} is truncated: its image data runs past the end of the file "
-                    f"({size:,} bytes); copy or download it again."
-                )
 
 
 def _check_decodes(reader, path: Path) -> None:
@@ -153,28 +148,13 @@ def _fast_path_ok(page) -> bool:
     )
 
 
-def _as_rgb(level: da.Array, tiled: bool) -> da.Array:
-    if level.ndim == 2:  # grey: repeat lazily into three channels
-        level = da.broadcast_to(level[..., None], (*level.shape, 3))
-    level = level[..., :3]
-    if not tiled:
-        strip_rows = level.chunksize[0]
-        side = max(MIN_STRIP_CHUNK, strip_rows if strip_rows <= 4 * MIN_STRIP_CHUNK else 0)
-        level = level.rechunk((side, side, 3))
-    return level
-
-
-def _coarsened_levels(level0: da.Array) -> list[da.Array]:
-    """Lazy 2x, 4x, ... means of level 0, each chunked like level 0."""
-    levels = []
-    chunk = level0.chunksize[0]
-    factor = 2
-    while max(level0.shape[:2]) / factor > COARSEST_SIZE // 2:
-        source = level0.rechunk((chunk * factor, chunk * factor, 3))
-        coarse = da.coarsen(np.mean, source, {0: factor, 1: factor}, trim_excess=True)
-        levels.append(coarse.astype(np.uint8))
-        factor *= 2
-    return levels
+def _display_chunks(keyframe: tifffile.TiffPage) -> tuple[int, int]:
+    """The file's tiles, or square chunks for strips so a pan decodes each strip once per view."""
+    if keyframe.is_tiled:
+        return int(keyframe.tilelength), int(keyframe.tilewidth)
+    strip_rows = int(keyframe.rowsperstrip)
+    side = max(MIN_STRIP_CHUNK, strip_rows if strip_rows <= 4 * MIN_STRIP_CHUNK else 0)
+    return side, side
 
 
 def _associated_loaders(tif: tifffile.TiffFile, main: tifffile.TiffPageSeries) -> dict:

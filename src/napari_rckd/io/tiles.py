@@ -1,8 +1,10 @@
-"""Hot-path region readers: decode only the touched tiles, without a dask graph per call.
+"""Region readers: decode only the touched tiles, without a dask graph per call.
 
 Measured on our machines, building a dask graph per 512² read is 3-4x slower than
 decoding the tiles straight from the file, so inference and training read through
-these while napari displays the dask levels.
+these, and napari's dask levels are thin wrappers around them (see `levels.py`).
+Every failure to read a tile leaves a reader as `TileDecodeError`, naming the level and
+tile, so callers decide between refusing (the API) and skipping (display, prediction).
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ import tifffile
 # Decoded tiles kept per slide; at 512x512x3 this is about 24 tiles, enough for the
 # overlap between neighbouring reads without letting memory grow with use.
 TILE_CACHE_BYTES = 24 * 2**20
+
+
+class TileDecodeError(Exception):
+    """A tile that could not be read or decoded: the message names its level and position."""
+
+    def __init__(self, level: int, where: str, cause: BaseException):
+        self.level = level
+        self.reason = f"{type(cause).__name__}: {cause}"
+        super().__init__(f"level {level} {where}")
 
 
 class RegionReader(Protocol):
@@ -61,14 +72,14 @@ class TileCache:
 class TiledPageReader:
     """Decodes tiles of one tiled TIFF page with ``os.pread`` (no shared file position, no lock)."""
 
-    def __init__(self, page: tifffile.TiffPage, fd: int, cache: TileCache, key: object):
+    def __init__(self, page: tifffile.TiffPage, fd: int, cache: TileCache, level: int):
         self._decode = page.decode
         self._jpegtables = page.jpegtables
         self._offsets = page.dataoffsets
         self._bytecounts = page.databytecounts
         self._fd = fd
         self._cache = cache
-        self._key = key
+        self._level = level
         self.tile_height, self.tile_width = page.tilelength, page.tilewidth
         self._tiles_across = -(-page.imagewidth // page.tilewidth)
         self._samples = page.samplesperpixel
@@ -88,29 +99,66 @@ class TiledPageReader:
         return out
 
     def _tile(self, index: int) -> np.ndarray:
-        key = (self._key, index)
+        key = (self._level, index)
         tile = self._cache.get(key)
         if tile is not None:
             return tile
-        count = int(self._bytecounts[index])
-        if count == 0:  # a tile the writer left out: zeros, as tifffile's own decode gives
-            tile = np.zeros((self.tile_height, self.tile_width, self._samples), np.uint8)
-        else:
-            data = os.pread(self._fd, count, int(self._offsets[index]))
-            decoded, _, _ = self._decode(data, index, jpegtables=self._jpegtables, _fullsize=True)
-            tile = decoded.reshape(self.tile_height, self.tile_width, -1)
+        try:
+            tile = self._decode_tile(index)
+        except Exception as error:  # any codec, short read or shape error: the file is damaged
+            row, column = divmod(index, self._tiles_across)
+            where = f"tile {index} (row {row}, column {column})"
+            raise TileDecodeError(self._level, where, error) from error
         self._cache.put(key, tile)
         return tile
 
+    def _decode_tile(self, index: int) -> np.ndarray:
+        count = int(self._bytecounts[index])
+        if count == 0:  # a tile the writer left out: zeros, as tifffile's own decode gives
+            return np.zeros((self.tile_height, self.tile_width, self._samples), np.uint8)
+        data = os.pread(self._fd, count, int(self._offsets[index]))
+        if len(data) != count:
+            raise EOFError(f"read {len(data)} of {count} bytes")
+        decoded, _, _ = self._decode(data, index, jpegtables=self._jpegtables, _fullsize=True)
+        return decoded.reshape(self.tile_height, self.tile_width, -1)
+
 
 class ArrayReader:
-    """Fallback for anything array-like (zarr strips, coarsened dask levels, DICOM)."""
+    """Fallback for anything array-like (zarr strips, NDPI, plain images): grey becomes RGB."""
 
-    def __init__(self, array):
+    def __init__(self, array, level: int = 0):
         self._array = array
+        self._level = level
 
     def read(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
-        region = self._array[y0:y1, x0:x1]
-        if hasattr(region, "compute"):
-            region = region.compute(scheduler="threads")
-        return np.asarray(region)[..., :3]
+        try:
+            region = np.asarray(self._array[y0:y1, x0:x1])
+        except Exception as error:  # zarr wraps codec errors in its own types
+            where = f"tiles covering rows {y0}-{y1}, columns {x0}-{x1}"
+            raise TileDecodeError(self._level, where, error) from error
+        if region.ndim == 2:
+            region = np.repeat(region[..., None], 3, axis=-1)
+        return region[..., :3]
+
+
+class CoarsenedReader:
+    """A lazy 2x mean of another level, for single-level images too large to show whole.
+
+    Reads go block by block, so a coarse read holds one block of the level below at a
+    time instead of the whole footprint (which is 4ᵏ times larger k levels down).
+    """
+
+    BLOCK = 512
+
+    def __init__(self, source: RegionReader):
+        self._source = source
+
+    def read(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+        for by in range(y0, y1, self.BLOCK):
+            for bx in range(x0, x1, self.BLOCK):
+                ey, ex = min(by + self.BLOCK, y1), min(bx + self.BLOCK, x1)
+                fine = self._source.read(2 * by, 2 * bx, 2 * ey, 2 * ex).astype(np.uint16)
+                total = fine[0::2, 0::2] + fine[1::2, 0::2] + fine[0::2, 1::2] + fine[1::2, 1::2]
+                out[by - y0 : ey - y0, bx - x0 : ex - x0] = (total + 2) // 4
+        return out
