@@ -85,3 +85,15 @@ def test_fit_tile_rescales_by_mpp():
     assert fit_tile(image, 224, 0.5, None).shape == (224, 224, 3)  # 0.25 -> 0.5 µm/px, centre
     small = np.full((100, 120, 3), 7, np.uint8)
     assert fit_tile(small, 128, 1.0, np.random.default_rng(0)).shape == (128, 128, 3)
+
+
+def test_unlabelled_images_are_refused_with_how_labels_are_read(tmp_path):
+    """a.png, b.png would be classes "a" and "b" of one tile each: refuse, naming --label-from."""
+    from PIL import Image
+
+    for name in ("a.png", "b.png", "slide7.png"):
+        Image.new("RGB", (32, 32), (200, 120, 180)).save(tmp_path / name)
+    tiles = scan_tile_folders(tmp_path)
+    with pytest.raises(RckdError, match="--label-from") as error:
+        TileFolderDataset(tiles, size=32)
+    assert "one tile only" in str(error.value) and ". " not in str(error.value)

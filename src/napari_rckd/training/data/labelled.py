@@ -131,6 +131,21 @@ def check_classes(labels: Iterable[str], classes: Sequence[str] | None, where: s
     return classes
 
 
+def check_repeats(tiles: Sequence[LabelledTile], label_from: str = "auto") -> None:
+    """Refuse labels that are whole file names (``a.png`` -> "a"): unlabelled images, read as
+    one class per file, would train a model that learns nothing."""
+    labels = {tile.label for tile in tiles}
+    if len(tiles) > 1 and len(labels) == len(tiles) and all(t.label == t.path.stem for t in tiles):
+        example = ", ".join(sorted(labels)[:3])
+        raise RckdError(
+            f"the tiles look unlabelled: each file name is its own class ({example}, ...) with "
+            f"one tile only, because --label-from {label_from} reads a tile's class from its "
+            "folder (folder), the start of its file name (prefix, as in TUM-0001.png) or a name "
+            "field (field:N, as in 1238_adh_10.png), so put each class's tiles in a folder named "
+            "after the class"
+        )
+
+
 def fit_tile(
     image: np.ndarray, size: int, scale: float, rng: np.random.Generator | None
 ) -> np.ndarray:
@@ -184,6 +199,7 @@ class TileFolderDataset(Dataset):
         if not tiles:
             raise RckdError("no labelled tiles given; point at a folder of labelled images")
         self.tiles = list(tiles)
+        check_repeats(self.tiles)
         self.classes = check_classes((t.label for t in self.tiles), classes, "the tile folders")
         self.labels = np.array([self.classes.index(t.label) for t in self.tiles])
         self.groups = [t.group for t in self.tiles]
