@@ -53,8 +53,9 @@ def test_classifier_from_stage1_keeps_best_with_metrics(crc_run, stage1_checkpoi
     assert config.task == "classify" and config.backbone == "resnet18"  # from the init
     assert config.class_names == ["ADI", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
     provenance = metadata["provenance"]
-    assert provenance["init"] == stage1_checkpoint.name
-    assert provenance["init_provenance"] == {"stage": "rckd-stage1"}
+    assert provenance["init"]["name"] == stage1_checkpoint.name
+    assert provenance["init"]["path"] == str(stage1_checkpoint)
+    assert provenance["init"]["provenance"] == {"stage": "rckd-stage1"}
     # each CRC tile is its own source: 20% of 32 sources, one or more per class, validate
     assert provenance["train_tiles"] + provenance["val_tiles"] == 32
     assert provenance["val_tiles"] >= 8

@@ -75,7 +75,7 @@ def test_stage_1_and_2_train_to_a_classifier_sent_to_live_analysis(viewer_and_wi
     assert len(widget.plot.loss) == 4  # two steps per stage
     model, metadata = load_checkpoint(widget.checkpoint)
     assert model.config.task == "classify" and model.config.class_names == ["tumour", "stroma"]
-    assert metadata["provenance"]["init"] == "best.safetensors"  # stage 1's student
+    assert metadata["provenance"]["init"]["name"] == "best.safetensors"  # stage 1's student
     assert received[-1] == (widget.checkpoint, "subtype")
     assert (widget.process.out_dir / "inputs" / "annotations.geojson").exists()
 

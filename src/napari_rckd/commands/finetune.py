@@ -4,8 +4,10 @@ Classification learns from labelled tiles: folders (one per class, --label-from 
 names (CRC-style `TUM-xxxx.png`, --label-from prefix; BRACS-style `1238_adh_10.png`,
 --label-from field:1), or class-named regions of a GeoJSON/QuPath annotation on a slide.
 Segmentation learns from a label mask of a slide (0 = unlabelled and ignored, k = class k).
-Tiles are split into training and validation by source (slide, case, region), so no source
-is on both sides. OUT ends up with best.safetensors (best balanced accuracy or mIoU, its
+Tiles are split into training and validation by source, stratified by class, so no source
+is on both sides: the `group` of a groups.csv (columns class,group,file; `file` relative to
+the tile folder) beside the tiles or given with --groups, else the slide, case or region,
+else each file on its own. OUT ends up with best.safetensors (best balanced accuracy or mIoU, its
 validation metrics in the checkpoint), last.safetensors and last.state.pt (for --resume).
 """
 
@@ -57,7 +59,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder, prefix, field:N or auto (default): where a tile's class is written",
     )
     parser.add_argument(
-        "--data-mpp", type=float, help="µm per pixel of the tiles, when known (resampled to --mpp)"
+        "--data-mpp",
+        type=float,
+        help="µm per pixel of the tiles, when known (resampled to --mpp); without it each "
+        "tile is resized to --tile-size and read as --mpp (the command says so)",
+    )
+    parser.add_argument(
+        "--groups",
+        metavar="FILE",
+        help="CSV class,group,file naming each tile's source (default: groups.csv beside the "
+        "tiles, if any); tiles of one group stay on one side of the split",
     )
     parser.add_argument("--annotations", metavar="FILE", help="GeoJSON regions named by class")
     parser.add_argument("--slide", metavar="SLIDE", help="slide of --annotations or --masks")
@@ -94,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             classes=classes,
             label_from=args.label_from,
             data_mpp=args.data_mpp,
+            groups=args.groups,
             annotations=args.annotations,
             slide=args.slide,
             masks=args.masks,

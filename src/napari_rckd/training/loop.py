@@ -351,7 +351,7 @@ def _validate(task, loader, config, device, autocast, stop_event, runtime) -> di
 
 
 def _record_validation(task, state: TrainState, metrics, out_dir, config, runtime, hooks) -> None:
-    """Track the best primary metric; on improvement, write best.safetensors."""
+    """Track the best primary metric; on improvement or a tie, write best.safetensors."""
     value = metrics.get(task.primary_metric)
     if value is None:
         raise RckdError(
@@ -360,14 +360,17 @@ def _record_validation(task, state: TrainState, metrics, out_dir, config, runtim
         )
     state.history.append({"step": state.step, **metrics})
     log.info("step %d: %s", state.step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-    if task.is_better(value, state.best_metric):
-        state.best_metric, state.best_step, state.bad_validations = value, state.step, 0
+    improved = task.is_better(value, state.best_metric)
+    # A tie goes to the later step: it has trained longer for the same score (and a metric
+    # stuck at its ceiling would otherwise keep the earliest, least trained model). Only an
+    # improvement resets the patience count.
+    if improved or value == state.best_metric:
+        state.best_metric, state.best_step = value, state.step
         if runtime.is_main:
             provenance = _provenance(task, config, state, "best")
             checkpointing.save_weights(out_dir / BEST_WEIGHTS, task.model, provenance)
             hooks.on_checkpoint(state.step, out_dir / BEST_WEIGHTS)
-    else:
-        state.bad_validations += 1
+    state.bad_validations = 0 if improved else state.bad_validations + 1
     hooks.on_validation(state.step, metrics)
 
 

@@ -10,7 +10,8 @@ The label of a tile comes from one clear rule (``label_from``):
   else the first field of the name that is not a number (``1238_adh_10`` -> adh).
 
 Each tile also gets a ``group``, its source, so no source is split between training and
-validation: the TCGA case barcode when the name holds one, else the fields before the label
+validation: the group a ``groups.csv`` gives it (see `napari_rckd.training.data.groups`),
+else the TCGA case barcode when the name holds one, else the fields before the label
 (BRACS's slide id), else the file itself.
 """
 
@@ -29,6 +30,7 @@ from torch.utils.data import Dataset
 
 from napari_rckd.errors import RckdError
 from napari_rckd.training.data.augment import item_rng
+from napari_rckd.training.data.groups import apply_groups, groups_file, read_groups
 
 log = logging.getLogger(__name__)
 
@@ -87,23 +89,39 @@ def scan_tile_folders(
     folders: str | os.PathLike | Iterable[str | os.PathLike],
     label_from: str = "auto",
     mpp: float | None = None,
+    groups: str | os.PathLike | None = None,
 ) -> list[LabelledTile]:
-    """Every image under ``folders`` with its label, group and (known) mpp."""
+    """Every image under ``folders`` with its label, group and (known) mpp.
+
+    Groups come from the CSV ``groups`` when given, else from a ``groups.csv`` in each
+    folder, else from the file names.
+    """
     if isinstance(folders, (str, os.PathLike)):
         folders = [folders]
-    tiles: list[LabelledTile] = []
-    for root in map(Path, folders):
+    roots = [Path(f) for f in folders]
+    for root in roots:
         if not root.is_dir():
             raise RckdError(f"{root} is not a folder; give folders of labelled tile images")
+    explicit = None
+    if groups is not None:
+        explicit = (groups_file(roots[0], groups), read_groups(Path(groups), roots))
+    tiles: list[LabelledTile] = []
+    for root in roots:
         images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise RckdError(
                 f"folder {root} contains no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
                 "point at the folder that holds the labelled tiles"
             )
-        for path in images:
+        # One explicit CSV names groups across all folders; one beside the tiles, within it.
+        listed, prefix = explicit, ""
+        if listed is None and (beside := groups_file(root)) is not None:
+            listed, prefix = (beside, read_groups(beside, [root])), f"{root.name}/"
+        names = None if listed is None else apply_groups(images, listed[1], listed[0])
+        for index, path in enumerate(images):
             label, field = _label_and_field(path, root, label_from)
-            tiles.append(LabelledTile(path, label, _group(path, root, field), mpp))
+            group = _group(path, root, field) if names is None else prefix + names[index]
+            tiles.append(LabelledTile(path, label, group, mpp))
     return tiles
 
 

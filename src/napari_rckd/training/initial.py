@@ -1,0 +1,106 @@
+"""Where stage 2 starts, and how a fine-tuned checkpoint records it.
+
+A start is a napari-rckd checkpoint (usually RCKD stage 1), timm's ImageNet weights or
+random weights. Two stage-1 runs both leave a ``best.safetensors``, so the file name alone
+cannot say which one a model came from: the record holds the path as given, a hash of the
+file and a summary of the checkpoint's own provenance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from napari_rckd.errors import RckdError
+
+DEFAULT_BACKBONE = "rckd_csat"
+HASH_CHARS = 16  # a sha256 prefix: enough to tell files apart, short enough to read
+
+
+@dataclass(frozen=True)
+class Init:
+    """A resolved start: ``name`` is "none", "imagenet" or the checkpoint path as given."""
+
+    name: str
+    backbone: str
+    path: Path | None = None
+    metadata: dict = field(default_factory=dict)  # the checkpoint's napari-rckd header
+
+    @property
+    def imagenet(self) -> bool:
+        return self.name == "imagenet"
+
+    @property
+    def trained_mpp(self) -> float | None:
+        """µm per pixel the checkpoint's model was trained at (None without a checkpoint)."""
+        return self.metadata.get("config", {}).get("input_mpp") if self.path else None
+
+    def identity(self) -> dict:
+        """What a fine-tuned checkpoint records as its ``provenance.init``."""
+        if self.path is None:
+            return {"name": self.name, "backbone": self.backbone}
+        own = self.metadata.get("provenance", {})
+        return {
+            "name": self.path.name,
+            "path": self.name,
+            "sha256": sha256_prefix(self.path),
+            "backbone": self.backbone,
+            "provenance": summary(own),
+        }
+
+    def load_into(self, model) -> None:
+        """Load the checkpoint's backbone into ``model`` (nothing to do otherwise)."""
+        if self.path is not None:
+            from napari_rckd.models import load_backbone
+
+            load_backbone(model, self.path)
+
+
+def resolve_init(
+    init: str | os.PathLike | None, backbone: str | None, flag: str = "--init"
+) -> Init:
+    """``init`` ("none", "imagenet", None or a checkpoint path) with the backbone to build:
+    ``backbone`` when given (it must match a checkpoint's), else the checkpoint's. ``flag``
+    names the option in error messages."""
+    if init is None or str(init) in ("none", "imagenet"):
+        return Init(str(init or "none"), backbone or DEFAULT_BACKBONE)
+    from napari_rckd.models.weights import read_weights
+
+    path = Path(init)
+    _, metadata = read_weights(path)
+    if metadata is None or "config" not in metadata:
+        raise RckdError(
+            f"{flag} {path} is not a napari-rckd checkpoint; give a stage-1 .safetensors "
+            "from `napari-rckd pretrain`, 'imagenet' or 'none'"
+        )
+    trained = metadata["config"]["backbone"]
+    if backbone is not None and backbone != trained:
+        raise RckdError(
+            f"{flag} {path.name} holds a {trained!r} backbone but --backbone is {backbone!r}; "
+            f"drop --backbone or pass --backbone {trained}"
+        )
+    return Init(str(init), trained, path, metadata)
+
+
+def sha256_prefix(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:HASH_CHARS]
+
+
+def summary(provenance: dict) -> dict:
+    """The plain entries of a provenance (values and lists of values), without the nested
+    records (validation metrics, its own init), so chains of fine-tuning stay short."""
+
+    def plain(value) -> bool:
+        return value is None or isinstance(value, (str, int, float, bool))
+
+    return {
+        key: value
+        for key, value in provenance.items()
+        if plain(value) or (isinstance(value, list) and all(plain(v) for v in value))
+    }
