@@ -56,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     tiles.add_argument("--data-mpp", type=float, help="µm per pixel of the tiles, when known")
     tiles.add_argument("--batch-size", type=int, default=16, help="tiles per batch (default 16)")
+    tiles.add_argument(
+        "--skip-unknown",
+        action="store_true",
+        help="leave out tiles of classes the checkpoint does not know (e.g. NCT-CRC's BACK) and "
+        "report how many were skipped",
+    )
     tiles.add_argument("--json", metavar="FILE", help="also write the metrics to this JSON file")
     tiles.set_defaults(_evaluate=run_tiles)
 
@@ -87,8 +93,17 @@ def run_tiles(args: argparse.Namespace) -> int:
     from napari_rckd.training.finetune import evaluate_tiles
 
     metrics = evaluate_tiles(
-        args.checkpoint, args.data, args.label_from, args.data_mpp, args.batch_size
+        args.checkpoint, args.data, args.label_from, args.data_mpp, args.batch_size,
+        skip_unknown=args.skip_unknown,
+    )  # fmt: skip
+    skipped = {k.split("/", 1)[1]: int(v) for k, v in metrics.items() if k.startswith("skipped/")}
+    rows = [{"metric": k, "value": v} for k, v in metrics.items() if not k.startswith("skipped/")]
+    extra = {"skipped": ", ".join(f"{n} tiles of {c}" for c, n in skipped.items())} if skipped else {}
+    report(
+        f"Classification of {', '.join(args.data)}",
+        rows,
+        args.json,
+        checkpoint=args.checkpoint,
+        **extra,
     )
-    rows = [{"metric": name, "value": value} for name, value in metrics.items()]
-    report(f"Classification of {', '.join(args.data)}", rows, args.json, checkpoint=args.checkpoint)
     return 0
