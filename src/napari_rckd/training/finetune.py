@@ -1,10 +1,11 @@
 """RCKD stage 2 recipe: labelled data + an initialisation -> a classifier or segmenter via `fit`.
 
 Data comes from tile folders (labels from folder or file name), class-named regions of a
-GeoJSON annotation on a slide, or a label mask of a slide. It is split by group (slide,
-case, region or block of tiles) so nothing leaks from training into validation; the best
-checkpoint by the task's primary metric is kept, with its validation metrics recorded in
-the checkpoint's provenance.
+GeoJSON annotation on a slide, or a label mask of a slide. It is split by group (a
+``groups.csv``'s source, slide, case, region or block of tiles), stratified by class, so
+nothing leaks from training into validation; the best checkpoint by the task's primary
+metric is kept, with its validation metrics recorded in the checkpoint's provenance.
+`train_stage2` is the training itself on data already split, shared with `bench transfer`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from napari_rckd.errors import RckdError
 from napari_rckd.training.callbacks import Callback
 from napari_rckd.training.config import FitResult
+from napari_rckd.training.initial import Init, resolve_init
 from napari_rckd.training.recipes import (
     check_out_dir,
     rank,
@@ -27,9 +31,35 @@ from napari_rckd.training.recipes import (
     world_size,
 )
 
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
 log = logging.getLogger(__name__)
 
 TASKS = ("classify", "segment")
+# DataLoader workers unless told otherwise; `napari-rckd finetune --workers` has the same
+# default (a test holds them together). Two overlap decoding and augmentation with the
+# model on a GPU node; on a 2-core CPU pass 0 (see docs/performance.md).
+DEFAULT_WORKERS = 2
+
+
+@dataclass
+class Recipe:
+    """How stage 2 trains, whatever the data: `finetune` and `bench transfer` share it so
+    a benchmark measures exactly what users run. ``backbone`` None: the init's."""
+
+    task: str = "classify"
+    backbone: str | None = None
+    mpp: float = 0.5
+    tile_size: int = 224
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int = 16
+    lr: float = 1e-3
+    patience: int | None = None
+    device: str = "auto"
+    workers: int = DEFAULT_WORKERS
+    seed: int = 0
 
 
 def finetune(
@@ -41,6 +71,7 @@ def finetune(
     classes: Sequence[str] | None = None,
     label_from: str = "auto",
     data_mpp: float | None = None,
+    groups: str | os.PathLike | None = None,
     annotations: str | os.PathLike | None = None,
     slide: str | os.PathLike | None = None,
     masks: str | os.PathLike | None = None,
@@ -55,7 +86,7 @@ def finetune(
     lr: float = 1e-3,
     patience: int | None = None,
     device: str = "auto",
-    workers: int = 0,
+    workers: int = DEFAULT_WORKERS,
     seed: int = 0,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
@@ -65,69 +96,91 @@ def finetune(
 
     ``init`` is a stage-1 (or any napari-rckd) checkpoint whose backbone starts the model,
     ``"imagenet"`` for timm's ImageNet weights, or None/``"none"`` for random weights.
-    ``backbone`` defaults to the init checkpoint's, else ``rckd_csat``.
+    ``backbone`` defaults to the init checkpoint's, else ``rckd_csat``. Tile folders are
+    grouped by ``groups`` (a CSV ``class,group,file``) or a ``groups.csv`` beside the tiles.
     """
-    from napari_rckd.models import ModelConfig, create_model, load_backbone
     from napari_rckd.training.data.augment import Augment
     from napari_rckd.training.data.splits import split_by_group
-    from napari_rckd.training.loop import fit
-    from napari_rckd.training.tasks import ClassificationTask, SegmentationTask
 
     if task not in TASKS:
         raise RckdError(f"--task {task!r} is unknown; use classify or segment")
+    recipe = Recipe(
+        task, backbone, mpp, tile_size, steps, epochs, batch_size, lr, patience, device,
+        workers, seed,
+    )  # fmt: skip
     out_dir = Path(out_dir)
     check_out_dir(out_dir, resume)
-    init_path, backbone = _initialisation(init, backbone)
+    start = resolve_init(init, backbone)
 
-    augment = Augment()
     dataset = _dataset(
-        task, data, classes, label_from, data_mpp, annotations, slide, masks, slide_mpp,
-        tile_size, mpp, seed, augment,
+        task, data, classes, label_from, data_mpp, groups, annotations, slide, masks,
+        slide_mpp, tile_size, mpp, seed, Augment(),
     )  # fmt: skip
-    class_names = list(dataset.classes)
+    if hasattr(dataset, "tiles"):  # tile folders: check what the folders cannot show
+        _check_tile_folders(dataset.tiles, data, groups, start, recipe)
     labels = getattr(dataset, "labels", None)
     train_index, val_index = split_by_group(dataset.groups, labels, val_fraction, seed)
     train, val = _split(dataset, train_index, val_index)
     log.info("%d training and %d validation tiles", len(train_index), len(val_index))
+    names = [Path(p).name for p in data] + [Path(p).name for p in (annotations, slide, masks) if p]
+    result = train_stage2(
+        train, val, list(dataset.classes), start, recipe, out_dir, names, callbacks, stop_event
+    )
+    warn_if_saturated(result)
+    return result
 
-    total_steps = schedule(steps, epochs, len(train_index), batch_size, world_size())
-    model_task = "classify" if task == "classify" else "dense"
+
+def train_stage2(
+    train: Dataset,
+    val: Dataset | None,
+    class_names: list[str],
+    start: Init,
+    recipe: Recipe,
+    out_dir: Path,
+    data_names: Sequence[str] = (),
+    callbacks: Sequence[Callback] = (),
+    stop_event: threading.Event | None = None,
+) -> FitResult:
+    """Build the model from ``start``, train it on already-split data through `fit` and
+    record the best validation's metrics; the one training path of stage 2."""
+    import torch
+
+    from napari_rckd.models import ModelConfig, create_model
+    from napari_rckd.training.loop import fit
+    from napari_rckd.training.tasks import ClassificationTask, SegmentationTask
+
+    total_steps = schedule(recipe.steps, recipe.epochs, len(train), recipe.batch_size, world_size())
     config = ModelConfig(
-        task=model_task,
-        backbone=backbone,
+        task="classify" if recipe.task == "classify" else "dense",
+        backbone=start.backbone,
         num_outputs=len(class_names),
         class_names=class_names,
-        input_mpp=mpp,
-        tile_size=tile_size,
+        input_mpp=recipe.mpp,
+        tile_size=recipe.tile_size,
     )
-    model = create_model(config, pretrained=init == "imagenet")
+    torch.manual_seed(recipe.seed)  # the new head's weights: the same for every init
+    model = create_model(config, pretrained=start.imagenet)
+    start.load_into(model)
     provenance = {
         "stage": "rckd-stage2",
-        "task": task,
-        "init": str(init_path.name) if init_path else (init or "none"),
-        "data": [Path(p).name for p in data]
-        + [Path(p).name for p in (annotations, slide, masks) if p],
-        "train_tiles": len(train_index),
-        "val_tiles": len(val_index),
+        "task": recipe.task,
+        "init": start.identity(),
+        "data": list(data_names),
+        "train_tiles": len(train),
+        "val_tiles": len(val) if val is not None else 0,
     }
-    if init_path is not None:
-        source = load_backbone(model, init_path)
-        provenance["init_provenance"] = source.get("provenance", {})
-    objective = (
-        ClassificationTask(model, len(class_names), class_names)
-        if task == "classify"
-        else SegmentationTask(model, len(class_names), class_names)
-    )
+    kind = ClassificationTask if recipe.task == "classify" else SegmentationTask
+    objective = kind(model, len(class_names), class_names)
     fit_config = stage_fit_config(
-        steps,
-        epochs,
+        recipe.steps,
+        recipe.epochs,
         total_steps,
-        batch_size=batch_size,
-        lr=lr,
-        patience=patience,
-        device=device,
-        num_workers=workers,
-        seed=seed,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        patience=recipe.patience,
+        device=recipe.device,
+        num_workers=recipe.workers,
+        seed=recipe.seed,
         provenance=provenance,
     )
     result = fit(objective, train, val, fit_config, out_dir, callbacks, stop_event)
@@ -136,30 +189,54 @@ def finetune(
     return result
 
 
-def _initialisation(init, backbone: str | None) -> tuple[Path | None, str]:
-    """The init checkpoint (None for imagenet/none) and the backbone to build."""
-    if init in (None, "none", "imagenet"):
-        return None, backbone or "rckd_csat"
-    from napari_rckd.models.weights import read_weights
+def _check_tile_folders(tiles, data, groups, start: Init, recipe: Recipe) -> None:
+    """Say once when ungrouped tiles look like copies, and which scale untagged tiles get."""
+    from napari_rckd.training.data.duplicates import warn_about_copies
+    from napari_rckd.training.data.groups import groups_file
 
-    path = Path(init)
-    _, metadata = read_weights(path)
-    if metadata is None or "config" not in metadata:
-        raise RckdError(
-            f"--init {path} is not a napari-rckd checkpoint; give a stage-1 .safetensors "
-            "from `napari-rckd pretrain`, 'imagenet' or 'none'"
-        )
-    trained = metadata["config"]["backbone"]
-    if backbone is not None and backbone != trained:
-        raise RckdError(
-            f"--init {path.name} holds a {trained!r} backbone but --backbone is {backbone!r}; "
-            f"drop --backbone or pass --backbone {trained}"
-        )
-    return path, trained
+    if groups is None and not any(groups_file(Path(d)) for d in data):
+        warn_about_copies(tiles)
+    note = scale_note(tiles, start, recipe)
+    if note:
+        log.info(note)
 
 
-def _dataset(task, data, classes, label_from, data_mpp, annotations, slide, masks, slide_mpp,
-             tile_size, mpp, seed, augment):  # fmt: skip
+def scale_note(tiles, start: Init, recipe: Recipe) -> str | None:
+    """One line stating the scale assumed for tiles without an mpp, when the init was
+    trained at a known one (the model then sees them at a scale nobody chose)."""
+    from PIL import Image
+
+    if not tiles or tiles[0].mpp is not None or start.trained_mpp is None:
+        return None
+    with Image.open(tiles[0].path) as image:
+        width = image.width
+    as_if = recipe.mpp * recipe.tile_size / width
+    return (
+        f"the tiles record no µm per pixel: each ({width} px wide, like {tiles[0].path.name}) "
+        f"is resized to {recipe.tile_size} px and read as {recipe.mpp} µm/px, as if scanned "
+        f"at {as_if:.3g} µm/px (the init was trained at {start.trained_mpp} µm/px); pass "
+        "--data-mpp with their real µm/px to resample them instead"
+    )
+
+
+def warn_if_saturated(result: FitResult) -> bool:
+    """Warn when every validation scored a perfect primary metric: on real data that is
+    almost always copies of training images in validation, not a perfect model."""
+    values = [h.get(result.primary_metric) for h in result.history]
+    if not values or any(v is None or v < 1.0 for v in values):
+        return False
+    log.warning(
+        "all %d validations scored %s = 1.0: the validation split is probably leaking "
+        "(copies of training images among the validation tiles); give a groups.csv "
+        "(class,group,file) beside the tiles or --groups FILE",
+        len(values),
+        result.primary_metric,
+    )
+    return True
+
+
+def _dataset(task, data, classes, label_from, data_mpp, groups, annotations, slide, masks,
+             slide_mpp, tile_size, mpp, seed, augment):  # fmt: skip
     from napari_rckd.training.data.labelled import TileFolderDataset, scan_tile_folders
     from napari_rckd.training.data.regions import MaskTileDataset, RegionTileDataset
 
@@ -181,7 +258,7 @@ def _dataset(task, data, classes, label_from, data_mpp, annotations, slide, mask
         )  # fmt: skip
     if not data:
         raise RckdError("give labelled tile folders, or --annotations with --slide")
-    tiles = scan_tile_folders(data, label_from=label_from, mpp=data_mpp)
+    tiles = scan_tile_folders(data, label_from=label_from, mpp=data_mpp, groups=groups)
     return TileFolderDataset(tiles, classes, size=tile_size, mpp=mpp, train=True, augment=augment)
 
 
