@@ -16,13 +16,23 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary path beside ``path``; it replaces ``path`` if the block succeeds.
 
-    The temporary file is created by whoever writes it (tifffile, safetensors, torch.save),
-    so it gets the user's usual permissions; it lives in the same folder so the final
-    rename never crosses a filesystem.
+    The temporary file is created by whoever writes it (tifffile, safetensors, torch.save);
+    it is given the user's usual permissions before the rename, since some writers create
+    it private (0600) and others not. It lives in the same folder so the final rename never
+    crosses a filesystem; one left by a killed process is removed by `remove_orphans`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,6 +40,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     temporary = path.with_name(f".{path.name}.{unique}.tmp")
     try:
         yield temporary
+        os.chmod(temporary, 0o666 & ~_UMASK)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
@@ -46,3 +57,28 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
     """Write JSON so that a crash never leaves half a file."""
     with atomic_open(path, "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2, default=str)
+
+
+def remove_orphans(folder: str | os.PathLike) -> list[Path]:
+    """Delete temporary files `atomic_path` left in ``folder`` when its process was killed.
+
+    A file whose writing process is still alive is kept: it may be mid-write.
+    """
+    removed = []
+    for temporary in Path(folder).glob(".*.tmp"):
+        parts = temporary.name.split(".")
+        if len(parts) < 6 or not parts[-4].isdigit() or _alive(int(parts[-4])):
+            continue
+        temporary.unlink(missing_ok=True)
+        removed.append(temporary)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from napari_rckd.models.weights import CHECKPOINT_FORMAT, read_weights, write_ch
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+MAX_OUTPUTS = 10_000  # classes or channels: far more than any tissue or nuclei model has
 BACKBONE_PREFIX = "backbone."
 
 
@@ -99,12 +101,66 @@ def _read_checkpoint(path: Path, map_location) -> tuple[dict[str, torch.Tensor],
             f"{path} has no napari-rckd metadata, so it is not a checkpoint written by "
             "save_checkpoint; to use plain backbone weights pass it as create_model(..., pretrained=path)."
         )
-    if metadata.get("format_version", 0) > FORMAT_VERSION:
+    _check_keys(path, metadata, METADATA_SCHEMA, "")
+    _check_keys(path, metadata["config"], CONFIG_SCHEMA, "config.")
+    if metadata["format_version"] > FORMAT_VERSION:
         raise RckdError(
             f"{path} is checkpoint format {metadata['format_version']}, newer than this "
             f"napari-rckd ({__version__}) reads; upgrade napari-rckd."
         )
     return tensors, metadata
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(low: int, high: int):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _strings(value) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _rgb(value) -> bool:
+    return isinstance(value, list) and len(value) == 3 and all(_number(item) for item in value)
+
+
+# Header key -> (required, test, what it must be). A header is read before any model is
+# built from it, so a damaged or hostile one cannot ask for 10⁹ outputs or a NaN resolution.
+METADATA_SCHEMA = {
+    "format_version": (True, _integer(1, 10**6), "a positive integer"),
+    "config": (True, lambda v: isinstance(v, dict), "a JSON object"),
+    "provenance": (False, lambda v: isinstance(v, dict), "a JSON object"),
+}
+CONFIG_SCHEMA = {
+    "task": (True, lambda v: isinstance(v, str), "a task name"),
+    "backbone": (True, lambda v: isinstance(v, str), "a timm model name"),
+    "num_outputs": (True, _integer(1, MAX_OUTPUTS), f"an integer from 1 to {MAX_OUTPUTS:,}"),
+    "input_mpp": (True, lambda v: _number(v) and 0 < v <= 1000, "µm per pixel, finite and > 0"),
+    "tile_size": (False, _integer(1, 2**16), "an integer from 1 to 65,536"),
+    "class_names": (False, _strings, "a list of names"),
+    "class_colors": (False, _strings, "a list of '#rrggbb' colours"),
+    "mean": (False, _rgb, "three finite numbers"),
+    "std": (False, _rgb, "three finite numbers"),
+}
+
+
+def _check_keys(path: Path, data: dict, schema: dict, prefix: str) -> None:
+    """Raise one sentence naming the first header key that is missing or out of range."""
+    for key, (required, test, meaning) in schema.items():
+        if key not in data:
+            if required:
+                raise RckdError(
+                    f"{path} is not a usable checkpoint: its header lacks {prefix}{key}; "
+                    "re-save it with save_checkpoint or use another file."
+                )
+        elif not test(data[key]):
+            raise RckdError(
+                f"{path} is not a usable checkpoint: its header's {prefix}{key} must be "
+                f"{meaning}, not {str(data[key])[:40]!r}; re-save it or use another file."
+            )
 
 
 def _load_strict(

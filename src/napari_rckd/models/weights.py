@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 
 from napari_rckd.atomic import atomic_path
 from napari_rckd.errors import RckdError
+from napari_rckd.files import check_readable
 
 METADATA_KEY = "napari_rckd"
 CHECKPOINT_FORMAT = "napari-rckd-checkpoint"
@@ -29,8 +30,7 @@ def read_weights(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """Tensors of a weight file and its napari-rckd metadata (None when it has none)."""
     path = Path(path)
-    if not path.is_file():
-        raise RckdError(f"weights file {path} does not exist; check the path.")
+    check_readable(path, "weights file")
     if path.suffix == ".safetensors":
         try:
             with safe_open(str(path), framework="pt", device=str(map_location)) as handle:

@@ -13,7 +13,9 @@ leave weights one checkpoint newer than the optimizer moments, never a broken fi
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pickle
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from torch import nn
 
 from napari_rckd.atomic import atomic_path
 from napari_rckd.errors import RckdError
+from napari_rckd.files import check_readable
 
 LAST_WEIGHTS = "last.safetensors"
 BEST_WEIGHTS = "best.safetensors"
@@ -68,6 +71,7 @@ def save_weights(path: Path, model: nn.Module, provenance: dict) -> None:
 
 def load_weights_into(path: Path, model: nn.Module) -> None:
     """Load weights saved by `save_weights` into an existing model of the same architecture."""
+    check_readable(path, "checkpoint")
     try:
         tensors = load_file(str(path), device="cpu")
     except Exception as error:  # safetensors raises its own error types for damaged files
@@ -130,13 +134,27 @@ def save_state(
 
 
 def load_state(path: Path) -> dict:
-    """The trainer state saved by `save_state`, loaded without unpickling arbitrary objects."""
+    """The trainer state saved by `save_state`, loaded without unpickling arbitrary objects.
+
+    The message never passes on PyTorch's advice to retry with ``weights_only=False``:
+    a state file that needs it holds code, and loading it would run that code.
+    """
+    check_readable(path, "trainer state")
+    start_over = "delete it (and last.safetensors) to start the run over"
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
+    except pickle.UnpicklingError as error:
         raise RckdError(
-            f"cannot read the trainer state {path}: {error}; delete it (and last.safetensors) "
-            "to start the run over"
+            f"refused to load the trainer state {path}: it holds objects other than tensors, "
+            f"which could run code; {start_over}"
         ) from error
-    payload["train_state"] = TrainState(**payload["train_state"])
+    except Exception as error:  # torch raises RuntimeError, EOFError, zipfile errors, ...
+        raise RckdError(
+            f"the trainer state {path} is damaged ({type(error).__name__}); {start_over}"
+        ) from error
+    fields = {f.name for f in dataclasses.fields(TrainState)}
+    state = payload.get("train_state") if isinstance(payload, dict) else None
+    if not isinstance(state, dict) or not set(state) <= fields or "optimizer" not in payload:
+        raise RckdError(f"the trainer state {path} is not one napari-rckd wrote; {start_over}")
+    payload["train_state"] = TrainState(**state)
     return payload

@@ -13,6 +13,9 @@ from pathlib import Path
 from napari_rckd.errors import RckdError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# Adam-family steps move each weight by about lr; above this no run converges, and far
+# above it (1e300) the optimizer overflows before the loss can show it.
+MAX_LR = 10.0
 
 
 @dataclass
@@ -60,8 +63,8 @@ class FitConfig:
             positive(name)
         for name in ("steps", "epochs", "val_batch_size", "patience"):
             positive(name, allow_none=True)
-        if not self.lr > 0:
-            raise RckdError(f"FitConfig.lr must be positive, got {self.lr!r}")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr <= MAX_LR):
+            raise RckdError(f"FitConfig.lr must be positive and at most {MAX_LR}, got {self.lr!r}")
         if self.weight_decay < 0 or self.num_workers < 0:
             raise RckdError("FitConfig.weight_decay and num_workers must not be negative")
         if self.warmup_steps is not None and self.warmup_steps < 0:
