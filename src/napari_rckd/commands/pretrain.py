@@ -17,6 +17,8 @@ import sys
 import threading
 from collections.abc import Iterator
 
+from napari_rckd.commands.arguments import learning_rate, positive_float, positive_int
+
 EPILOG = """examples:
   # a first student from a folder of slides (CSAT, 256-px tiles at 0.5 µm/px)
   napari-rckd pretrain slides/ --out runs/stage1 --tiles 2000 --epochs 10
@@ -46,18 +48,29 @@ def add_shared_training_arguments(
         help="timm backbone of the student (default rckd_csat; e.g. resnet18)",
     )
     parser.add_argument(
-        "--mpp", type=float, default=0.5, help="µm per pixel the model works at (default 0.5)"
+        "--mpp",
+        type=positive_float,
+        default=0.5,
+        help="µm per pixel the model works at (default 0.5)",
     )
     parser.add_argument(
-        "--tile-size", type=int, default=tile_size, help=f"tile side in px (default {tile_size})"
+        "--tile-size",
+        type=positive_int,
+        default=tile_size,
+        help=f"tile side in px (default {tile_size})",
     )
     budget = parser.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--steps", type=int, help="optimizer steps in all")
-    budget.add_argument("--epochs", type=int, help="passes over the training tiles")
+    budget.add_argument("--steps", type=positive_int, help="optimizer steps in all")
+    budget.add_argument("--epochs", type=positive_int, help="passes over the training tiles")
     parser.add_argument(
-        "--batch-size", type=int, default=16, help="tiles per step and process (default 16)"
+        "--batch-size",
+        type=positive_int,
+        default=16,
+        help="tiles per step and process (default 16)",
     )
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    parser.add_argument(
+        "--lr", type=learning_rate, default=1e-3, help="peak learning rate (default 1e-3)"
+    )
     parser.add_argument(
         "--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:N, mps"
     )
@@ -113,7 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_shared_training_arguments(parser, tile_size=256, workers=2)
     parser.add_argument(
         "--tiles",
-        type=int,
+        type=positive_int,
         default=1000,
         help="training tiles drawn from the tissue (default 1000)",
     )

@@ -22,6 +22,7 @@ from timm.optim import param_groups_weight_decay
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from napari_rckd.atomic import remove_orphans
 from napari_rckd.errors import RckdError
 from napari_rckd.training import checkpointing, distributed
 from napari_rckd.training.callbacks import Callback, CallbackList, StepInfo, tensorboard_logger
@@ -73,6 +74,8 @@ def _fit(task, train_data, val_data, config, out_dir, callbacks, stop_event, run
     device = runtime.device
     if runtime.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        for orphan in remove_orphans(out_dir):  # left by a run killed mid-write
+            log.info("removed %s, left by an interrupted checkpoint write", orphan.name)
 
     # Seeds differ per rank so each process augments differently; the sampler's seed is
     # shared, so the ranks still split one common shuffle of the data between them.
@@ -185,7 +188,14 @@ def _fit(task, train_data, val_data, config, out_dir, callbacks, stop_event, run
                     f"the gradient norm became {grad_norm}",
                     lr,
                 )
-        optimizer.step()
+        try:
+            optimizer.step()
+        except RuntimeError as error:  # an lr so large the update overflows (Adam: 1e300)
+            if "overflow" not in str(error):
+                raise
+            _diverged(
+                hooks, result, state, saved_step, out_dir, "the optimizer step overflowed", lr
+            )
         optimizer.zero_grad(set_to_none=True)
 
         state.step += 1
@@ -416,5 +426,5 @@ def _diverged(hooks, result, state, saved_step, out_dir, what: str, lr: float) -
     )
     raise TrainingDiverged(
         f"training diverged at step {state.step + 1}: {what} (learning rate {lr:.3g}); {kept}; "
-        "lower FitConfig.lr or check the data for NaN values"
+        "lower the learning rate (--lr, or FitConfig.lr from Python) or check the data for NaN values"
     )
