@@ -63,3 +63,18 @@ def test_sandbox_reports_hangs_and_crashes(outcome, tmp_path, monkeypatch):
     monkeypatch.setattr(fuzz_sandbox, "exercise", misbehave)
     result = fuzz_sandbox.run_isolated(tmp_path / "x.tif", 1.0, fuzz_sandbox.memory_cap(2**30))
     assert result.startswith(outcome)
+
+
+def test_input_that_made_tifffile_loop_is_refused(tmp_path):
+    """Found by `bench fuzz --seed 1` (input 2084): a bit flip in a tifffile-written grey TIFF
+    made tifffile's shaped-series parser loop forever; the reader now skips that parser."""
+    from napari_rckd.bench import fuzz_sandbox
+
+    seeds = write_seeds(tmp_path / "seeds")
+    rng = np.random.default_rng(1)
+    for index in range(2085):  # replay the run's random stream up to that input
+        kind, data = mutate(seeds[index % len(seeds)], rng)
+    assert (kind, seeds[2084 % len(seeds)].name) == ("bitflip", "grey-tiled.tif")
+    path = tmp_path / "looped.tif"
+    path.write_bytes(data)
+    assert fuzz_sandbox.run_isolated(path, 30.0, fuzz_sandbox.memory_cap(2**30)) == "refused"

@@ -34,7 +34,10 @@ ASSOCIATED_NAMES = {"thumbnail", "label", "macro", "overview"}
 
 
 def open_tiff(path: Path, mpp: float | None) -> Slide:
-    tif = tifffile.TiffFile(path)
+    # tifffile's "shaped" series (its own JSON description) loops forever on some damaged
+    # descriptions (found by `bench fuzz`); slides never need it, the generic series reads
+    # the same levels from the pages themselves.
+    tif = tifffile.TiffFile(path, is_shaped=False)
     try:
         return _build_slide(tif, path, mpp)
     except BaseException:
