@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from napari_rckd.commands import checks
+
+    checks.evaluate(args)  # before torch loads: a typo answers at once
     return args._evaluate(args)
 
 
@@ -98,7 +101,9 @@ def run_tiles(args: argparse.Namespace) -> int:
     )  # fmt: skip
     skipped = {k.split("/", 1)[1]: int(v) for k, v in metrics.items() if k.startswith("skipped/")}
     rows = [{"metric": k, "value": v} for k, v in metrics.items() if not k.startswith("skipped/")]
-    extra = {"skipped": ", ".join(f"{n} tiles of {c}" for c, n in skipped.items())} if skipped else {}
+    extra = (
+        {"skipped": ", ".join(f"{n} tiles of {c}" for c, n in skipped.items())} if skipped else {}
+    )
     report(
         f"Classification of {', '.join(args.data)}",
         rows,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 
+from napari_rckd.commands import checks
 from napari_rckd.commands.pretrain import add_shared_training_arguments, stop_on_signals, summary
 
 EPILOG = """examples:
@@ -91,6 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    checks.finetune(args)  # before torch loads: a typo answers at once
     from napari_rckd.training import TqdmProgress
     from napari_rckd.training.finetune import finetune, format_metrics
     from napari_rckd.training.recipes import rank

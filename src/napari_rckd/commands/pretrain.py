@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Iterator
 
+from napari_rckd.commands import checks
 from napari_rckd.commands.arguments import learning_rate, positive_float, positive_int
 
 EPILOG = """examples:
@@ -149,6 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    checks.pretrain(args)  # before torch loads: a typo answers at once
     from napari_rckd.training import TqdmProgress
     from napari_rckd.training.recipes import pretrain, rank
 
