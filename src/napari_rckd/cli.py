@@ -62,8 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=help_text, description=(module.__doc__ or help_text).strip()
         )
         module.add_arguments(command_parser)
+        add_global_flags(command_parser)
         command_parser.set_defaults(_run=module.run)
     return parser
+
+
+def add_global_flags(parser: argparse.ArgumentParser) -> None:
+    """-v after the subcommand too (`napari-rckd evaluate nuclei ... -v`), at every level.
+
+    SUPPRESS keeps a subcommand that was not given -v from resetting the top-level one.
+    """
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages"
+    )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                add_global_flags(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
