@@ -129,10 +129,14 @@ def predict_slide(path: Path, models, device, out: Path, exports, args, sources=
             batch_size=args.batch_size,
             region_threshold=args.region_threshold,
         )
+        damaged = 0
         with tqdm(desc=path.name, unit="tile") as bar:
             for progress in analysis.run_whole_slide(out / f"{path.stem}.zarr"):
                 bar.total = progress.total
                 bar.update(progress.done - bar.n)
+                damaged = progress.damaged
+        if damaged:
+            print(f"{path.name}: {damaged} damaged tiles skipped (predicted as glass)")
         if exports:
             analysis.export(out / path.stem, exports)
     return analysis.sources

@@ -30,6 +30,7 @@ from napari_rckd.inference.instances import ID_STRIDE
 from napari_rckd.inference.store import ResultStore
 from napari_rckd.inference.tiling import Box
 from napari_rckd.io.annotations import Region, write_annotations
+from napari_rckd.io.slide import DamagedSlideError
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,10 @@ def iter_nuclei(
                 int(region.y0 - window.y0) : int(region.y1 - window.y0),
                 int(region.x0 - window.x0) : int(region.x1 - window.x0),
             ] = np.where(owner, ids, 0)
-            rgb = slide.read_at_mpp(window.y0 * d, window.x0 * d, size, labels.mpp)
+            try:
+                rgb = slide.read_at_mpp(window.y0 * d, window.x0 * d, size, labels.mpp)
+            except DamagedSlideError:  # prediction skipped and counted it; no measurements here
+                continue
             hematoxylin = rgb2hed(rgb)[..., 0]
             for nucleus in regionprops(local.astype(np.int64), intensity_image=hematoxylin):
                 y0, x0 = nucleus.bbox[:2]

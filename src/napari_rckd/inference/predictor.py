@@ -26,6 +26,7 @@ from napari_rckd.inference.scheduler import ModelTiles, Plan, TileRequest, Viewp
 from napari_rckd.inference.sources import Source
 from napari_rckd.inference.store import ResultStore, open_root
 from napari_rckd.inference.tiling import Box, TileGrid
+from napari_rckd.io.slide import DamagedSlideError
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,9 @@ class Predictor:
         self.batch_size = max(1, int(batch_size))
         self.on_tile_done = on_tile_done
         self.events: queue.Queue[TileDone] = queue.Queue()
+        # Windows that could not be decoded: predicted as blank glass instead of stopping the
+        # run; whole-slide runs report the count and refuse a slide that is mostly damaged.
+        self.damaged: set[tuple[str, int, int]] = set()
         self.scheduler = ViewportScheduler(
             [ModelTiles(s.name, self.grids[s.name], s.min_screen_px) for s in sources], tissue
         )
@@ -188,7 +192,13 @@ class Predictor:
     def _read(self, name: str, request: TileRequest) -> np.ndarray:
         source, grid = self.sources[name], self.grids[name]
         y, x = grid.window_level0(request.row, request.col)
-        return self.slide.read_at_mpp(y, x, source.window, source.mpp)
+        try:
+            return self.slide.read_at_mpp(y, x, source.window, source.mpp)
+        except DamagedSlideError as error:
+            if not self.damaged:
+                log.warning("skipping windows that cannot be read (predicted as glass): %s", error)
+            self.damaged.add((name, request.row, request.col))
+            return np.full((source.window, source.window, 3), 255, np.uint8)
 
     def _cache_key(self, name: str) -> str:
         return f"{self.sources[name].identity}@{self.slide.path}"

@@ -22,6 +22,9 @@ from napari_rckd.inference.store import ResultStore, open_root
 log = logging.getLogger(__name__)
 
 MIN_TISSUE = 0.05
+# A slide with more than this fraction of undecodable tissue tiles fails instead of giving
+# results that are mostly holes; fewer are skipped and counted.
+MAX_DAMAGED = 0.5
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Progress:
     total: int
     source: str  # the source of the last batch
     cancelled: bool = False
+    damaged: int = 0  # tiles skipped so far because the slide could not be decoded there
 
 
 def tissue_tiles(predictor: Predictor, tissue, min_tissue: float = MIN_TISSUE):
@@ -62,10 +66,16 @@ def run_whole_slide(
     done, name = 0, todo[0][0]
     for name, batch, _ in predictor.run_batches(todo, stop, cache_results=False):
         done += len(batch)
-        yield Progress(done, len(todo), name)
+        damaged = len(predictor.damaged)
+        if damaged > MAX_DAMAGED * len(todo):
+            raise RckdError(
+                f"{predictor.slide.path.name} is damaged: {damaged} of its {len(todo)} tissue "
+                "tiles could not be decoded, too many for useful results; copy or export it again."
+            )
+        yield Progress(done, len(todo), name, damaged=damaged)
     if done < len(todo):
         log.info("whole-slide run cancelled after %d of %d tiles", done, len(todo))
-        yield Progress(done, len(todo), name, cancelled=True)
+        yield Progress(done, len(todo), name, cancelled=True, damaged=len(predictor.damaged))
         return
     predictor.root.attrs["napari_rckd_complete"] = True
 

@@ -19,7 +19,13 @@ from napari_rckd.io.geometry import check_geometry
 from napari_rckd.io.levels import DamageLog, dask_level
 from napari_rckd.io.metadata import read_metadata
 from napari_rckd.io.slide import LazyImages, Slide, SlideError
-from napari_rckd.io.tiles import ArrayReader, CoarsenedReader, TileCache, TiledPageReader
+from napari_rckd.io.tiles import (
+    ArrayReader,
+    CoarsenedReader,
+    TileCache,
+    TileDecodeError,
+    TiledPageReader,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -133,9 +139,9 @@ def _check_decodes(reader, path: Path) -> None:
     """Decode one pixel of the coarsest level now, so a bad codec fails at open, not in a view."""
     try:
         reader.read(0, 0, 1, 1)
-    except Exception as error:
+    except TileDecodeError as error:
         raise SlideError(
-            f"{path.name} cannot be decoded ({type(error).__name__}: {error}); the file may be "
+            f"{path.name} cannot be decoded ({error.reason}, {error}); the file may be "
             "corrupt or use a compression imagecodecs does not support."
         ) from error
 

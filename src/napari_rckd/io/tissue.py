@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_rckd.errors import RckdError
+from napari_rckd.io.slide import DamagedSlideError
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,12 @@ def detect_tissue(slide, name: str | None = None) -> TissueMask:
     level = slide.best_level_for(target)
     level_downsample = float(slide.downsamples[level])
     height, width = slide.levels[level].shape[:2]
-    image = np.asarray(slide.read_region(level, 0, 0, height, width))
+    damage = None
+    try:
+        image = np.asarray(slide.read_region(level, 0, 0, height, width))
+    except DamagedSlideError as error:  # read as napari shows it: damaged tiles hatched, not tissue
+        damage = error
+        image = np.asarray(slide.levels[level])
     factor = target / level_downsample
     if factor > 1.05:  # shrink to the target resolution: less work, same decision
         shape = (max(1, round(height / factor)), max(1, round(width / factor)))
@@ -128,6 +134,8 @@ def detect_tissue(slide, name: str | None = None) -> TissueMask:
     min_object_px = max(4, round(MIN_OBJECT_UM2 / (mpp0 * downsample) ** 2))
     mask = clean_mask(tissue_pixels(image), min_object_px)
     if not mask.any():
+        if damage is not None:  # the tissue may well be in the tiles that cannot be read
+            raise damage
         raise RckdError(
             f"no tissue found in {name or 'the slide'}: only glass, background or ink-coloured "
             "pixels (H&E is pink to purple; green/blue count as pen); leave it out or check the file"
