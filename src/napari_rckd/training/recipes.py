@@ -184,6 +184,17 @@ def fill_cache(datasets: Sequence) -> None:
             done += world_size()
             if done % 100 < world_size():
                 log.info("teacher responses: %d of %d tiles", min(done, total), total)
+    damaged = sum(len(d.damaged) for d in datasets)
+    share = -(-total // world_size())  # this rank's share of the tiles
+    if damaged > share // 2:
+        slides = {d.pool.paths[int(d.plan[i][0])].name for d in datasets for i in d.damaged}
+        raise RckdError(
+            f"{damaged} of {share} training tiles could not be decoded "
+            f"({', '.join(sorted(slides))}); the slides are damaged, so copy or export them "
+            "again, or leave them out."
+        )
+    if damaged:
+        log.warning("%d of %d tiles could not be decoded and were learnt as glass", damaged, share)
 
 
 def stage_fit_config(steps, epochs, total_steps: int, **options) -> FitConfig:

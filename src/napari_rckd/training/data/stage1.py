@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from napari_rckd.atomic import atomic_open
 from napari_rckd.errors import RckdError
+from napari_rckd.io.slide import DamagedSlideError
 from napari_rckd.training.data.augment import Augment, item_rng
 from napari_rckd.training.data.cache import CachedTile, ResponseCache
 from napari_rckd.training.data.labelled import to_tensor
@@ -70,6 +71,7 @@ class TissueTileDataset(Dataset):
         plan_key = [self._slide_ids, count, size, mpp, seed, slide_mpp, min_tissue, avoided]
         self.plan = self._cached_plan(plan_key)
         self.pool.close()  # workers reopen what they read
+        self.damaged: set[int] = set()  # plan indices whose tile could not be decoded
 
     def _cached_plan(self, plan_key: list) -> np.ndarray:
         """The tile plan, saved beside the responses: a resumed run or another DDP rank
@@ -104,7 +106,15 @@ class TissueTileDataset(Dataset):
         if cached is not None:
             return cached
         slide, y, x = (int(v) for v in self.plan[index])
-        image = self.pool.get(slide).read_at_mpp(y, x, self.size, self.mpp)
+        try:
+            image = self.pool.get(slide).read_at_mpp(y, x, self.size, self.mpp)
+        except DamagedSlideError as error:
+            # learnt as glass (white, no nuclei), so the plan, and every DDP rank's share of
+            # it, stays the same; `fill_cache` counts these and refuses a mostly damaged plan
+            if not self.damaged:
+                log.warning("skipping tiles that cannot be read (learnt as glass): %s", error)
+            self.damaged.add(index)
+            image = np.full((self.size, self.size, 3), 255, np.uint8)
         output = self.teacher.predict(image, self.mpp)
         return self.cache.store(key, image, output.prob, output.labels)
 
