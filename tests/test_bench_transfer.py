@@ -154,3 +154,23 @@ def test_bad_input_is_one_sentence_naming_the_folder(
 def test_test_folder_sharing_a_group_is_refused(grouped, tmp_path, capsys):
     code = main(["bench", "transfer", "--train", str(grouped), "--test", str(grouped), *TINY])
     assert code == 2 and "share the group" in capsys.readouterr().err
+
+
+def test_a_stop_keeps_the_finished_runs(grouped, tmp_path, monkeypatch, capsys):
+    """Ctrl-C sets the stop event: here it is set as the first run finishes."""
+    import napari_rckd.bench.transfer as transfer
+
+    original = transfer.run_job
+
+    def stop_after_one(plan, job, recipe, tester, out_dir, bar, stop):
+        row = original(plan, job, recipe, tester, out_dir, bar, stop)
+        stop.set()
+        return row
+
+    monkeypatch.setattr(transfer, "run_job", stop_after_one)
+    args = ["bench", "transfer", "--train", str(grouped), "--inits", "none", "--folds", "2"]
+    args += ["--budgets", "1", "--seeds", "2", "--json", str(tmp_path / "t.json"), *TINY]
+    assert main(args) == 130
+    saved = json.loads((tmp_path / "t.json").read_text())
+    assert saved["status"] == "cancelled" and len(saved["rows"]) == 1
+    assert "1 of 4 runs (cancelled)" in capsys.readouterr().out

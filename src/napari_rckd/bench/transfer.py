@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             tester = None
             for number, job in enumerate(jobs, 1):
                 if tester is None or tester.fold != job.fold:
-                    tester = TestSet(plan.test_tiles(job.fold), plan.classes, recipe, job.fold)
+                    tester = HeldOutTiles(plan.test_tiles(job.fold), plan.classes, recipe, job.fold)
                 bar.set_description(
                     f"run {number}/{len(jobs)} fold {job.fold + 1} seed {job.seed} "
                     f"budget {job.budget:g} {job.init}"
@@ -185,7 +185,7 @@ def run_job(plan, job, recipe, tester, out_dir: Path, bar, stop) -> dict | None:
     }
 
 
-class TestSet:
+class HeldOutTiles:
     """A fold's test tiles, decoded and resized once (as uint8) and reused by every run."""
 
     def __init__(self, tiles, classes, recipe, fold: int) -> None:
