@@ -67,14 +67,15 @@ def remove_orphans(folder: str | os.PathLike) -> list[Path]:
     removed = []
     for temporary in Path(folder).glob(".*.tmp"):
         parts = temporary.name.split(".")
-        if len(parts) < 6 or not parts[-4].isdigit() or _alive(int(parts[-4])):
+        if len(parts) < 6 or not parts[-4].isdigit() or process_alive(int(parts[-4])):
             continue
         temporary.unlink(missing_ok=True)
         removed.append(temporary)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

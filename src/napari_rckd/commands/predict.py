@@ -60,6 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--region-threshold", type=float, default=0.5, help="probability for the region mask"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace results of the same slides already in --out (default: refuse)",
+    )
 
 
 def find_slides(path: Path) -> list[Path]:
@@ -89,15 +94,19 @@ def shard(items: list, rank: int, world_size: int) -> list:
 
 def run(args: argparse.Namespace) -> int:
     from napari_rckd.inference.export import parse_exports
+    from napari_rckd.inference.outputs import recover, refuse_existing
     from napari_rckd.inference.runner import resolve_device
 
     exports = parse_exports(args.export)
     slides = find_slides(Path(args.input))
+    recover(Path(args.out))  # what a killed run left: finish its publication or remove it
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = resolve_device(args.device)
     if device == "cuda" and world > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
     mine = shard(slides, rank, world)
+    if not args.overwrite:  # before any work, not after the first slides
+        refuse_existing(Path(args.out), [path.stem for path in mine])
     log.info("rank %d/%d: %d of %d slides on %s", rank, world, len(mine), len(slides), device)
     models = dict(nuclei=args.nuclei, subtype=args.subtype, region=args.region)
     if str(models["nuclei"]).lower() == "none":
@@ -109,13 +118,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def predict_slide(path: Path, models, device, out: Path, exports, args, sources=None) -> list:
-    """Whole-slide prediction of one slide into ``out/<stem>.zarr`` plus its exports."""
+    """Whole-slide prediction of one slide into ``out/<stem>.zarr`` plus its exports.
+
+    They are written into a staging folder and appear in ``out`` together (`staged_outputs`).
+    """
     from tqdm import tqdm
 
     from napari_rckd.inference.analysis import Analysis
+    from napari_rckd.inference.outputs import staged_outputs
     from napari_rckd.io import open_slide
 
-    with open_slide(path, mpp=args.slide_mpp) as slide:
+    with (
+        open_slide(path, mpp=args.slide_mpp) as slide,
+        staged_outputs(out, path.stem, args.overwrite) as staging,
+    ):
         if slide.mpp is None:
             raise RckdError(
                 f"{path.name} does not record its pixel size; pass --slide-mpp (e.g. 0.5 for 20x, "
@@ -131,12 +147,12 @@ def predict_slide(path: Path, models, device, out: Path, exports, args, sources=
         )
         damaged = 0
         with tqdm(desc=path.name, unit="tile") as bar:
-            for progress in analysis.run_whole_slide(out / f"{path.stem}.zarr"):
+            for progress in analysis.run_whole_slide(staging / f"{path.stem}.zarr"):
                 bar.total = progress.total
                 bar.update(progress.done - bar.n)
                 damaged = progress.damaged
         if damaged:
             print(f"{path.name}: {damaged} damaged tiles skipped (predicted as glass)")
         if exports:
-            analysis.export(out / path.stem, exports)
+            analysis.export(staging / path.stem, exports)
     return analysis.sources
