@@ -133,7 +133,9 @@ def two_inits_named_alike(tmp_path_factory):
         torch.manual_seed(ord(run))
         config = ModelConfig(task="dense", backbone="rckd_csat", input_mpp=0.5, tile_size=64)
         path = tmp_path_factory.mktemp(f"stage1-{run}") / "best.safetensors"
-        paths.append(save_checkpoint(path, create_model(config), {"stage": "rckd-stage1", "run": run}))
+        paths.append(
+            save_checkpoint(path, create_model(config), {"stage": "rckd-stage1", "run": run})
+        )
     return paths
 
 
@@ -166,3 +168,19 @@ def test_cli_and_python_share_the_workers_default():
     args = build_parser().parse_args(["finetune", "x", "--out", "y", "--steps", "1"])
     assert args.workers == DEFAULT_WORKERS
     assert inspect.signature(finetune).parameters["workers"].default == DEFAULT_WORKERS
+
+
+def test_csat_names_the_shipped_student(tmp_path, monkeypatch, two_inits_named_alike):
+    import napari_rckd.models.shipped as shipped
+    from napari_rckd.training.initial import resolve_init
+
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path)
+    with pytest.raises(RckdError, match="shipped 'csat' weights .* are missing"):
+        resolve_init("csat", None)
+    shutil.copy(two_inits_named_alike[0], tmp_path / shipped.SHIPPED["csat"])
+    start = resolve_init("csat", None)
+    assert start.backbone == "rckd_csat" and start.trained_mpp == 0.5
+    identity = start.identity()
+    assert identity["path"] == "csat" and identity["name"] == shipped.SHIPPED["csat"]
+    with pytest.raises(RckdError, match="--init rckd-csat-stage1.safetensors holds a 'rckd_csat'"):
+        resolve_init("csat", "resnet18")

@@ -159,12 +159,8 @@ def _budget_checks(plan: Plan) -> list[Job]:
 
 def _init(name: str, backbone: str) -> Init:
     """A --inits entry: csat (the shipped RCKD weights), none, imagenet or a checkpoint."""
-    if name == "csat":
-        from napari_rckd.models.shipped import shipped_weights
-
-        return resolve_init(shipped_weights("csat"), backbone, flag="--inits csat")
-    if name == "none":
-        return resolve_init("none", backbone)
+    if name in ("csat", "none"):
+        return resolve_init(name, backbone, flag="--inits")
     if name == "imagenet":
         _check_imagenet_cached(backbone)
         return resolve_init("imagenet", backbone)

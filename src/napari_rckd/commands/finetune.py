@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--init",
         default="none",
-        help="stage-1 checkpoint (.safetensors) to start from, 'imagenet' or 'none' (default)",
+        help="stage-1 checkpoint (.safetensors) to start from, 'csat' (the shipped RCKD-CSAT "
+        "student), 'imagenet' or 'none' (default)",
     )
     parser.add_argument("--classes", help="class names, comma-separated (default: from the data)")
     parser.add_argument(

@@ -95,7 +95,8 @@ def finetune(
     """Fine-tune for ``task`` ("classify" or "segment") and return how the run ended.
 
     ``init`` is a stage-1 (or any napari-rckd) checkpoint whose backbone starts the model,
-    ``"imagenet"`` for timm's ImageNet weights, or None/``"none"`` for random weights.
+    ``"csat"`` for the shipped RCKD-CSAT student, ``"imagenet"`` for timm's ImageNet
+    weights, or None/``"none"`` for random weights.
     ``backbone`` defaults to the init checkpoint's, else ``rckd_csat``. Tile folders are
     grouped by ``groups`` (a CSV ``class,group,file``) or a ``groups.csv`` beside the tiles.
     """

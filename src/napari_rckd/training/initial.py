@@ -1,7 +1,7 @@
 """Where stage 2 starts, and how a fine-tuned checkpoint records it.
 
-A start is a napari-rckd checkpoint (usually RCKD stage 1), timm's ImageNet weights or
-random weights. Two stage-1 runs both leave a ``best.safetensors``, so the file name alone
+A start is a napari-rckd checkpoint (usually RCKD stage 1; ``csat`` names the shipped
+RCKD-CSAT student), timm's ImageNet weights or random weights. Two stage-1 runs both leave a ``best.safetensors``, so the file name alone
 cannot say which one a model came from: the record holds the path as given, a hash of the
 file and a summary of the checkpoint's own provenance.
 """
@@ -17,11 +17,12 @@ from napari_rckd.errors import RckdError
 
 DEFAULT_BACKBONE = "rckd_csat"
 HASH_CHARS = 16  # a sha256 prefix: enough to tell files apart, short enough to read
+SHIPPED_INITS = ("csat",)  # names of packaged stage-1 students (napari_rckd.models.shipped)
 
 
 @dataclass(frozen=True)
 class Init:
-    """A resolved start: ``name`` is "none", "imagenet" or the checkpoint path as given."""
+    """A resolved start: ``name`` is "none", "imagenet", "csat" or a checkpoint path as given."""
 
     name: str
     backbone: str
@@ -61,14 +62,15 @@ class Init:
 def resolve_init(
     init: str | os.PathLike | None, backbone: str | None, flag: str = "--init"
 ) -> Init:
-    """``init`` ("none", "imagenet", None or a checkpoint path) with the backbone to build:
+    """``init`` ("none", "imagenet", None, "csat" or a checkpoint path) with the backbone to build:
     ``backbone`` when given (it must match a checkpoint's), else the checkpoint's. ``flag``
     names the option in error messages."""
     if init is None or str(init) in ("none", "imagenet"):
         return Init(str(init or "none"), backbone or DEFAULT_BACKBONE)
+    from napari_rckd.models.shipped import shipped_weights
     from napari_rckd.models.weights import read_weights
 
-    path = Path(init)
+    path = shipped_weights(str(init)) if str(init) in SHIPPED_INITS else Path(init)
     _, metadata = read_weights(path)
     if metadata is None or "config" not in metadata:
         raise RckdError(
