@@ -101,6 +101,7 @@ def finetune(
     grouped by ``groups`` (a CSV ``class,group,file``) or a ``groups.csv`` beside the tiles.
     """
     from napari_rckd.training.data.augment import Augment
+    from napari_rckd.training.data.labelled import TileFolderDataset
     from napari_rckd.training.data.splits import split_by_group
 
     if task not in TASKS:
@@ -117,7 +118,7 @@ def finetune(
         task, data, classes, label_from, data_mpp, groups, annotations, slide, masks,
         slide_mpp, tile_size, mpp, seed, Augment(),
     )  # fmt: skip
-    if hasattr(dataset, "tiles"):  # tile folders: check what the folders cannot show
+    if isinstance(dataset, TileFolderDataset):  # check what the folders cannot show
         _check_tile_folders(dataset.tiles, data, groups, start, recipe)
     labels = getattr(dataset, "labels", None)
     train_index, val_index = split_by_group(dataset.groups, labels, val_fraction, seed)
@@ -127,7 +128,8 @@ def finetune(
     result = train_stage2(
         train, val, list(dataset.classes), start, recipe, out_dir, names, callbacks, stop_event
     )
-    warn_if_saturated(result)
+    if rank() == 0:
+        warn_if_saturated(result)
     return result
 
 
