@@ -163,3 +163,26 @@ def test_predict_refuses_then_overwrites_then_survives_a_full_disk(
     assert _predict(crop_path, out, "--overwrite") == 2
     assert "the disk is full" in capsys.readouterr().err
     assert _snapshot(out) == second and (out / "crop.nuclei.csv").read_bytes() == csv
+
+
+@pytest.mark.slow
+def test_bench_faults_finds_no_mix(tmp_path):
+    """Two real kill -9s of `predict` (the bench's figures come from the same code)."""
+    import subprocess
+    import sys
+
+    report = tmp_path / "faults.json"
+    command = [sys.executable, "-m", "napari_rckd.cli", "bench", "faults", "--kills", "2"]
+    done = subprocess.run(
+        [*command, "--seed", "1", "--json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    rows = {
+        row["state after kill -9 and the next start"]: row["runs"]
+        for row in json.loads(report.read_text())["rows"]
+    }
+    assert rows["mixed"] == 0 and rows["old"] + rows["new"] == 2, done.stderr
+    assert done.returncode == 0

@@ -1,6 +1,6 @@
 """Benchmarks: each prints a table of figures and can write them as JSON.
 
-`napari-rckd bench read|models|train|infer|fuzz ...`; every target is a module in this
+`napari-rckd bench read|models|train|infer|fuzz|faults ...`; every target is a module in this
 package with ``add_arguments(parser)`` and ``run(args)``, imported only when chosen.
 """
 
@@ -34,6 +34,10 @@ TARGETS: dict[str, tuple[str, str]] = {
     "transfer": (
         "napari_rckd.bench.transfer",
         "RCKD stage 2 on grouped labelled tiles: init × label budget × seed, paired to random",
+    ),
+    "faults": (
+        "napari_rckd.bench.faults",
+        "kill -9 predict at random moments: old results or new ones after the next start, never a mix",
     ),
     "viewport": (
         "napari_rckd.bench.viewport",
