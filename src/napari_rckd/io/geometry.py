@@ -42,17 +42,17 @@ def check_geometry(series: tifffile.TiffPageSeries, path: Path) -> None:
         previous = (height, width)
         for page in level.pages:
             if page is not None:
-                _check_page(page, index, size, path)
+                _check_page(page, index, (width, height), size, path)
 
 
-def _check_page(page, level: int, size: int, path: Path) -> None:
+def _check_page(page, level: int, image: tuple[int, int], size: int, path: Path) -> None:
     expected = math.prod(int(n) for n in page.chunked)
     declared = len(page.dataoffsets)
     if declared != expected or declared != len(page.databytecounts):
         raise SlideError(
-            f"{path.name} level {level} lists {declared:,} tiles where its "
-            f"{page.imagewidth:,} x {page.imagelength:,} pixels need {expected:,}, so its tile "
-            "table is damaged; copy or export the file again."
+            f"{path.name} level {level} lists {declared:,} tiles where its {image[0]:,} x "
+            f"{image[1]:,} pixels need {expected:,}, so its tile table is damaged; copy or export "
+            "the file again."
         )
     if math.prod(int(n) for n in page.chunks) * page.dtype.itemsize > MAX_CHUNK_BYTES:
         raise SlideError(

@@ -29,7 +29,7 @@ from napari_rckd.io.tiles import (
 
 logger = logging.getLogger(__name__)
 
-# Strip files are re-chunked to square tiles of at least this size, so a pan decodes
+# Strip files are shown in square chunks of at least this size, so a pan decodes
 # a strip once per view instead of once per row of small chunks.
 MIN_STRIP_CHUNK = 512
 # A single-level image larger than this (either side) gets lazily coarsened levels
