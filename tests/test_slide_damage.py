@@ -109,3 +109,13 @@ def test_coarsened_levels_are_lazy_means_of_level_zero(tmp_path):
         expected = image.astype(int).reshape(16, 4, 2112, 4, 3).mean(axis=(1, 3))
         assert np.abs(np.asarray(slide.levels[2]) - expected).max() <= 1
         np.testing.assert_array_equal(slide.read_region(2, 0, 0, 16, 2112), slide.levels[2])
+
+
+def test_info_lists_a_damaged_associated_image_as_damaged(tmp_path, capsys):
+    from napari_rckd.bench.fuzz_inputs import write_seeds
+    from napari_rckd.cli import main
+
+    write_seeds(tmp_path)
+    path = _garble(tmp_path / "aperio-like.svs", lambda tif: tif.series[3].pages[0], 0)
+    assert main(["info", str(path)]) == 0
+    assert "label 32x48, macro (damaged)" in capsys.readouterr().out

@@ -33,10 +33,17 @@ def run(args: argparse.Namespace) -> int:
             level_mpp = slide.level_mpp(index)
             at = f"  {level_mpp:.4g} µm/px" if level_mpp else ""
             lines.append(f"  {index}: {height} x {width}  downsample {downsample:.4g}{at}")
-        names = ", ".join(
-            f"{name} {'x'.join(map(str, slide.associated[name].shape[:2]))}"
-            for name in slide.associated
-        )
+        names = ", ".join(_associated(slide, name) for name in slide.associated)
         lines.append(f"associated:    {names or 'none'}")
     print("\n".join(lines))
     return 0
+
+
+def _associated(slide, name: str) -> str:
+    """``label 387x463``, or ``label (damaged)``: one bad image does not hide the pyramid."""
+    from napari_rckd.io.slide import DamagedSlideError
+
+    try:
+        return f"{name} {'x'.join(map(str, slide.associated[name].shape[:2]))}"
+    except DamagedSlideError:
+        return f"{name} (damaged)"
