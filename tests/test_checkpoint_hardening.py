@@ -94,6 +94,17 @@ def test_permission_denied_is_not_called_corrupt(tmp_path):
         read_weights(path)
 
 
+def test_permission_denied_is_named_even_when_tests_run_as_root(tmp_path, monkeypatch):
+    """Root reads any file, so CI simulates what the operating system tells a user."""
+    path = _checkpoint(tmp_path / "model.safetensors")
+    torch.save({"train_state": {}, "optimizer": {}}, tmp_path / "last.state.pt")
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
+    with pytest.raises(RckdError, match="weights file .* cannot be read: permission denied"):
+        read_weights(path)
+    with pytest.raises(RckdError, match="trainer state .* cannot be read: permission denied"):
+        load_state(tmp_path / "last.state.pt")
+
+
 def test_weights_and_state_get_the_same_usual_mode(tmp_path):
     torch.manual_seed(0)
     model = tiny_dense_model()

@@ -176,6 +176,18 @@ def test_unreadable_file_says_permission_denied(tmp_path):
         open_slide(path)
 
 
+def test_permission_denied_is_named_even_when_tests_run_as_root(tmp_path, monkeypatch):
+    """Root reads any file, so CI simulates the refusal the operating system gives a user."""
+    from napari_rckd.io import opener
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(opener, "open", refuse, raising=False)
+    with pytest.raises(SlideError, match="private.tif cannot be read: permission denied"):
+        open_slide(_pyramid(tmp_path / "private.tif"))
+
+
 def test_wrong_extension_is_read_by_its_content(tmp_path):
     tiff = _pyramid(tmp_path / "pyramid.tif")
     renamed = _file(tmp_path / "pyramid.png", tiff.read_bytes())
