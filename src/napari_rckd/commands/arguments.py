@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from napari_rckd.limits import MAX_LR
+
 
 def positive_int(text: str) -> int:
     try:
@@ -31,8 +33,6 @@ def positive_float(text: str) -> float:
 
 
 def learning_rate(text: str) -> float:
-    from napari_rckd.training.config import MAX_LR  # only when --lr is given: it imports torch
-
     value = positive_float(text)
     if value > MAX_LR:
         raise argparse.ArgumentTypeError(

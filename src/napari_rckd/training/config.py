@@ -11,11 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_rckd.errors import RckdError
+from napari_rckd.limits import MAX_LR
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-# Adam-family steps move each weight by about lr; above this no run converges, and far
-# above it (1e300) the optimizer overflows before the loss can show it.
-MAX_LR = 10.0
 
 
 @dataclass
