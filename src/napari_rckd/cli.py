@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "napari_rckd.commands.finetune",
         "RCKD stage 2: fine-tune a student on labelled tiles, regions or masks",
     ),
+    "train-teacher": (
+        "napari_rckd.commands.train_teacher",
+        "train the learned nuclei teacher on labelled nuclei images",
+    ),
     "evaluate": (
         "napari_rckd.commands.evaluate",
         "measure teachers and models against ground truth",

@@ -55,12 +55,22 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     return "\n".join(lines)
 
 
-def report(title: str, rows: Sequence[dict[str, Any]], json_path: str | None, **extra: Any) -> None:
-    """Print the table under a title; write title, rows, machine and extras to JSON if asked."""
+def report(
+    title: str,
+    rows: Sequence[dict[str, Any]],
+    json_path: str | None,
+    json_extra: dict[str, Any] | None = None,
+    **extra: Any,
+) -> None:
+    """Print the table under a title; write title, rows, machine and extras to JSON if asked.
+
+    ``json_extra`` goes to the JSON only (detail too long for a terminal, e.g. per-image rows).
+    """
     print(f"\n{title}\n")
     print(format_table(rows))
     for key, value in extra.items():
         print(f"{key}: {value}")
     if json_path:
         payload = {"title": title, "rows": list(rows), "machine": machine_summary(), **extra}
+        payload.update(json_extra or {})
         write_json_atomic(Path(json_path), payload)

@@ -1,9 +1,10 @@
 """Measure nuclei teachers (and students used as teachers) against instance ground truth.
 
-`napari-rckd evaluate nuclei --teacher builtin --teacher otsu --data DIR` prints, for every
-source folder under DIR, the mean pixel Dice, AJI and PQ (IoU > 0.5) over its images, one row
-per teacher. A teacher is `builtin`, `otsu`, `cellpose`, `instanseg`, a TorchScript file or a
-student `.safetensors` checkpoint (see docs/teachers.md).
+`napari-rckd evaluate nuclei --teacher builtin --teacher classical --data DIR` prints, for every
+source folder under DIR, the mean and the worst image's pixel Dice, AJI and PQ (IoU > 0.5) and
+the speed, one row per teacher; --json adds every image's scores. A teacher is `builtin`,
+`csat`, `classical`, `otsu`, `cellpose`, `instanseg`, a TorchScript file or a `.safetensors`
+checkpoint (see docs/teachers.md).
 
 `napari-rckd evaluate tiles CHECKPOINT --data DIR` scores a fine-tuned classifier on a folder
 of labelled tiles (see docs/rckd.md).
@@ -12,6 +13,8 @@ of labelled tiles (see docs/rckd.md).
 from __future__ import annotations
 
 import argparse
+
+DEFAULT_TEACHERS = ("builtin", "classical", "otsu")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--teacher",
         action="append",
         metavar="SPEC",
-        help="builtin, otsu, cellpose, instanseg, a TorchScript file or a student "
-        ".safetensors checkpoint; repeat to compare (default: builtin and otsu)",
+        help="builtin (the learned teacher), csat (its RCKD student), classical, otsu, cellpose, "
+        "instanseg, a TorchScript file or a .safetensors checkpoint; repeat to compare "
+        "(default: builtin, classical and otsu)",
     )
     nuclei.add_argument(
         "--data", required=True, metavar="DIR", help="ground-truth folder, e.g. data/nuclei"
@@ -79,13 +83,16 @@ def run_nuclei(args: argparse.Namespace) -> int:
     from napari_rckd.teachers.evaluation import evaluate_teacher, find_ground_truth
 
     images = find_ground_truth(args.data, mpp=args.mpp)
-    teachers = [get_teacher(spec) for spec in (args.teacher or ["builtin", "otsu"])]
-    rows = [row for teacher in teachers for row in evaluate_teacher(teacher, images)]
+    teachers = [get_teacher(spec) for spec in (args.teacher or DEFAULT_TEACHERS)]
+    per_image: list[dict] = []
+    rows = [row for teacher in teachers for row in evaluate_teacher(teacher, images, per_image)]
     rows.sort(key=lambda row: (row["source"], row["teacher"]))
     report(
-        "Nuclei teachers against ground truth (mean over images per source)",
+        "Nuclei teachers against ground truth (mean and worst image per source; tiles_s: "
+        "256² input tiles per second)",
         rows,
         args.json,
+        json_extra={"per_image": per_image},
         teachers={teacher.name: teacher.identity for teacher in teachers},
     )
     return 0

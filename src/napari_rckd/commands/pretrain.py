@@ -140,6 +140,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="µm per pixel of slides whose file does not say it (e.g. 0.25 at 40x)",
     )
     parser.add_argument(
+        "--mpp-table",
+        metavar="CSV",
+        help="µm per pixel per file for images whose file does not say it: a CSV with path "
+        "and mpp columns, paths relative to it (e.g. a data set's manifest.csv)",
+    )
+    parser.add_argument(
         "--boundaries",
         action="store_true",
         help="also learn the teacher's instance boundaries (a second output channel)",
@@ -152,6 +158,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     checks.pretrain(args)  # before torch loads: a typo answers at once
     from napari_rckd.training import TqdmProgress
+    from napari_rckd.training.data.sampling import read_mpp_table
     from napari_rckd.training.recipes import pretrain, rank
 
     with stop_on_signals() as stop:
@@ -171,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             resume=args.resume,
             slide_mpp=args.slide_mpp,
+            mpp_table=read_mpp_table(args.mpp_table) if args.mpp_table else None,
             workers=args.workers,
             seed=args.seed,
             boundaries=args.boundaries,

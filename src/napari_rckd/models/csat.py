@@ -10,6 +10,8 @@ docs/models.md. Laid out like timm's own model files so ``features_only``,
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -346,11 +348,26 @@ def _init_weights(module: nn.Module, name: str | None = None) -> None:
 
 
 def checkpoint_filter_fn(state_dict: dict, model: Csat) -> dict:
-    """Unwrap training checkpoints ({'model': ...}, {'state_dict': ...}, DDP 'module.' prefixes)."""
+    """Unwrap training checkpoints ({'model': ...}, {'state_dict': ...}, DDP 'module.' prefixes).
+
+    A napari-rckd checkpoint (the shipped RCKD stage-1 student) holds the backbone as a timm
+    feature extractor under ``backbone.`` (``stages_0`` for ``stages.0``) and no classifier:
+    its backbone is renamed back and the model keeps its own freshly initialised head.
+    """
     for key in ("model", "state_dict"):
         if key in state_dict and isinstance(state_dict[key], dict):
             state_dict = state_dict[key]
-    return {k.removeprefix("module."): v for k, v in state_dict.items()}
+    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    if any(k.startswith("backbone.") for k in state_dict):
+        state_dict = {
+            re.sub(r"^(stem|stages)_(\d+)\.", r"\1.\2.", k.removeprefix("backbone.")): v
+            for k, v in state_dict.items()
+            if k.startswith("backbone.")
+        }
+        for key, value in model.state_dict().items():
+            if key.startswith("head."):
+                state_dict.setdefault(key, value)
+    return state_dict
 
 
 def _create_csat(variant: str, pretrained: bool = False, **kwargs) -> Csat:
@@ -380,7 +397,9 @@ def _cfg(**kwargs) -> dict:
     }
 
 
-# No published weights: the paper's ImageNet checkpoint is not public, so the tag says so.
+# No published weights yet: the paper's ImageNet checkpoint is not public, and the RCKD
+# stage-1 student (``shipped.SHIPPED["csat"]``) is not trained yet; checkpoint_filter_fn
+# already reads a napari-rckd dense checkpoint for when it ships.
 default_cfgs = generate_default_cfgs({"rckd_csat.untrained": _cfg()})
 
 

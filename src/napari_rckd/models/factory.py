@@ -48,6 +48,11 @@ def create_backbone(name: str, pretrained: Pretrained = False) -> nn.Module:
 
 
 def _from_timm_hub(name: str) -> nn.Module:
+    if name.startswith("rckd_csat"):  # its pretrained tag is the RCKD student, not ImageNet
+        raise RckdError(
+            f"{name!r} has no ImageNet weights (the paper's are not public); start from the "
+            "shipped RCKD weights with --init csat, or from random ones with --init none."
+        )
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
         raise RckdError(

@@ -1,8 +1,9 @@
 """Nuclei teachers: an RGB tile at some µm/px in, a nuclear probability and instance labels out.
 
-``get_teacher(spec)`` turns what a user types (``builtin``, ``otsu``, ``cellpose``,
-``instanseg``, a TorchScript ``.pt`` file or a student ``.safetensors`` checkpoint) into a
-teacher. Every teacher has ``predict(tile, mpp) -> TeacherOutput(prob, labels)``, ``name``,
+``get_teacher(spec)`` turns what a user types (``builtin``, the learned teacher shipped in
+the package; ``csat``, the RCKD-CSAT student distilled from it; ``classical``; ``otsu``;
+``cellpose``; ``instanseg``; a TorchScript ``.pt`` file or a student ``.safetensors``
+checkpoint) into a teacher. Every teacher has ``predict(tile, mpp) -> TeacherOutput(prob, labels)``, ``name``,
 ``mpp`` and ``identity`` (see docs/teachers.md).
 """
 
@@ -16,7 +17,7 @@ from napari_rckd.teachers.classical import ClassicalTeacher, OtsuTeacher
 
 __all__ = ["ClassicalTeacher", "OtsuTeacher", "Teacher", "TeacherOutput", "get_teacher"]
 
-NAMED = ("builtin", "otsu", "cellpose", "instanseg")
+NAMED = ("builtin", "csat", "classical", "otsu", "cellpose", "instanseg")
 CHECKPOINT_SUFFIXES = (".safetensors",)
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
 
@@ -27,7 +28,13 @@ def get_teacher(
     """The teacher named by ``spec``; ``mpp`` overrides the resolution it works at."""
     name = str(spec).strip()
     options = {} if mpp is None else {"mpp": float(mpp)}
-    if name.lower() in ("builtin", ""):
+    if name.lower() in ("builtin", "csat", ""):
+        from napari_rckd.models.shipped import shipped_weights
+        from napari_rckd.teachers import network
+
+        shipped = name.lower() or "builtin"
+        return network.load_student_teacher(shipped_weights(shipped), mpp, device, name=shipped)
+    if name.lower() == "classical":
         return ClassicalTeacher(**options)
     if name.lower() == "otsu":
         return OtsuTeacher(**options)

@@ -57,7 +57,7 @@ class OtsuTeacher(ResamplingTeacher):
 
 @dataclass(frozen=True)
 class ClassicalTeacher(ResamplingTeacher):
-    """The built-in H&E teacher (the default): adaptive threshold, clean-up, watershed."""
+    """The classical H&E nuclei detector (no weights): adaptive threshold, clean-up, watershed."""
 
     mpp: float = 0.5
     sigma_um: float = 0.75  # smoothing before thresholding
@@ -68,12 +68,12 @@ class ClassicalTeacher(ResamplingTeacher):
     hole_area_um2: float = 12.0  # smaller holes inside nuclei are filled
     open_um: float = 0.75  # opening radius that detaches thin bridges
     split_h_um: float = 0.5  # how deep a distance-transform core must be to seed a nucleus
-    name: str = "builtin"
+    name: str = "classical"
     version: int = 1
 
     @property
     def identity(self) -> str:
-        return "builtin:" + json.dumps(asdict(self), sort_keys=True)
+        return "classical:" + json.dumps(asdict(self), sort_keys=True)
 
     def _predict_native(self, tile: np.ndarray) -> TeacherOutput:
         from scipy import ndimage as ndi

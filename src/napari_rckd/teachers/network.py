@@ -119,8 +119,11 @@ def load_torchscript_teacher(path: Path, mpp: float | None = None, device: str |
     return NetworkTeacher(module, path, chosen, name=f"torchscript:{path.stem}", device=device)
 
 
-def load_student_teacher(path: Path, mpp: float | None = None, device: str | None = None):
-    """A trained RCKD dense checkpoint as a teacher: sigmoid of its output channel 0."""
+def load_student_teacher(
+    path: Path, mpp: float | None = None, device: str | None = None, name: str | None = None
+):
+    """A trained dense checkpoint as a teacher: sigmoid of its output channel 0, and channel 1
+    as the contour map when the checkpoint names it ``boundary`` (a learned teacher)."""
     from napari_rckd.models import load_checkpoint
 
     model, metadata = load_checkpoint(path)
@@ -132,7 +135,13 @@ def load_student_teacher(path: Path, mpp: float | None = None, device: str | Non
         )
     model_mpp = getattr(config, "input_mpp", None) or (metadata or {}).get("input_mpp")
     chosen = mpp if mpp is not None else (model_mpp or 0.5)
-    # Only channel 0 is the distilled nuclear probability; others may be classes.
+    # Channel 0 is the nuclear probability; later channels may be classes, unless named.
+    names = list(getattr(config, "class_names", []) or [])
     return NetworkTeacher(
-        model, path, chosen, name=f"student:{path.stem}", device=device, use_boundary=False
+        model,
+        path,
+        chosen,
+        name=name or f"student:{path.parent.name}/{path.stem}",
+        device=device,
+        use_boundary=names[1:2] == ["boundary"],
     )

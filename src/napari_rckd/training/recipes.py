@@ -36,7 +36,9 @@ def check_out_dir(out_dir: Path, resume: bool) -> None:
         )
 
 
-def check_slides_have_mpp(paths: Sequence[Path], slide_mpp: float | None) -> None:
+def check_slides_have_mpp(
+    paths: Sequence[Path], slide_mpp: float | None, mpp_table: dict[str, float] | None = None
+) -> None:
     """Tiles are cut at a physical resolution, so every slide needs a pixel size."""
     if slide_mpp is not None:
         if not slide_mpp > 0:
@@ -45,6 +47,8 @@ def check_slides_have_mpp(paths: Sequence[Path], slide_mpp: float | None) -> Non
     from napari_rckd.io import open_slide
 
     for path in paths:
+        if str(Path(path).resolve()) in (mpp_table or {}):
+            continue
         with open_slide(path) as slide:
             if slide.mpp is None:
                 raise RckdError(
@@ -95,6 +99,7 @@ def pretrain(
     device: str = "auto",
     resume: bool = False,
     slide_mpp: float | None = None,
+    mpp_table: dict[str, float] | None = None,
     workers: int = 0,
     seed: int = 0,
     boundaries: bool = False,
@@ -125,13 +130,15 @@ def pretrain(
             f"--tiles ({tiles}) must be >= 1, --tile-size ({tile_size}) >= 32 and --mpp ({mpp}) > 0"
         )
     paths = find_slides(slides)
-    check_slides_have_mpp(paths, slide_mpp)
+    check_slides_have_mpp(paths, slide_mpp, mpp_table)
     total_steps = schedule(steps, epochs, tiles, batch_size, world_size())
 
     the_teacher = get_teacher(teacher)
     cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / "teacher-cache"
     val_tiles = val_tiles if val_tiles is not None else max(world_size(), tiles // 10)
-    common = dict(size=tile_size, mpp=mpp, slide_mpp=slide_mpp, boundaries=boundaries)
+    common = dict(
+        size=tile_size, mpp=mpp, slide_mpp=slide_mpp, mpp_table=mpp_table, boundaries=boundaries
+    )
     train = TissueTileDataset(
         paths, the_teacher, cache_dir, count=tiles, seed=seed, augment=Augment(), **common
     )

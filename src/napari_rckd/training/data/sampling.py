@@ -56,12 +56,53 @@ def slide_identity(path: Path) -> str:
     return f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
-class SlidePool:
-    """Slides opened lazily by index, once per process; picklable (holds only paths)."""
+def read_mpp_table(path: str | os.PathLike) -> dict[str, float]:
+    """µm/px per file from a CSV with ``path`` and ``mpp`` columns (paths relative to the CSV,
+    as in a data manifest); rows with an empty mpp are left out. Keys are resolved paths."""
+    import csv
 
-    def __init__(self, paths: Sequence[Path], fallback_mpp: float | None = None):
+    path = Path(path)
+    if not path.is_file():
+        raise RckdError(f"mpp table {path} does not exist; give a CSV with path and mpp columns")
+    table = {}
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not {"path", "mpp"} <= set(reader.fieldnames or ()):
+            raise RckdError(
+                f"mpp table {path} needs the columns path and mpp (it has {reader.fieldnames})"
+            )
+        for row in reader:
+            value = (row["mpp"] or "").strip().lstrip("~")
+            if not value:
+                continue
+            try:
+                mpp = float(value)
+            except ValueError:
+                mpp = float("nan")
+            if not mpp > 0:
+                raise RckdError(
+                    f"mpp table {path}: {row['path']} has mpp {row['mpp']!r}; give µm/px > 0"
+                )
+            table[str((path.parent / row["path"]).resolve())] = mpp
+    return table
+
+
+class SlidePool:
+    """Slides opened lazily by index, once per process; picklable (holds only paths).
+
+    A slide without a pixel size in its file takes its entry in ``mpp_table`` (resolved path
+    -> µm/px), else ``fallback_mpp``.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        fallback_mpp: float | None = None,
+        mpp_table: dict[str, float] | None = None,
+    ):
         self.paths = [Path(p) for p in paths]
         self.fallback_mpp = fallback_mpp
+        self.mpp_table = mpp_table or {}
         self._open: dict[int, object] = {}
         self._pid = os.getpid()
 
@@ -74,7 +115,9 @@ class SlidePool:
             self._open, self._pid = {}, os.getpid()
         slide = self._open.get(index)
         if slide is None:
-            slide = self._open[index] = open_with_mpp(self.paths[index], self.fallback_mpp)
+            path = self.paths[index]
+            fallback = self.mpp_table.get(str(path.resolve()), self.fallback_mpp)
+            slide = self._open[index] = open_with_mpp(path, fallback)
         return slide
 
     def close(self) -> None:

@@ -50,12 +50,13 @@ class TissueTileDataset(Dataset):
         mpp: float = 0.5,
         seed: int = 0,
         slide_mpp: float | None = None,
+        mpp_table: dict[str, float] | None = None,
         boundaries: bool = False,
         augment: Augment | None = None,
         min_tissue: float = MIN_TISSUE,
         avoid: TissueTileDataset | None = None,
     ):
-        self.pool = SlidePool(find_slides(slides), fallback_mpp=slide_mpp)
+        self.pool = SlidePool(find_slides(slides), fallback_mpp=slide_mpp, mpp_table=mpp_table)
         self.teacher = teacher
         self.cache = ResponseCache(cache_dir, teacher.identity)
         self.size, self.mpp, self.seed = size, mpp, seed
@@ -68,7 +69,9 @@ class TissueTileDataset(Dataset):
                 raise RckdError("avoid= needs a dataset of the same slides, tile size and mpp")
             self._avoid = avoid.plan
         avoided = None if avoid is None else hashlib.sha256(avoid.plan.tobytes()).hexdigest()
+        mpps = [self.pool.mpp_table.get(str(p.resolve())) for p in self.pool.paths]
         plan_key = [self._slide_ids, count, size, mpp, seed, slide_mpp, min_tissue, avoided]
+        plan_key += [mpps] if any(mpps) else []  # plans from before mpp tables keep their key
         self.plan = self._cached_plan(plan_key)
         self.pool.close()  # workers reopen what they read
         self.damaged: set[int] = set()  # plan indices whose tile could not be decoded
@@ -86,7 +89,7 @@ class TissueTileDataset(Dataset):
                 raise ValueError(f"shape {plan.shape}")
             except (OSError, ValueError) as error:
                 log.warning("tile plan %s is corrupt (%s); sampling the tiles again", path, error)
-        _, count, size, mpp, seed, _, min_tissue, _ = plan_key
+        _, count, size, mpp, seed, _, min_tissue, _ = plan_key[:8]
         plan = plan_tissue_tiles(self.pool, count, size, mpp, seed, min_tissue, self._avoid)
         with atomic_open(path) as handle:
             np.save(handle, plan)

@@ -3,6 +3,9 @@
 The loss is binary cross-entropy with logits plus soft Dice: BCE gives every pixel a
 gradient, Dice keeps the sparse nuclear class from being drowned by background. Extra
 target channels (instance boundaries, say) are learned the same way, weighted per channel.
+Training a teacher on ground truth is the same objective with hard targets; a batch may then
+carry a ``mask`` (same shape as ``target``, 1 = known) so that, e.g., images with nuclear
+masks but no instances teach the nuclear channel and not the boundary one.
 """
 
 from __future__ import annotations
@@ -64,8 +67,16 @@ class DistillationTask(Task):
 
     def forward(self, batch: dict) -> dict:
         logits, target = self._logits(batch)
-        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean((0, 2, 3))
-        dice_loss = 1 - soft_dice(logits.sigmoid(), target, dims=(0, 2, 3))  # per channel
+        mask = batch.get("mask")
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        probability = logits.sigmoid()
+        if mask is None:
+            bce = bce.mean((0, 2, 3))
+        else:  # unknown pixels teach nothing; a channel unknown in the whole batch adds 0
+            mask = mask.float()
+            bce = (bce * mask).sum((0, 2, 3)) / mask.sum((0, 2, 3)).clamp_min(1)
+            probability, target = probability * mask, target * mask
+        dice_loss = 1 - soft_dice(probability, target, dims=(0, 2, 3))  # per channel
         weights = self._weights(target.shape[1], logits.device)
         per_channel = self.bce_weight * bce + self.dice_weight * dice_loss
         loss = (weights * per_channel).sum() / weights.sum()

@@ -1,0 +1,79 @@
+"""Train the learned nuclei teacher on labelled nuclei images (the model shipped as `builtin`).
+
+DATA holds one sub-folder per source of H&E images X.tif|png beside an instance map
+X_label.tif or a binary mask X_mask.png, with each image's mpp in a manifest.csv in DATA or
+one of its two parents. Every image is resampled to --mpp; --holdout SOURCE (a folder-name
+prefix, repeatable) leaves sources out for leave-one-source-out evaluation. OUT ends up with
+best.safetensors (best nuclear Dice on held-out training images), usable as
+`--teacher OUT/best.safetensors` anywhere a teacher is named.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from napari_rckd.commands.pretrain import stop_on_signals, summary
+
+TEACHER_BACKBONE = "resnet10t"  # napari_rckd.training.teacher's default; kept here torch-free
+
+EPILOG = """examples:
+  # the shipped teacher: every source of the shared nuclei data
+  napari-rckd train-teacher ../shared/data/nuclei --out runs/teacher
+
+  # leave MoNuSeg out, then measure on it
+  napari-rckd train-teacher ../shared/data/nuclei --holdout monuseg --out runs/loso-monuseg
+  napari-rckd evaluate nuclei --teacher runs/loso-monuseg/best.safetensors --teacher classical \\
+      --data ../shared/data/nuclei/monuseg-train
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("data", metavar="DATA", help="folder of nuclei ground-truth sources")
+    parser.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints)")
+    parser.add_argument(
+        "--holdout",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="source prefix to leave out",
+    )
+    parser.add_argument(
+        "--backbone", default=TEACHER_BACKBONE, help=f"timm backbone (default {TEACHER_BACKBONE})"
+    )
+    parser.add_argument("--mpp", type=float, default=0.5, help="µm/px of the model (default 0.5)")
+    parser.add_argument("--tile-size", type=int, default=192, help="crop side in px (default 192)")
+    parser.add_argument("--steps", type=int, default=800, help="optimizer steps (default 800)")
+    parser.add_argument("--batch-size", type=int, default=12, help="crops per step (default 12)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--resume", action="store_true", help="continue the run already in --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_rckd.training import TqdmProgress
+    from napari_rckd.training.teacher import train_teacher
+
+    with stop_on_signals() as stop:
+        result = train_teacher(
+            args.data,
+            args.out,
+            holdout=args.holdout,
+            backbone=args.backbone,
+            mpp=args.mpp,
+            tile_size=args.tile_size,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            device=args.device,
+            workers=args.workers,
+            seed=args.seed,
+            resume=args.resume,
+            callbacks=[TqdmProgress()],
+            stop_event=stop,
+        )
+    print(summary(result))
+    return 0

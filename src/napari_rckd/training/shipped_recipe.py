@@ -1,0 +1,97 @@
+"""How the weights shipped in the package were made, as one command (docs/teachers.md).
+
+    python -m napari_rckd.training.shipped_recipe DATA OUT
+
+DATA is a data folder laid out like the project's shared data (``nuclei/`` ground truth,
+``slides/``, ``tiles/`` and a ``manifest.csv`` with each file's mpp). It trains the nuclei
+teacher on every labelled nuclei source (``OUT/teacher``), then distils it into ``rckd_csat``
+on all the unlabeled H&E in DATA (``OUT/csat``): slides and tiles whose pixel size is known
+from the file or the manifest, and LC25000 tiles at an assumed pixel size (one tile per source
+image: the others are rotations and flips of it). Both stages resume when run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+from pathlib import Path
+
+from napari_rckd.errors import RckdError
+
+log = logging.getLogger(__name__)
+
+# LC25000 does not publish its pixel size. Its 224-px lung tiles show nuclei about 1.3x the
+# size of MoNuSeg's at 0.5 µm/px; we assume 0.4 µm/px (docs/teachers.md says so too).
+LC25000_ASSUMED_MPP = 0.4
+# Manifest kinds that are H&E tissue a student may look at without labels.
+UNLABELED_KINDS = ("slide", "nuclei-image", "region", "tile")
+# Same pixels in other containers, and the one IHC slide: left out of stage 1.
+SKIPPED = ("pyramid-deflate", "pyramid-jpeg", "ihc-", "dicom/")
+STAGE1 = dict(tile_size=160, tiles=3000, steps=1000, batch_size=16, lr=2e-3, boundaries=True)
+
+
+def stage1_sources(data: Path) -> tuple[list[Path], dict[str, float]]:
+    """Unlabeled H&E files in ``data`` and the mpp of those whose file does not say it."""
+    manifest = data / "manifest.csv"
+    if not manifest.is_file():
+        raise RckdError(f"{manifest} is missing; the shipped recipe reads each file's mpp from it")
+    paths, table = [], {}
+    with manifest.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["kind"] not in UNLABELED_KINDS or any(s in row["path"] for s in SKIPPED):
+                continue
+            path = data / row["path"]
+            value = (row["mpp"] or "").strip().lstrip("~")
+            if value:
+                table[str(path.resolve())] = float(value)
+            elif row["kind"] != "slide":  # a slide may record its own mpp; tiles must not guess
+                continue
+            paths.append(path)
+    groups = data / "tiles" / "lc25000-lung-dev" / "groups.csv"
+    if groups.is_file():
+        seen = set()
+        with groups.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row["group"] not in seen:
+                    seen.add(row["group"])
+                    path = groups.parent / row["file"]
+                    paths.append(path)
+                    table[str(path.resolve())] = LC25000_ASSUMED_MPP
+    return paths, table
+
+
+def main(argv: list[str] | None = None) -> int:
+    from napari_rckd.training import TqdmProgress
+    from napari_rckd.training.recipes import pretrain
+    from napari_rckd.training.teacher import train_teacher
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "data", type=Path, help="data folder (nuclei/, slides/, tiles/, manifest.csv)"
+    )
+    parser.add_argument("out", type=Path, help="run folder: OUT/teacher and OUT/csat")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    teacher_dir = args.out / "teacher"
+    common = dict(device=args.device, workers=args.workers, callbacks=[TqdmProgress()])
+    train_teacher(args.data / "nuclei", teacher_dir, resume=True, **common)  # no-op once done
+    paths, table = stage1_sources(args.data)
+    log.info("stage 1 on %d unlabeled files", len(paths))
+    pretrain(
+        paths,
+        args.out / "csat",
+        teacher=str(teacher_dir / "best.safetensors"),
+        mpp_table=table,
+        resume=True,
+        **STAGE1,
+        **common,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""Training a learned nuclei teacher on ground truth: the model behind ``builtin``.
+
+A dense network with two outputs, the nuclear pixel logit and the nuclear-contour logit (the
+TorchScript teacher contract of docs/teachers.md), trained with the stage-1 objective on hard
+targets. Instances come from contour-separated cores grown back over the nucleus
+(`napari_rckd.teachers.base.instances_from_probability`). ``holdout`` leaves sources out, so
+the same command makes the leave-one-source-out models and the shipped one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from napari_rckd.errors import RckdError
+from napari_rckd.training.callbacks import Callback
+from napari_rckd.training.config import FitResult
+
+log = logging.getLogger(__name__)
+
+# A plain ResNet-10 (tiered stem) trains reliably from scratch, has stride-2 features for
+# pixel-precise contours, and ran 2.8x faster per training step than CSAT on the 2-core CPU.
+TEACHER_BACKBONE = "resnet10t"
+OUTPUT_NAMES = ["nuclei", "boundary"]
+
+
+def train_teacher(
+    data: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    holdout: Sequence[str] = (),
+    backbone: str = TEACHER_BACKBONE,
+    mpp: float = 0.5,
+    tile_size: int = 192,
+    steps: int = 800,
+    batch_size: int = 12,
+    lr: float = 2e-3,
+    val_fraction: float = 0.15,
+    device: str = "auto",
+    workers: int = 2,
+    seed: int = 0,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    stop_event: threading.Event | None = None,
+) -> FitResult:
+    """Train a nuclei teacher on the labelled images under ``data`` except ``holdout`` sources.
+
+    A share of the training images (``val_fraction``, whole images) validates the run and
+    picks ``best.safetensors``; held-out sources are never read.
+    """
+    from napari_rckd.models import ModelConfig, create_model
+    from napari_rckd.training.data.augment import Augment
+    from napari_rckd.training.data.nuclei import NucleiCropDataset, find_nuclei_images
+    from napari_rckd.training.data.splits import split_by_group
+    from napari_rckd.training.loop import fit
+    from napari_rckd.training.recipes import check_out_dir, stage_fit_config
+    from napari_rckd.training.tasks import DistillationTask
+
+    out_dir = Path(out_dir)
+    if not mpp > 0 or tile_size < 64 or tile_size % 32:
+        raise RckdError(
+            f"--mpp ({mpp}) must be > 0 and --tile-size ({tile_size}) a multiple of 32 from 64"
+        )
+    check_out_dir(out_dir, resume)
+    images = find_nuclei_images(data, holdout)
+    train_idx, val_idx = split_by_group(
+        [str(i.image_path) for i in images], None, val_fraction, seed
+    )
+    train_images = [images[i] for i in train_idx]
+    val_images = [images[i] for i in val_idx]
+    log.info(
+        "teacher: %d training and %d validation images from %s",
+        len(train_images),
+        len(val_images),
+        ", ".join(sorted({i.source for i in images})),
+    )
+    augment = Augment(scale=0.2, hed=0.05, brightness=0.15, contrast=0.15, saturation=0.15)
+    train = NucleiCropDataset(train_images, tile_size, mpp, steps * batch_size, seed, augment)
+    val = NucleiCropDataset(val_images, tile_size, mpp, max(batch_size, 96), seed + 1)
+
+    config = ModelConfig(
+        task="dense",
+        backbone=backbone,
+        num_outputs=2,
+        class_names=OUTPUT_NAMES,
+        input_mpp=mpp,
+        tile_size=tile_size,
+    )
+    fit_config = stage_fit_config(
+        steps,
+        None,
+        steps,
+        batch_size=batch_size,
+        lr=lr,
+        device=device,
+        num_workers=workers,
+        seed=seed,
+        provenance={
+            "stage": "nuclei-teacher",
+            "sources": sorted({i.source for i in images}),
+            "holdout": list(holdout),
+            "train_images": [i.image_path.name for i in train_images],
+            "val_images": [i.image_path.name for i in val_images],
+            "mpp": mpp,
+            "tile_size": tile_size,
+        },
+    )
+    # The contour channel is thin and rare: weigh it like the nuclei so it is learned at all.
+    task = DistillationTask(create_model(config), channel_weights=(1.0, 1.0))
+    return fit(task, train, val, fit_config, out_dir, callbacks, stop_event)

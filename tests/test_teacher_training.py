@@ -1,0 +1,137 @@
+"""Training the learned nuclei teacher: ground-truth discovery, targets, masked loss, the recipe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from conftest import shared_path
+from napari_rckd.errors import RckdError
+from napari_rckd.training.data.nuclei import (
+    NucleiCropDataset,
+    find_nuclei_images,
+    target_channels,
+)
+
+
+def test_holdout_leaves_a_whole_cohort_out():
+    nuclei = shared_path("nuclei")
+    sources = {item.source for item in find_nuclei_images(nuclei)}
+    assert {"cpm15", "cryonuseg", "monuseg-train", "monuseg-train-semantic"} <= sources
+    without = {item.source for item in find_nuclei_images(nuclei, holdout=["monuseg"])}
+    assert without == sources - {"monuseg-train", "monuseg-train-semantic"}
+
+
+def test_real_crops_teach_boundaries_only_where_instances_are_known():
+    nuclei = shared_path("nuclei")
+    images = find_nuclei_images(nuclei)
+    semantic = next(i for i in images if not i.has_instances)
+    instance = next(i for i in images if i.has_instances and i.source == "cryonuseg")
+    for item, boundary_known in ((semantic, False), (instance, True)):
+        data = NucleiCropDataset([item], size=128, mpp=0.5, count=4, seed=1)
+        batch = data[0]
+        assert batch["image"].shape == (3, 128, 128)
+        assert batch["target"].shape == batch["mask"].shape == (2, 128, 128)
+        nuclei_px, boundary = batch["target"]
+        assert 0.02 < nuclei_px.mean() < 0.8  # real nuclei in every crop of these images
+        assert bool((boundary <= nuclei_px).all())  # contours lie on nuclei
+        assert bool(batch["mask"][0].all())
+        assert bool(batch["mask"][1].any()) is boundary_known
+    # fixed crops without augmentation: validation sees the same pixels every time
+    again = NucleiCropDataset([instance], size=128, mpp=0.5, count=4, seed=1)[0]
+    assert torch.equal(again["image"], data[0]["image"])
+
+
+def test_touching_nuclei_are_separated_by_their_contours():
+    labels = np.zeros((20, 20), np.int32)
+    labels[5:15, 2:10], labels[5:15, 10:18] = 1, 2
+    (nuclei, boundary), (known, boundary_known) = target_channels(labels, True)
+    assert boundary[10, 9] == boundary[10, 10] == 1  # the shared edge is contour on both sides
+    assert nuclei[10, 5] == 1 and boundary[10, 5] == 0
+    assert known.all() and boundary_known.all()
+    _, (_, unknown) = target_channels(labels > 0, False)
+    assert not unknown.any()
+
+
+def test_masked_channel_teaches_nothing():
+    from napari_rckd.training.tasks import DistillationTask
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 2, 1)
+    task = DistillationTask(model)
+    batch = {
+        "image": torch.rand(2, 3, 8, 8),
+        "target": (torch.rand(2, 2, 8, 8) > 0.5).float(),
+        "mask": torch.ones(2, 2, 8, 8),
+    }
+    batch["mask"][:, 1] = 0
+    task(batch)["loss"].backward()
+    assert model.weight.grad[1].abs().sum() == 0 and model.weight.grad[0].abs().sum() > 0
+
+
+def _synthetic_source(folder, count=3, size=96, seed=0):
+    """H&E-ish images with dark round nuclei, their instance maps and a manifest."""
+    from skimage.draw import disk
+
+    rng = np.random.default_rng(seed)
+    rows = ["path,mpp"]
+    source = folder / "synthetic"
+    source.mkdir(parents=True)
+    for index in range(count):
+        image = np.full((size, size, 3), (235, 200, 220), np.uint8)
+        labels = np.zeros((size, size), np.int32)
+        for nucleus in range(1, 12):
+            rr, cc = disk(tuple(rng.integers(8, size - 8, 2)), 5, shape=labels.shape)
+            labels[rr, cc], image[rr, cc] = nucleus, (80, 40, 140)
+        tifffile.imwrite(source / f"im{index}.tif", image)
+        tifffile.imwrite(source / f"im{index}_label.tif", labels)
+        rows.append(f"synthetic/im{index}.tif,0.5")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_train_teacher_writes_a_teacher_that_separates_with_contours(tmp_path):
+    from napari_rckd.teachers import get_teacher
+    from napari_rckd.training.teacher import train_teacher
+
+    data = _synthetic_source(tmp_path / "data")
+    result = train_teacher(
+        data, tmp_path / "run", steps=3, tile_size=64, batch_size=2, workers=0, val_fraction=0.34
+    )
+    assert result.status == "completed" and result.best_checkpoint.is_file()
+    teacher = get_teacher(result.best_checkpoint)
+    assert teacher.use_boundary and teacher.mpp == 0.5
+    assert teacher.name == "student:run/best"  # folder and stem: two runs never share a label
+    output = teacher.predict(np.full((70, 90, 3), 200, np.uint8), 0.5)
+    assert output.labels.shape == (70, 90)
+    with pytest.raises(RckdError, match="already holds a trained model"):
+        train_teacher(data, tmp_path / "run", steps=3, tile_size=64, workers=0)
+
+
+def test_train_teacher_refuses_bad_input_before_writing(tmp_path):
+    from napari_rckd.training.teacher import train_teacher
+
+    with pytest.raises(RckdError, match="does not exist"):
+        train_teacher(tmp_path / "nowhere", tmp_path / "run")
+    with pytest.raises(RckdError, match="multiple of 32"):
+        train_teacher(tmp_path, tmp_path / "run", tile_size=100)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RckdError, match="no labelled nuclei images"):
+        train_teacher(tmp_path, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_mpp_table_gives_files_their_pixel_size(tmp_path):
+    from napari_rckd.training.data.sampling import read_mpp_table
+
+    (tmp_path / "t.csv").write_text("path,mpp,note\na/x.png,~0.25,\nb.png,,unknown\n")
+    table = read_mpp_table(tmp_path / "t.csv")
+    assert table == {str((tmp_path / "a" / "x.png").resolve()): 0.25}
+    (tmp_path / "bad.csv").write_text("path,mpp\nx.png,-1\n")
+    with pytest.raises(RckdError, match="x.png has mpp '-1'"):
+        read_mpp_table(tmp_path / "bad.csv")
+    (tmp_path / "cols.csv").write_text("file,um\nx.png,1\n")
+    with pytest.raises(RckdError, match="needs the columns path and mpp"):
+        read_mpp_table(tmp_path / "cols.csv")
