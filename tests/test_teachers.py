@@ -17,7 +17,7 @@ def cpm_tile() -> np.ndarray:
     return read_rgb(shared_path("nuclei/cpm15/image02.png"))[:256, :320]
 
 
-@pytest.mark.parametrize("spec", ["builtin", "classical", "otsu"])
+@pytest.mark.parametrize("spec", ["builtin", "learned", "classical", "otsu"])
 def test_output_contract(spec, cpm_tile):
     teacher = get_teacher(spec)
     assert isinstance(teacher, Teacher)
@@ -38,11 +38,12 @@ def test_builtin_probability_is_consistent_with_labels(cpm_tile):
 
 def test_identity_is_stable_and_follows_parameters():
     assert get_teacher("classical").identity == ClassicalTeacher().identity
+    assert get_teacher("builtin").identity == ClassicalTeacher(name="builtin").identity
     assert get_teacher("classical").identity != ClassicalTeacher(block_um=30).identity
     assert get_teacher("builtin").identity != get_teacher("classical").identity
     assert get_teacher("builtin", mpp=0.25).identity != get_teacher("builtin").identity
     assert get_teacher("builtin").name == "builtin" and get_teacher("builtin").mpp == 0.5
-    assert get_teacher("builtin").use_boundary  # the learned teacher separates by contours
+    assert get_teacher("learned").use_boundary  # the learned teacher separates by contours
 
 
 def test_missing_shipped_weights_name_the_file_and_the_fix(monkeypatch, tmp_path):
@@ -50,14 +51,14 @@ def test_missing_shipped_weights_name_the_file_and_the_fix(monkeypatch, tmp_path
 
     monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path)
     with pytest.raises(RckdError, match=r"nuclei-teacher.safetensors are missing.*reinstall"):
-        get_teacher("builtin")
+        get_teacher("learned")
 
 
 def test_shipped_teacher_stays_above_its_floor_on_cryonuseg():
     """Regression guard: the shipped teacher scored Dice 0.401, AJI 0.208 on CryoNuSeg (2 images,
     docs/teachers.md); the floor is 0.05 Dice and 0.04 AJI below that."""
     images = find_ground_truth(shared_path("nuclei/cryonuseg"))
-    (row,) = evaluate_teacher(get_teacher("builtin"), images)
+    (row,) = evaluate_teacher(get_teacher("learned"), images)
     assert row["dice"] > 0.35 and row["aji"] > 0.17
 
 

@@ -65,7 +65,7 @@ class TrainWidget(QWidget):
         self.slide_list.setMaximumHeight(90)
         self.add_files_button = QPushButton("Add slides…")
         self.teacher = QComboBox(editable=True)
-        self.teacher.addItems(["builtin", "csat", "classical", "otsu", "cellpose", "instanseg"])
+        self.teacher.addItems(["builtin", "learned", "classical", "otsu", "cellpose", "instanseg"])
         self.backbone = QComboBox(editable=True)
         self.backbone.addItems(["rckd_csat", "resnet18"])
         self.tile_size = QSpinBox(minimum=32, maximum=1024, singleStep=32, value=256)

@@ -75,9 +75,8 @@ def prepare_job(settings: TrainSettings, shapes=None, labels=None) -> TrainingJo
             task=settings.task, **common, **_budget(settings.stage2_budget, settings.unit)
         )
         stage2.update(_stage2_inputs(settings, shapes, labels, out / "inputs"))
-        if stage1 is None:  # no stage 1 here: start from the shipped RCKD student when it fits
+        if stage1 is None:
             stage2["backbone"] = settings.backbone
-            stage2["init"] = "csat" if settings.backbone == "rckd_csat" else "none"
     return TrainingJob(str(out), stage1=stage1, stage2=stage2, threads=settings.threads)
 
 

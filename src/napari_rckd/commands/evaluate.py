@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_TEACHERS = ("builtin", "classical", "otsu")
+DEFAULT_TEACHERS = ("learned", "classical", "otsu")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,9 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--teacher",
         action="append",
         metavar="SPEC",
-        help="builtin (the learned teacher), csat (its RCKD student), classical, otsu, cellpose, "
+        help="builtin (default: the classical detector), learned, csat, classical, otsu, cellpose, "
         "instanseg, a TorchScript file or a .safetensors checkpoint; repeat to compare "
-        "(default: builtin, classical and otsu)",
+        "(default: learned, classical and otsu)",
     )
     nuclei.add_argument(
         "--data", required=True, metavar="DIR", help="ground-truth folder, e.g. data/nuclei"

@@ -1,4 +1,4 @@
-"""Train the learned nuclei teacher on labelled nuclei images (the model shipped as `builtin`).
+"""Train the learned nuclei teacher on labelled nuclei images (shipped as `learned`).
 
 DATA holds one sub-folder per source of H&E images X.tif|png beside an instance map
 X_label.tif or a binary mask X_mask.png, with each image's mpp in a manifest.csv in DATA or

@@ -1,4 +1,4 @@
-"""Training a learned nuclei teacher on ground truth: the model behind ``builtin``.
+"""Training a learned nuclei teacher on ground truth: the model shipped as ``learned``.
 
 A dense network with two outputs, the nuclear pixel logit and the nuclear-contour logit (the
 TorchScript teacher contract of docs/teachers.md), trained with the stage-1 objective on hard
