@@ -107,7 +107,7 @@ def test_offline_imagenet_weights_say_how_to_supply_them(monkeypatch):
 
 
 def test_csat_has_no_published_weights_and_says_so():
-    with pytest.raises(RckdError, match="no published ImageNet weights for 'rckd_csat'"):
+    with pytest.raises(RckdError, match="'rckd_csat' has no ImageNet weights.*--init csat"):
         create_backbone("rckd_csat", pretrained=True)
 
 
