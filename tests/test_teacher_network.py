@@ -78,7 +78,7 @@ def test_student_checkpoint_teaches(tmp_path, tile):
     model = models.create_model(config)
     path = models.save_checkpoint(tmp_path / "student.safetensors", model, {"stage": "test"})
     teacher = get_teacher(path, device="cpu")
-    assert teacher.name == "student:student" and teacher.mpp == 0.5
+    assert teacher.name == f"student:{tmp_path.name}/student" and teacher.mpp == 0.5
     output = teacher.predict(tile, 0.25)  # a 40x tile is resampled to the student's 0.5
     assert output.prob.shape == output.labels.shape == tile.shape[:2]
     assert output.prob.dtype == np.float32 and 0 <= output.prob.min() <= output.prob.max() <= 1
