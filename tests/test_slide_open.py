@@ -140,3 +140,10 @@ def test_plain_png_opens_without_mpp():
     with open_slide(path) as slide:
         assert slide.levels[0].shape == (224, 224, 3) and slide.mpp is None
         assert slide.read_region(0, 0, 0, 224, 224).mean() < 250
+
+
+def test_uncompressed_tiff_whose_compression_tifffile_gives_as_a_bare_int_opens():
+    path = shared_path("nuclei/cryonuseg/TCGA-DE-A4MA.tif")
+    with open_slide(path) as slide:
+        assert slide.compression == "none" and slide.levels[0].shape == (512, 512, 3)
+        np.testing.assert_array_equal(slide.read_region(0, 0, 0, 512, 512), tifffile.imread(path))

@@ -135,3 +135,17 @@ def test_mpp_table_gives_files_their_pixel_size(tmp_path):
     (tmp_path / "cols.csv").write_text("file,um\nx.png,1\n")
     with pytest.raises(RckdError, match="needs the columns path and mpp"):
         read_mpp_table(tmp_path / "cols.csv")
+
+
+def test_shipped_recipe_distils_on_unlabeled_tissue_of_known_scale_only():
+    from napari_rckd.training.shipped_recipe import LC25000_ASSUMED_MPP, stage1_sources
+
+    paths, table = stage1_sources(shared_path("."))
+    names = {p.name for p in paths}
+    assert set(table) == {str(p.resolve()) for p in paths}  # every file has its µm/px
+    assert "tcga-cr-7395-jp2k.svs" not in names  # records no pixel size
+    assert not any(p.parent.name == "pannuke-semantic" for p in paths)  # smaller than a tile
+    assert not any("ihc" in n or "pyramid" in n or n.endswith("_label.tif") for n in names)
+    lung = [p for p in paths if p.parent.parent.name == "lc25000-lung-dev"]
+    assert 200 < len(lung) < 300  # one tile per source image, not its rotations and flips
+    assert {table[str(p.resolve())] for p in lung} == {LC25000_ASSUMED_MPP}

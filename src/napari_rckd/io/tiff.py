@@ -85,7 +85,7 @@ def _build_slide(tif: tifffile.TiffFile, path: Path, mpp_override: float | None)
         mpp=mpp_override if mpp_override is not None else metadata.mpp,
         magnification=metadata.magnification,
         vendor=metadata.vendor,
-        compression=keyframe.compression.name.lower(),
+        compression=_compression_name(keyframe.compression),
         tile_shape=_display_chunks(keyframe),
         associated=LazyImages(_associated_loaders(tif, series), source=path.name),
         closers=[close],
@@ -155,6 +155,14 @@ def _fast_path_ok(page) -> bool:
         and page.planarconfig == 1
         and page.imagedepth == 1
     )
+
+
+def _compression_name(code: int) -> str:
+    """tifffile gives a plain int, not its enum, for some uncompressed pages (CryoNuSeg's)."""
+    try:
+        return tifffile.COMPRESSION(code).name.lower()
+    except ValueError:
+        return f"compression-{int(code)}"
 
 
 def _display_chunks(keyframe: tifffile.TiffPage) -> tuple[int, int]:

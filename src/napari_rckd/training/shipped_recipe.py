@@ -6,7 +6,7 @@ DATA is a data folder laid out like the project's shared data (``nuclei/`` groun
 ``slides/``, ``tiles/`` and a ``manifest.csv`` with each file's mpp). It trains the nuclei
 teacher on every labelled nuclei source (``OUT/teacher``), then distils it into ``rckd_csat``
 on all the unlabeled H&E in DATA (``OUT/csat``): slides and tiles whose pixel size is known
-from the file or the manifest, and LC25000 tiles at an assumed pixel size (one tile per source
+from the manifest, and LC25000 tiles at an assumed pixel size (one tile per source
 image: the others are rotations and flips of it). Both stages resume when run again.
 """
 
@@ -29,6 +29,13 @@ UNLABELED_KINDS = ("slide", "nuclei-image", "region", "tile")
 # Same pixels in other containers, and the one IHC slide: left out of stage 1.
 SKIPPED = ("pyramid-deflate", "pyramid-jpeg", "ihc-", "dicom/")
 STAGE1 = dict(tile_size=160, tiles=3000, steps=1000, batch_size=16, lr=2e-3, boundaries=True)
+STAGE1_SIDE_UM = STAGE1["tile_size"] * 0.5  # pretrain's default 0.5 µm/px
+
+
+def _side_um(shape: str, mpp: float) -> float:
+    """The short side in µm of a manifest ``shape`` such as ``512x512x3``."""
+    height, width = (int(n) for n in shape.split("x")[:2])
+    return min(height, width) * mpp
 
 
 def stage1_sources(data: Path) -> tuple[list[Path], dict[str, float]]:
@@ -43,10 +50,11 @@ def stage1_sources(data: Path) -> tuple[list[Path], dict[str, float]]:
                 continue
             path = data / row["path"]
             value = (row["mpp"] or "").strip().lstrip("~")
-            if value:
-                table[str(path.resolve())] = float(value)
-            elif row["kind"] != "slide":  # a slide may record its own mpp; tiles must not guess
+            if not value:  # an unknown pixel size would teach the student the wrong scale
                 continue
+            if _side_um(row["shape"], float(value)) < STAGE1_SIDE_UM:
+                continue  # smaller than one stage-1 tile (PanNuke's 512 px at 0.125 µm/px)
+            table[str(path.resolve())] = float(value)
             paths.append(path)
     groups = data / "tiles" / "lc25000-lung-dev" / "groups.csv"
     if groups.is_file():
@@ -73,18 +81,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="run folder: OUT/teacher and OUT/csat")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--teacher",
+        default=None,
+        help="distil this nuclei teacher (e.g. 'learned', the shipped one) instead of training one",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    teacher_dir = args.out / "teacher"
     common = dict(device=args.device, workers=args.workers, callbacks=[TqdmProgress()])
-    train_teacher(args.data / "nuclei", teacher_dir, resume=True, **common)  # no-op once done
+    teacher = args.teacher
+    if teacher is None:
+        teacher_dir = args.out / "teacher"
+        train_teacher(args.data / "nuclei", teacher_dir, resume=True, **common)  # no-op once done
+        teacher = str(teacher_dir / "best.safetensors")
     paths, table = stage1_sources(args.data)
     log.info("stage 1 on %d unlabeled files", len(paths))
     pretrain(
         paths,
         args.out / "csat",
-        teacher=str(teacher_dir / "best.safetensors"),
+        teacher=teacher,
         mpp_table=table,
         resume=True,
         **STAGE1,
