@@ -38,6 +38,19 @@ def test_live_then_whole_slide_then_export(tmp_path, crop, checkpoints):  # noqa
     rows = (tmp_path / "whole" / "crop.nuclei.csv").read_text().splitlines()
     assert rows[0].startswith("id,centroid_x_um") and len(rows) > 20
 
+    csv = tmp_path / "whole" / "crop.nuclei.csv"
+    before = csv.read_bytes()
+    with pytest.raises(RckdError, match="already holds results of crop .crop.nuclei.csv"):
+        analysis.export(tmp_path / "whole" / "crop", ["csv"])
+    assert csv.read_bytes() == before  # nothing replaced unasked
+    analysis.export(tmp_path / "whole" / "crop", ["ome-tiff"])  # a new format: the rest stay
+    analysis.export(tmp_path / "whole" / "crop", ["csv"], overwrite=True)
+    names = sorted(p.name for p in (tmp_path / "whole").iterdir())
+    assert names == [
+        "crop.nuclei.csv", "crop.nuclei.geojson", "crop.nuclei.ome.tif",
+        "crop.region.geojson", "crop.region.ome.tif",
+    ]  # fmt: skip  (and no staging folder left behind)
+
 
 def test_bad_choices_are_one_sentence(crop, tmp_path):  # noqa: F811
     with pytest.raises(RckdError, match="nothing to predict"):

@@ -147,8 +147,10 @@ def test_bad_models_and_slides_leave_a_message(widget, checkpoints, make_napari_
 
 
 def test_whole_slide_run_reports_progress_adds_layers_and_exports(
-    widget, checkpoints, qtbot, tmp_path
+    widget, checkpoints, qtbot, tmp_path, monkeypatch
 ):
+    from qtpy.QtWidgets import QMessageBox
+
     from napari_rckd.inference.wholeslide import open_results
 
     widget.set_model("subtype", str(checkpoints["subtype"]))
@@ -178,6 +180,19 @@ def test_whole_slide_run_reports_progress_adds_layers_and_exports(
     assert (tmp_path / "export" / "crop.subtype.geojson").is_file()
     assert (tmp_path / "export" / "crop.nuclei.ome.tif").stat().st_size > 0
     assert "exported ome-tiff" in widget.status.text()
+
+    asked = []
+    answer = QMessageBox.No
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a) or answer)
+    before = (tmp_path / "export" / "crop.nuclei.csv").read_bytes()
+    assert widget._on_export_clicked("csv") is None  # declined: nothing replaced
+    assert "kept the csv exports" in widget.status.text() and len(asked) == 1
+    assert (tmp_path / "export" / "crop.nuclei.csv").read_bytes() == before
+    answer = QMessageBox.Yes
+    worker = widget._on_export_clicked("csv")
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    assert "exported csv" in widget.status.text() and len(asked) == 2
 
 
 def test_whole_slide_cancel_stops_early(widget, qtbot, tmp_path):

@@ -159,7 +159,7 @@ def test_predict_refuses_then_overwrites_then_survives_a_full_disk(
     def disk_full(self, stem, exports):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Analysis, "export", disk_full)
+    monkeypatch.setattr(Analysis, "write_exports", disk_full)
     assert _predict(crop_path, out, "--overwrite") == 2
     assert "the disk is full" in capsys.readouterr().err
     assert _snapshot(out) == second and (out / "crop.nuclei.csv").read_bytes() == csv

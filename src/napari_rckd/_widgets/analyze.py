@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -428,7 +429,13 @@ class AnalyzeWidget(QWidget):
         folder = Path(self.export_dir.text() or slide.path.parent)
         self.export_dir.setText(str(folder))
         stem = folder / layer.name
-        worker = thread_worker(self.analysis.export, start_thread=False)(stem, [kind])
+        there = [p.name for p in self.analysis.export_targets(stem, [kind]) if p.exists()]
+        if there and not self._confirm_replace(folder, there):
+            self.status.setText(f"kept the {kind} exports already in {folder}")
+            return None
+        worker = thread_worker(self.analysis.export, start_thread=False)(
+            stem, [kind], overwrite=bool(there)
+        )
         worker.returned.connect(lambda _: show_info(f"exported {kind} to {folder}"))
         worker.returned.connect(lambda _: self.status.setText(f"exported {kind} beside {stem}"))
         worker.errored.connect(self._on_worker_error)
@@ -436,6 +443,17 @@ class AnalyzeWidget(QWidget):
         self.worker = worker
         worker.start()
         return worker
+
+    def _confirm_replace(self, folder: Path, names: list[str]) -> bool:
+        """Ask before an export replaces files the user already has."""
+        answer = QMessageBox.question(
+            self,
+            "Replace exports?",
+            f"{folder} already holds {', '.join(names)}. Replace them?",
+            QMessageBox.Yes | QMessageBox.No,
+            QMessageBox.No,
+        )
+        return answer == QMessageBox.Yes
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         self._stop.set()

@@ -154,5 +154,5 @@ def predict_slide(path: Path, models, device, out: Path, exports, args, sources=
         if damaged:
             print(f"{path.name}: {damaged} damaged tiles skipped (predicted as glass)")
         if exports:
-            analysis.export(staging / path.stem, exports)
+            analysis.write_exports(staging / path.stem, exports)
     return analysis.sources

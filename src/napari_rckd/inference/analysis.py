@@ -18,7 +18,8 @@ from pathlib import Path
 from napari_rckd.defaults import DEFAULT_EXPORTS, DEFAULT_NUCLEI, EXPORTS, KINDS
 from napari_rckd.errors import RckdError
 from napari_rckd.inference.cache import ResultCache
-from napari_rckd.inference.export import export_results
+from napari_rckd.inference.export import export_results, export_targets
+from napari_rckd.inference.outputs import recover, staged_outputs
 from napari_rckd.inference.predictor import DEFAULT_BATCH, Predictor
 from napari_rckd.inference.sources import REGION_THRESHOLD, Source
 from napari_rckd.inference.store import open_root
@@ -144,14 +145,34 @@ class Analysis:
         self.results = predictor
         return predictor
 
-    def export(self, stem: str | Path, exports: Sequence[str] = DEFAULT_EXPORTS) -> list[Path]:
-        """Write ``exports`` (geojson, csv, ome-tiff) of the latest results as ``stem.*``."""
+    def export(
+        self, stem: str | Path, exports: Sequence[str] = DEFAULT_EXPORTS, overwrite: bool = False
+    ) -> list[Path]:
+        """Write ``exports`` (geojson, csv, ome-tiff) of the latest results as ``stem.*``.
+
+        They are staged and appear together (`staged_outputs`); files already there are
+        replaced only with ``overwrite``, and the slide's other exports are left alone.
+        """
+        stem = Path(stem)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        recover(stem.parent)
+        names = [p.name for p in self.export_targets(stem, exports)]
+        with staged_outputs(stem.parent, stem.name, overwrite, only=names) as staging:
+            self.write_exports(staging / stem.name, exports)
+        return [stem.parent / name for name in names]
+
+    def write_exports(self, stem: str | Path, exports: Sequence[str]) -> list[Path]:
+        """`export` without staging, for a caller that stages the whole slide (`predict`)."""
         if self.results is None:
             raise RckdError("nothing to export yet: run live or whole-slide analysis first.")
         unknown = sorted(set(exports) - set(EXPORTS))
         if unknown:
             raise RckdError(f"export {', '.join(unknown)} is unknown; use {', '.join(EXPORTS)}.")
-        Path(stem).parent.mkdir(parents=True, exist_ok=True)
         return export_results(
             self.results.stores, self.results.sources.values(), self.slide, stem, exports
         )
+
+    def export_targets(self, stem: str | Path, exports: Sequence[str]) -> list[Path]:
+        """The files `export` would write (to ask before replacing any)."""
+        sources = self.results.sources.values() if self.results is not None else ()
+        return list(export_targets(sources, stem, exports).values())

@@ -27,6 +27,7 @@ from napari_rckd.atomic import atomic_open, atomic_path
 from napari_rckd.defaults import EXPORTS
 from napari_rckd.errors import RckdError
 from napari_rckd.inference.instances import ID_STRIDE
+from napari_rckd.inference.outputs import RESULT_NAMES
 from napari_rckd.inference.store import ResultStore
 from napari_rckd.inference.tiling import Box
 from napari_rckd.io.annotations import Region, write_annotations
@@ -276,39 +277,45 @@ def parse_exports(text: str) -> list[str]:
     return exports
 
 
+# What each export is called, and which result store it is made from.
+SUFFIXES = (("geojson", "geojson"), ("csv", "csv"), ("ome-tiff", "ome.tif"))
+STORE_OF = {"nuclei": "nuclei_labels", "subtype": "subtype_class", "region": "region_mask"}
+
+
 def export_results(stores: dict[str, ResultStore], sources, slide, stem, exports) -> list[Path]:
     """Write ``exports`` of one analysis's result stores as ``<stem>.<result>.<ext>`` files.
 
     ``sources`` are the model sources that made the stores (their names and class lists);
-    returns the files written.
+    returns the files written (`export_targets`).
     """
     by_name = {source.name: source for source in sources}
-    exports, written = set(exports), []
-
-    def target(name: str, suffix: str) -> Path:
-        written.append(Path(f"{stem}.{name}.{suffix}"))
-        return written[-1]
-
-    if "nuclei" in by_name and exports & {"geojson", "csv"}:
+    targets = export_targets(by_name, stem, exports)
+    nuclei_geojson, nuclei_csv = targets.get(("nuclei", "geojson")), targets.get(("nuclei", "csv"))
+    if nuclei_geojson or nuclei_csv:
         names = by_name["subtype"].class_names if "subtype" in by_name else None
         export_nuclei(
-            stores["nuclei_labels"],
-            slide,
-            target("nuclei", "geojson") if "geojson" in exports else None,
-            target("nuclei", "csv") if "csv" in exports else None,
-            stores.get("subtype_class"),
-            names,
-        )
-    for name, result in (("subtype", "subtype_class"), ("region", "region_mask")):
-        if name not in by_name:
+            stores["nuclei_labels"], slide, nuclei_geojson, nuclei_csv,
+            stores.get("subtype_class"), names,
+        )  # fmt: skip
+    for (name, suffix), path in targets.items():
+        store = stores[STORE_OF[name]]
+        if suffix == "ome.tif":
+            export_ome_tiff(path, store)
+        elif suffix == "geojson" and name != "nuclei":
+            export_regions(path, store, by_name[name].class_names, by_name[name].class_colors)
+    return list(targets.values())
+
+
+def export_targets(sources, stem, exports) -> dict[tuple[str, str], Path]:
+    """The files `export_results` writes for ``sources`` (names or model sources):
+    ``(result, suffix) -> <stem>.<result>.<suffix>``."""
+    names = {getattr(source, "name", source) for source in sources}
+    exports, targets = set(exports), {}
+    for name in RESULT_NAMES:
+        if name not in names:
             continue
-        source = by_name[name]
-        if "geojson" in exports:
-            export_regions(
-                target(name, "geojson"), stores[result], source.class_names, source.class_colors
-            )
-        if "ome-tiff" in exports:
-            export_ome_tiff(target(name, "ome.tif"), stores[result])
-    if "nuclei" in by_name and "ome-tiff" in exports:
-        export_ome_tiff(target("nuclei", "ome.tif"), stores["nuclei_labels"])
-    return written
+        suffixes = [s for e, s in SUFFIXES if e in exports and (name == "nuclei" or e != "csv")]
+        for suffix in suffixes:
+            targets[(name, suffix)] = Path(f"{stem}.{name}.{suffix}")
+    return targets
+

@@ -29,17 +29,19 @@ RESULT_NAMES = ("nuclei", "subtype", "region")  # the <result> of export file na
 READY = "ready.json"
 
 
-def slide_outputs(out: Path, stem: str) -> list[Path]:
-    """The files and folders of one slide's results already in ``out``."""
+def slide_outputs(out: Path, stem: str, only: Iterable[str] | None = None) -> list[Path]:
+    """The files and folders of one slide's results already in ``out`` (among ``only``)."""
     if not out.is_dir():
         return []
+    if only is not None:
+        return sorted(out / name for name in set(only) if (out / name).exists())
     return sorted(p for p in out.iterdir() if _belongs(p.name, stem))
 
 
-def refuse_existing(out: Path, stems: Iterable[str]) -> None:
+def refuse_existing(out: Path, stems: Iterable[str], only: Iterable[str] | None = None) -> None:
     """Raise one sentence when ``out`` already holds results of one of the slides ``stems``."""
     for stem in stems:
-        old = slide_outputs(out, stem)
+        old = slide_outputs(out, stem, only)
         if old:
             raise RckdError(
                 f"{out} already holds results of {stem} ({', '.join(p.name for p in old)}); "
@@ -48,15 +50,18 @@ def refuse_existing(out: Path, stems: Iterable[str]) -> None:
 
 
 @contextmanager
-def staged_outputs(out: Path, stem: str, overwrite: bool) -> Iterator[Path]:
+def staged_outputs(
+    out: Path, stem: str, overwrite: bool, only: Iterable[str] | None = None
+) -> Iterator[Path]:
     """A staging folder for one slide's outputs, published into ``out`` when the block succeeds.
 
     Refuses a folder that already holds results of this slide unless ``overwrite``; turns a
-    read-only folder or a full disk into one sentence.
+    read-only folder or a full disk into one sentence. ``only`` (file names) limits what is
+    replaced to those files, so exporting one format leaves the slide's others alone.
     """
     if not overwrite:
-        refuse_existing(out, [stem])
-    old = slide_outputs(out, stem)
+        refuse_existing(out, [stem], only)
+    old = slide_outputs(out, stem, only)
     staging = out / f".{stem}.{os.getpid()}.staging"
     try:
         _fresh(staging)
@@ -123,9 +128,9 @@ def _remove(path: Path) -> None:
 
 def _write_failure(out: Path, stem: str, error: OSError) -> str:
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        why = "the folder is read-only (permission denied); choose another --out"
+        why = "the folder is read-only (permission denied); choose another folder"
     elif error.errno in (errno.ENOSPC, errno.EDQUOT):
-        why = "the disk is full; free some space or choose another --out"
+        why = "the disk is full; free some space or choose another folder"
     else:
         why = f"{error.strerror or error}; check the folder"
     return f"could not write the results of {stem} into {out}: {why} (earlier results are intact)."
