@@ -1,6 +1,7 @@
 """Make docs/images/analyze.png: CMU-1-Small-Region with live nuclei from the built-in teacher
 and the Analyze slide widget. Run under a display, e.g.
-``xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_analyze_screenshot.py SLIDE``."""
+``xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_analyze_screenshot.py SLIDE``.
+``... SLIDE OUT NUCLEI`` picks another nuclei model (docs/teachers.md compares them this way)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from pathlib import Path
 
 
-def main(slide: str, out: str = "docs/images/analyze.png") -> None:
+def main(slide: str, out: str = "docs/images/analyze.png", nuclei: str = "builtin") -> None:
     import napari
     import timm  # noqa: F401  (before the GL context: triton's LLVM clashes with Mesa's)
     from PIL import Image
@@ -22,6 +23,7 @@ def main(slide: str, out: str = "docs/images/analyze.png") -> None:
     viewer.open(slide, plugin="napari-rckd")
     widget = AnalyzeWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Analyze slide", area="right")
+    widget.set_model("nuclei", nuclei)
     mpp = viewer.layers[0].metadata["mpp"]
     viewer.scene.camera.center = (1900 * mpp, 1250 * mpp)
     viewer.scene.camera.zoom = 1.5 / mpp  # 1.5 screen pixels per slide pixel

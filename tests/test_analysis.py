@@ -47,8 +47,11 @@ def test_live_then_whole_slide_then_export(tmp_path, crop, checkpoints):  # noqa
     analysis.export(tmp_path / "whole" / "crop", ["csv"], overwrite=True)
     names = sorted(p.name for p in (tmp_path / "whole").iterdir())
     assert names == [
-        "crop.nuclei.csv", "crop.nuclei.geojson", "crop.nuclei.ome.tif",
-        "crop.region.geojson", "crop.region.ome.tif",
+        "crop.nuclei.csv",
+        "crop.nuclei.geojson",
+        "crop.nuclei.ome.tif",
+        "crop.region.geojson",
+        "crop.region.ome.tif",
     ]  # fmt: skip  (and no staging folder left behind)
 
 

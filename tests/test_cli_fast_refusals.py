@@ -50,3 +50,14 @@ def test_bad_input_is_refused_before_torch_loads(case, tmp_path):
     error = done.stderr.strip()
     assert EXPECTED[case] in error and error.count("\n") == 0, error
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_every_named_nuclei_model_passes_the_path_checks():
+    """A name such as ``learned`` is a model, not a missing file (it once was refused)."""
+    import argparse
+
+    from napari_rckd.commands import checks
+    from napari_rckd.defaults import NAMED_NUCLEI
+
+    for name in NAMED_NUCLEI:
+        checks.evaluate(argparse.Namespace(command="nuclei", teacher=[name], data="."))

@@ -40,7 +40,7 @@ def test_predict_without_options_writes_nuclei_zarr_geojson_and_csv(
 
     with pytest.raises(SystemExit):
         main(["predict", "--help"])
-    assert f"{DEFAULT_NUCLEI} (default)" in " ".join(capsys.readouterr().out.split())
+    assert f"{DEFAULT_NUCLEI} (default:" in " ".join(capsys.readouterr().out.split())
     # the default model is whatever DEFAULT_NUCLEI names; a fast one keeps this test short
     monkeypatch.setattr(predict, "DEFAULT_NUCLEI", "otsu")
     out = tmp_path / "out"

@@ -60,9 +60,9 @@ def test_widget_is_registered_and_lists_slide_layers(widget):
     assert isinstance(widget, AnalyzeWidget)
     assert "Analyze slide" in DOCKED_WIDGETS
     assert widget.image.currentText() == "crop"
-    assert widget.models["nuclei"].currentData() == "builtin"
+    assert widget.models["nuclei"].currentData() == "auto"
     assert widget.models["subtype"].currentData() == "<none>"
-    assert widget.chosen_models() == {"nuclei": "builtin", "subtype": None, "region": None}
+    assert widget.chosen_models() == {"nuclei": "auto", "subtype": None, "region": None}
     assert widget.device.itemData(0) == "auto" and widget.device.findData("cpu") >= 0
 
 
@@ -70,6 +70,7 @@ def test_live_callbacks_fill_layers_and_toggle(widget, checkpoints, qtbot):
     widget.live_box.setChecked(True)  # the toggled signal calls _on_live_toggled(True)
     live = widget.live
     assert live is not None and live.enabled
+    assert "classical detector, chosen for the CPU" in widget.status.toolTip()  # auto on CPU
     qtbot.waitUntil(lambda: bool(live.predictor.tiles_done("nuclei")), timeout=20000)
     qtbot.waitUntil(lambda: "tiles/s" in widget.status.text(), timeout=5000)
     assert widget.status.text().startswith("auto")

@@ -53,7 +53,9 @@ def test_open_slide_is_listed_for_stage_1(viewer_and_widget):
     assert settings.stage1 and not settings.stage2
 
 
-def test_stage_1_and_2_train_to_a_classifier_sent_to_live_analysis(viewer_and_widget, qtbot):
+def test_stage_1_and_2_train_to_a_classifier_sent_to_live_analysis_with_a_random_comparison(
+    viewer_and_widget, qtbot
+):
     from napari_rckd._widgets.train_job import TRAINED
     from napari_rckd.models import load_checkpoint
 
@@ -64,6 +66,7 @@ def test_stage_1_and_2_train_to_a_classifier_sent_to_live_analysis(viewer_and_wi
     widget.stage2_box.setChecked(True)
     widget.budget.setValue(2)
     widget.stage2_budget.setValue(2)
+    widget.compare_random.setChecked(True)
     received = []
     TRAINED.model_ready.connect(lambda path, kind: received.append((path, kind)))
 
@@ -72,7 +75,9 @@ def test_stage_1_and_2_train_to_a_classifier_sent_to_live_analysis(viewer_and_wi
     qtbot.waitUntil(lambda: not widget.running, timeout=TRAINING_S)
     assert widget.status.text().startswith("Training completed."), widget.status.text()
     assert widget.progress.value() == widget.progress.maximum() == 2
-    assert len(widget.plot.loss) == 4  # two steps per stage
+    assert len(widget.plot.loss) == 2  # the plot restarts with each run
+    assert "from random weights" in widget.comparison.text(), widget.comparison.text()
+    assert (widget.process.out_dir / "stage2-random" / "last.safetensors").exists()
     model, metadata = load_checkpoint(widget.checkpoint)
     assert model.config.task == "classify" and model.config.class_names == ["tumour", "stroma"]
     assert metadata["provenance"]["init"]["name"] == "best.safetensors"  # stage 1's student

@@ -159,3 +159,25 @@ def test_real_tiles_through_dense_and_classify_models():
     assert probability.shape == (2, 1, 224, 224) and logits.shape == (2, 8)
     assert torch.isfinite(logits).all()
     assert not torch.allclose(logits[0], logits[1])  # different tissue, different output
+
+
+def test_pyramid_head_pools_every_stage_and_round_trips(tmp_path):
+    from napari_rckd.models import load_checkpoint, save_checkpoint
+
+    config = ModelConfig(task="classify", backbone="resnet18", num_outputs=3, head="pyramid")
+    model = create_model(config).eval()
+    assert model.head.fc.in_features == sum(model.backbone.feature_info.channels())
+    x = torch.rand(2, 3, 64, 64)
+    path = save_checkpoint(tmp_path / "pyramid.safetensors", model, {})
+    loaded, metadata = load_checkpoint(path)
+    assert metadata["config"]["head"] == "pyramid"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_checkpoints_without_a_head_field_are_last_stage_classifiers():
+    data = ModelConfig(task="classify", num_outputs=2).to_dict()
+    del data["head"]  # written before the choice existed
+    assert ModelConfig.from_dict(data).head == "last"
+    with pytest.raises(RckdError, match="head 'mean' is unknown"):
+        ModelConfig(task="classify", num_outputs=2, head="mean")

@@ -13,6 +13,7 @@ def test_bench_models_writes_rows(tmp_path, capsys):
     out = tmp_path / "models.json"
     argv = ["bench", "models", "--models", "rckd_csat", "resnet18", "--sizes", "64"]
     argv += ["--batch", "1", "--seconds", "0.01", "--threads", "1", "--json", str(out)]
+    argv += ["--nuclei", "builtin", "csat"]
     threads = torch.get_num_threads()
     try:
         assert main(argv) == 0
@@ -26,4 +27,7 @@ def test_bench_models_writes_rows(tmp_path, capsys):
     assert abs(csat["GMACs"] - 1.07 * (64 / 224) ** 2) < 0.02  # MACs scale with pixels
     assert csat["images_per_s"] > 0 and 0 < csat["fraction_of_peak"] < 2
     assert payload["matmul_peak_GMAC_per_s"] > 0
-    assert "| rckd_csat" in capsys.readouterr().out
+    nuclei = {row["nuclei_model"]: row["tiles_per_s"] for row in payload["nuclei_models"]}
+    assert set(nuclei) == {"builtin", "csat"} and min(nuclei.values()) > 0
+    printed = capsys.readouterr().out
+    assert "| rckd_csat" in printed and "Nuclei models end to end" in printed

@@ -17,7 +17,7 @@ def cpm_tile() -> np.ndarray:
     return read_rgb(shared_path("nuclei/cpm15/image02.png"))[:256, :320]
 
 
-@pytest.mark.parametrize("spec", ["builtin", "learned", "classical", "otsu"])
+@pytest.mark.parametrize("spec", ["builtin", "learned", "csat", "classical", "otsu"])
 def test_output_contract(spec, cpm_tile):
     teacher = get_teacher(spec)
     assert isinstance(teacher, Teacher)

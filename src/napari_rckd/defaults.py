@@ -4,10 +4,15 @@ The command line reads these while building ``--help`` (so this module imports n
 the engine (``inference.analysis``) and the widgets use the same names.
 """
 
-# The nuclei model that runs when none is chosen. A teacher spec, so swapping what "builtin"
-# means (a classical detector today, a learned model later) changes nothing elsewhere.
-DEFAULT_NUCLEI = "builtin"
+# The nuclei model that runs when none is chosen: "auto" picks one for the device
+# (`napari_rckd.inference.nuclei_choice`: the classical detector on CPU, the student on a GPU).
+DEFAULT_NUCLEI = "auto"
+# Nuclei models named rather than given as a file (`napari_rckd.teachers.get_teacher`).
+NAMED_NUCLEI = ("builtin", "learned", "csat", "classical", "otsu", "cellpose", "instanseg")
 # Result kinds an analysis computes, and the files it can export.
 KINDS = ("nuclei", "subtype", "region")
 EXPORTS = ("geojson", "csv", "ome-tiff")
 DEFAULT_EXPORTS = ("geojson", "csv")
+# Classifier heads (ModelConfig.head) and the one stage 2 trains when none is named.
+HEADS = ("last", "pyramid")
+STAGE2_HEAD = "last"

@@ -32,7 +32,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_rckd._widgets.choices import BUILTIN, KINDS, RecentModels, detect_devices
+from napari_rckd._widgets.choices import (
+    KINDS,
+    NUCLEI_MODELS,
+    RecentModels,
+    detect_devices,
+)
 from napari_rckd._widgets.live import LiveAnalysis, add_result_layers, source_classes
 from napari_rckd._widgets.mpp_field import MppField
 from napari_rckd._widgets.train_job import TRAINED
@@ -176,7 +181,8 @@ class AnalyzeWidget(QWidget):
         box.blockSignals(True)
         box.clear()
         if kind == "nuclei":
-            box.addItem("built-in teacher", BUILTIN)
+            for label, spec in NUCLEI_MODELS:
+                box.addItem(label, spec)
         box.addItem("none", NONE)
         for path in self.recent.get(kind):
             box.addItem(Path(path).name, path)
@@ -251,8 +257,12 @@ class AnalyzeWidget(QWidget):
 
     def _start_live(self) -> None:
         layer, _ = self._slide()
-        predictor = self._analysis().live()
+        analysis = self._analysis()
+        predictor = analysis.live()
         self.live = LiveAnalysis(self.viewer, layer, predictor, on_status=self._show_status)
+        self.status.setToolTip(analysis.nuclei_note or "")
+        if analysis.nuclei_note:
+            self._show_status(analysis.nuclei_note)
         for kind, box in self.toggles.items():
             if kind in predictor.sources and not box.isChecked():
                 self.live.set_active(kind, False)
@@ -327,9 +337,9 @@ class AnalyzeWidget(QWidget):
 
     @reporting
     def set_model(self, kind: str, path: str | None) -> None:
-        """Choose a checkpoint (remembered as recent) or ``None``/builtin for ``kind``."""
+        """Choose a checkpoint (remembered as recent), a packaged nuclei model or ``None``."""
         path = NONE if path is None else str(path)
-        if path not in (NONE, BUILTIN):
+        if path != NONE and path not in dict(NUCLEI_MODELS).values():
             self.recent.add(kind, path)
             path = self.recent.get(kind)[0] if self.recent.get(kind) else path
         self._fill_models(kind, select=path)

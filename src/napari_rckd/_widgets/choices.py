@@ -15,9 +15,15 @@ from napari_rckd.defaults import DEFAULT_NUCLEI, KINDS
 
 log = logging.getLogger(__name__)
 
-BUILTIN = DEFAULT_NUCLEI  # the nuclei model offered first (and chosen) in Analyze slide
+# The packaged nuclei models, as (label, spec): the default first (docs/teachers.md compares them).
+NUCLEI_MODELS = (
+    ("automatic (by device)", DEFAULT_NUCLEI),
+    ("built-in classical detector", "builtin"),
+    ("learned teacher", "learned"),
+    ("RCKD-CSAT student", "csat"),
+)
 RECENT_LIMIT = 8
-__all__ = ["BUILTIN", "KINDS", "DeviceChoice", "RecentModels", "detect_devices"]
+__all__ = ["KINDS", "NUCLEI_MODELS", "DeviceChoice", "RecentModels", "detect_devices"]
 
 
 @dataclass(frozen=True)

@@ -276,7 +276,7 @@ class Demo:
             raise RckdError(f"demo training ({kind}) did not finish: {widget.status.text()}")
 
     def analyze(self):
-        from napari_rckd._widgets.choices import BUILTIN
+        from napari_rckd.defaults import DEFAULT_NUCLEI
 
         widget = self._show("Analyze slide")
         self.shapes.visible = self.labels.visible = False  # the results, not the annotations
@@ -297,7 +297,7 @@ class Demo:
         self._count(widget.live.predictor, "student")
         self.snap("live-student", f"live nuclei from the stage-1 student: {name}",
                   status=widget.status.text())  # fmt: skip
-        widget.set_model("nuclei", BUILTIN)  # back to the teacher (cached) for the exports
+        widget.set_model("nuclei", DEFAULT_NUCLEI)  # back to the teacher (cached) for exports
         self._look(widget, centre, zoom)
         self.analyze_widget = widget
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -31,7 +32,13 @@ from qtpy.QtWidgets import (
 
 from napari_rckd._widgets.annotate import DEFAULT_CLASSES
 from napari_rckd._widgets.loss_plot import LossPlot
-from napari_rckd._widgets.train_job import TRAINED, TrainSettings, format_eta, prepare_job
+from napari_rckd._widgets.train_job import (
+    TRAINED,
+    TrainSettings,
+    comparison_text,
+    format_eta,
+    prepare_job,
+)
 from napari_rckd.errors import RckdError
 from napari_rckd.training.subprocess_runner import TrainingProcess
 
@@ -65,7 +72,9 @@ class TrainWidget(QWidget):
         self.slide_list.setMaximumHeight(90)
         self.add_files_button = QPushButton("Add slides…")
         self.teacher = QComboBox(editable=True)
-        self.teacher.addItems(["builtin", "learned", "classical", "otsu", "cellpose", "instanseg"])
+        self.teacher.addItems(
+            ["builtin", "learned", "csat", "classical", "otsu", "cellpose", "instanseg"]
+        )
         self.backbone = QComboBox(editable=True)
         self.backbone.addItems(["rckd_csat", "resnet18"])
         self.tile_size = QSpinBox(minimum=32, maximum=1024, singleStep=32, value=256)
@@ -97,6 +106,11 @@ class TrainWidget(QWidget):
         self.new_class = QLineEdit(placeholderText="class name")
         self.add_class_button, self.remove_class_button = QPushButton("+"), QPushButton("−")
         self.stage2_budget = QSpinBox(minimum=1, maximum=10_000_000, value=500)
+        self.compare_random = QCheckBox("Also train from random weights, to compare")
+        self.compare_random.setToolTip(
+            "Trains stage 2 twice (double the time) and shows both validation scores: "
+            "what the RCKD start is worth on your annotations."
+        )
         form2 = QFormLayout(self.stage2_box)
         form2.addRow("Task", self.task)
         form2.addRow("Regions", self.shapes_box)
@@ -107,6 +121,7 @@ class TrainWidget(QWidget):
             row.addWidget(w)
         form2.addRow("", row)
         form2.addRow("Budget", self.stage2_budget)
+        form2.addRow("", self.compare_random)
 
         shared = QFormLayout()
         shared.addRow("Tile size (px)", self.tile_size)
@@ -133,6 +148,8 @@ class TrainWidget(QWidget):
         self.plot = LossPlot()
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
+        self.comparison = QLabel("")
+        self.comparison.setWordWrap(True)
         self.checkpoint_label = QLabel("")
         self.checkpoint_label.setWordWrap(True)
         self.checkpoint_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
@@ -144,8 +161,8 @@ class TrainWidget(QWidget):
             layout.addWidget(w)
         layout.addLayout(shared)
         layout.addLayout(buttons)
-        for w in (self.progress, self.eta, self.plot, self.status, self.checkpoint_label,
-                  self.use_button):  # fmt: skip
+        for w in (self.progress, self.eta, self.plot, self.status, self.comparison,
+                  self.checkpoint_label, self.use_button):  # fmt: skip
             layout.addWidget(w)
         layout.addStretch()
 
@@ -228,6 +245,7 @@ class TrainWidget(QWidget):
             task=self.task.currentText(),
             classes=[self.class_list.item(i).text() for i in range(self.class_list.count())],
             stage2_budget=self.stage2_budget.value(),
+            compare_random=self.compare_random.isChecked(),
         )
 
     def _layer(self, box: QComboBox):
@@ -294,6 +312,8 @@ class TrainWidget(QWidget):
         if kind == "status":
             self._report(event["message"])
         elif kind == "fit_start":
+            if event["start_step"] == 0:
+                self.plot.clear()
             self.progress.setMaximum(event["total_steps"])
             self.progress.setValue(event["start_step"])
             self._report(f"{stage}: training")
@@ -308,6 +328,8 @@ class TrainWidget(QWidget):
             if metric is not None:
                 self.plot.metric.append((event["step"], event["metrics"][metric]))
                 self.plot.update()
+        elif kind == "comparison":
+            self.comparison.setText(comparison_text(event))
         elif kind == "end":
             self._finished(event)
         elif kind == "error":

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from napari_rckd.defaults import NAMED_NUCLEI
 from napari_rckd.errors import RckdError
 
 # Specs that name something built in rather than a file.
-NAMED_MODELS = {"builtin", "csat", "classical", "otsu", "cellpose", "instanseg", "none", "imagenet"}
+NAMED_MODELS = {*NAMED_NUCLEI, "none", "imagenet"}
 
 
 def existing(paths: Iterable[str | None], what: str, folder: bool | None = None) -> None:

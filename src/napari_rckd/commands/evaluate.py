@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_TEACHERS = ("learned", "classical", "otsu")
+DEFAULT_TEACHERS = ("learned", "csat", "classical", "otsu")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SPEC",
         help="builtin (default: the classical detector), learned, csat, classical, otsu, cellpose, "
         "instanseg, a TorchScript file or a .safetensors checkpoint; repeat to compare "
-        "(default: learned, classical and otsu)",
+        "(default: learned, csat, classical and otsu)",
     )
     nuclei.add_argument(
         "--data", required=True, metavar="DIR", help="ground-truth folder, e.g. data/nuclei"

@@ -17,11 +17,14 @@ import argparse
 
 from napari_rckd.commands import checks
 from napari_rckd.commands.pretrain import add_shared_training_arguments, stop_on_signals, summary
+from napari_rckd.defaults import HEADS, STAGE2_HEAD
 
 EPILOG = """examples:
-  # tissue classes from file-name prefixes, starting from an RCKD stage-1 student
-  napari-rckd finetune tiles/crc/ --out runs/crc --init runs/stage1/best.safetensors \\
-      --label-from prefix --epochs 30 --patience 5
+  # tissue classes from file-name prefixes, starting from the shipped RCKD-CSAT student
+  napari-rckd finetune tiles/crc/ --out runs/crc --label-from prefix --epochs 30 --patience 5
+
+  # ... or from your own stage-1 student
+  napari-rckd finetune tiles/crc/ --out runs/crc-own --init runs/stage1/best.safetensors --epochs 30
 
   # the same from random weights, or from timm's ImageNet weights (needs the download)
   napari-rckd finetune tiles/crc/ --out runs/crc-random --init none --epochs 30
@@ -50,9 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--init",
-        default="none",
-        help="stage-1 checkpoint (.safetensors) to start from, 'csat' (the shipped RCKD-CSAT "
-        "student), 'imagenet' or 'none' (default)",
+        help="where to start: 'csat' (the shipped RCKD-CSAT student; the default for "
+        "rckd_csat), a stage-1 checkpoint (.safetensors), 'imagenet' or 'none' (random; the "
+        "default for other backbones)",
     )
     parser.add_argument("--classes", help="class names, comma-separated (default: from the data)")
     parser.add_argument(
@@ -87,9 +90,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--patience", type=int, help="stop after this many validations without improvement"
     )
+    add_head_argument(parser)
     add_shared_training_arguments(parser, tile_size=224, workers=2)
     # Stage 2 starts from the init checkpoint's backbone unless told otherwise.
     parser.set_defaults(backbone=None)
+
+
+def add_head_argument(parser: argparse.ArgumentParser) -> None:
+    """--head, shared with `bench transfer` so the benchmark trains what users train."""
+    parser.add_argument(
+        "--head",
+        choices=HEADS,
+        default=STAGE2_HEAD,
+        help="classifier on the deepest stage's features (last) or on every stage's (pyramid); "
+        f"default {STAGE2_HEAD}",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             workers=args.workers,
             seed=args.seed,
+            head=args.head,
             resume=args.resume,
             callbacks=[TqdmProgress()],
             stop_event=stop,

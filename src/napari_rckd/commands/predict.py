@@ -28,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--nuclei",
         metavar="SPEC",
         default=DEFAULT_NUCLEI,
-        help=f"nuclei model: {DEFAULT_NUCLEI} (default), otsu, a TorchScript teacher, a dense "
-        "student .safetensors, or none",
+        help=f"nuclei model: {DEFAULT_NUCLEI} (default: the classical detector on CPU, the "
+        "RCKD-CSAT student on a GPU), builtin, learned, csat, classical, otsu, a TorchScript "
+        "teacher, a dense student .safetensors, or none",
     )
     parser.add_argument(
         "--subtype", metavar="CKPT", help="a classification .safetensors checkpoint"
@@ -145,6 +146,8 @@ def predict_slide(path: Path, models, device, out: Path, exports, args, sources=
             batch_size=args.batch_size,
             region_threshold=args.region_threshold,
         )
+        if analysis.nuclei_note:
+            print(analysis.nuclei_note)
         damaged = 0
         with tqdm(desc=path.name, unit="tile") as bar:
             for progress in analysis.run_whole_slide(staging / f"{path.stem}.zarr"):

@@ -19,6 +19,7 @@ from napari_rckd.defaults import DEFAULT_EXPORTS, DEFAULT_NUCLEI, EXPORTS, KINDS
 from napari_rckd.errors import RckdError
 from napari_rckd.inference.cache import ResultCache
 from napari_rckd.inference.export import export_results, export_targets
+from napari_rckd.inference.nuclei_choice import choose_nuclei
 from napari_rckd.inference.outputs import recover, staged_outputs
 from napari_rckd.inference.predictor import DEFAULT_BATCH, Predictor
 from napari_rckd.inference.sources import REGION_THRESHOLD, Source
@@ -90,13 +91,16 @@ class Analysis:
                 f"{slide.path.name} does not record its pixel size; give it (--slide-mpp on the "
                 "command line, the mpp field in Analyze slide), e.g. 0.5 for 20x, 0.25 for 40x."
             )
+        self.nuclei_note = None  # why this nuclei model, when ``auto`` chose it
         if sources is None:
-            models = {"nuclei": DEFAULT_NUCLEI} if models is None else models
+            models = dict({"nuclei": DEFAULT_NUCLEI} if models is None else models)
             unknown = sorted(set(models) - set(KINDS))
             if unknown:
                 raise RckdError(
                     f"model kind {', '.join(unknown)} is unknown; use {', '.join(KINDS)}."
                 )
+            if models.get("nuclei"):
+                models["nuclei"], self.nuclei_note = choose_nuclei(models["nuclei"], device)
             sources = build_sources(**models, device=device, region_threshold=region_threshold)
         self.slide = slide
         self.sources = list(sources)

@@ -318,4 +318,3 @@ def export_targets(sources, stem, exports) -> dict[tuple[str, str], Path]:
         for suffix in suffixes:
             targets[(name, suffix)] = Path(f"{stem}.{name}.{suffix}")
     return targets
-

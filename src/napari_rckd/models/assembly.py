@@ -130,17 +130,39 @@ class DenseModel(_BackboneModel):
         return self.head(self.decoder(features), size=x.shape[-2:])
 
 
+class PyramidPoolHead(nn.Module):
+    """Tile logits from every stage's average-pooled features, concatenated: LayerNorm, Linear.
+
+    RCKD stage 1 trains the whole encoder through a decoder that reads every scale, and a
+    linear probe of the shipped student's features found most of what it learned in the
+    early, fine-scale stages (nuclear detail) rather than the last one (docs/rckd.md).
+    """
+
+    def __init__(self, channels: list[int], num_outputs: int, drop_rate: float = 0.0):
+        super().__init__()
+        self.norm = nn.LayerNorm(sum(channels))
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(sum(channels), num_outputs)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        pooled = torch.cat([f.mean(dim=(2, 3)) for f in features], dim=1)
+        return self.fc(self.drop(self.norm(pooled)))
+
+
 class Classifier(_BackboneModel):
-    """Tile logits (B×C) from the deepest features: global average pool, LayerNorm, Linear."""
+    """Tile logits (B×C) from pooled features: the deepest stage's (global average pool,
+    LayerNorm, Linear) or, with ``config.head == "pyramid"``, every stage's."""
 
     def __init__(self, config: ModelConfig, backbone: nn.Module, drop_rate: float = 0.0):
         super().__init__(config, backbone)
-        self.head = NormMlpClassifierHead(
-            backbone.feature_info.channels()[-1],
-            config.num_outputs,
-            drop_rate=drop_rate,
-            norm_layer=LayerNorm2d,
-        )
+        channels = backbone.feature_info.channels()
+        if config.head == "pyramid":
+            self.head = PyramidPoolHead(channels, config.num_outputs, drop_rate)
+        else:
+            self.head = NormMlpClassifierHead(
+                channels[-1], config.num_outputs, drop_rate=drop_rate, norm_layer=LayerNorm2d
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encode(x)[-1])
+        features = self.encode(x)
+        return self.head(features if self.config.head == "pyramid" else features[-1])

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from napari_rckd.defaults import HEADS
 from napari_rckd.errors import RckdError
 
 TASKS = ("dense", "classify")
@@ -46,10 +47,15 @@ class ModelConfig:
     tile_size: int = 256
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    # classify: pool the deepest features ("last") or every stage's ("pyramid"). "last" is the
+    # default because checkpoints written before the choice existed are "last" models.
+    head: str = "last"
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise RckdError(f"ModelConfig task {self.task!r} is unknown; use one of {TASKS}.")
+        if self.head not in HEADS:
+            raise RckdError(f"ModelConfig head {self.head!r} is unknown; use one of {HEADS}.")
         if not isinstance(self.num_outputs, int) or self.num_outputs < 1:
             raise RckdError(
                 f"ModelConfig num_outputs={self.num_outputs!r} must be an integer >= 1."

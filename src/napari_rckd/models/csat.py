@@ -34,6 +34,8 @@ from timm.models import build_model_with_cfg, checkpoint_seq, named_apply
 from timm.models._features import feature_take_indices
 from timm.models._registry import generate_default_cfgs, register_model
 
+from napari_rckd.models.shipped import SHIPPED, SHIPPED_DIR, shipped_weights
+
 __all__ = ["Csat"]
 
 
@@ -397,15 +399,26 @@ def _cfg(**kwargs) -> dict:
     }
 
 
-# No published weights yet: the paper's ImageNet checkpoint is not public, and the RCKD
-# stage-1 student (``shipped.SHIPPED["csat"]``) is not trained yet; checkpoint_filter_fn
-# already reads a napari-rckd dense checkpoint for when it ships.
-default_cfgs = generate_default_cfgs({"rckd_csat.untrained": _cfg()})
+# The default tag is the RCKD stage-1 student shipped in the package (docs/teachers.md: trained
+# on CC BY-NC-SA data, so for non-commercial research); timm reads it offline from ``file``.
+# The paper's ImageNet checkpoint is not public, so ``untrained`` is the only other tag.
+default_cfgs = generate_default_cfgs(
+    {
+        "rckd_csat.rckd_stage1": _cfg(
+            file=str(SHIPPED_DIR / SHIPPED["csat"]),
+            license="cc-by-nc-sa-4.0",
+        ),
+        "rckd_csat.untrained": _cfg(),
+    }
+)
 
 
 @register_model
 def rckd_csat(pretrained: bool = False, **kwargs) -> Csat:
-    """CSAT at the paper's budget: ~3.0M params, ~1.08 G MACs at 224×224."""
+    """CSAT at the paper's budget: ~3.0M params, ~1.08 G MACs at 224×224. ``pretrained=True``
+    loads the shipped RCKD stage-1 student (backbone only; the classifier starts fresh)."""
+    if pretrained and kwargs.get("pretrained_cfg_overlay") is None:
+        shipped_weights("csat")  # one sentence naming the file when the package lost it
     model_args = dict(
         depths=(4, 4, 6, 2), dims=(64, 104, 136, 176), transformer_depths=(0, 0, 1, 1)
     )

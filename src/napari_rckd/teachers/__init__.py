@@ -1,8 +1,8 @@
 """Nuclei teachers: an RGB tile at some µm/px in, a nuclear probability and instance labels out.
 
 ``get_teacher(spec)`` turns what a user types (``builtin``, the default, today the classical
-detector; ``learned``, the network teacher shipped in the package; ``csat``, an RCKD-CSAT
-student distilled from it once one ships; ``classical``; ``otsu``;
+detector; ``learned``, the network teacher shipped in the package; ``csat``, the RCKD-CSAT
+student distilled from it, also shipped; ``classical``; ``otsu``;
 ``cellpose``; ``instanseg``; a TorchScript ``.pt`` file or a student ``.safetensors``
 checkpoint) into a teacher. Every teacher has ``predict(tile, mpp) -> TeacherOutput(prob, labels)``, ``name``,
 ``mpp`` and ``identity`` (see docs/teachers.md).
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from napari_rckd.defaults import NAMED_NUCLEI
 from napari_rckd.errors import RckdError
 from napari_rckd.teachers.base import Teacher, TeacherOutput
 from napari_rckd.teachers.classical import ClassicalTeacher, OtsuTeacher
 
 __all__ = ["ClassicalTeacher", "OtsuTeacher", "Teacher", "TeacherOutput", "get_teacher"]
 
-NAMED = ("builtin", "learned", "csat", "classical", "otsu", "cellpose", "instanseg")
 CHECKPOINT_SUFFIXES = (".safetensors",)
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
 
@@ -51,7 +51,7 @@ def get_teacher(
     path = Path(name).expanduser()
     if not path.is_file():
         raise RckdError(
-            f"unknown teacher {name!r}: use one of {', '.join(NAMED)}, a TorchScript file or a "
+            f"unknown teacher {name!r}: use one of {', '.join(NAMED_NUCLEI)}, a TorchScript file or a "
             "student .safetensors checkpoint that exists"
         )
     from napari_rckd.teachers import network

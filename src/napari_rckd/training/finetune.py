@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from napari_rckd.defaults import STAGE2_HEAD
 from napari_rckd.errors import RckdError
 from napari_rckd.training.callbacks import Callback
 from napari_rckd.training.config import FitResult
@@ -60,6 +61,7 @@ class Recipe:
     device: str = "auto"
     workers: int = DEFAULT_WORKERS
     seed: int = 0
+    head: str = STAGE2_HEAD  # classify: ModelConfig.head
 
 
 def finetune(
@@ -88,6 +90,7 @@ def finetune(
     device: str = "auto",
     workers: int = DEFAULT_WORKERS,
     seed: int = 0,
+    head: str = STAGE2_HEAD,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | None = None,
@@ -96,7 +99,8 @@ def finetune(
 
     ``init`` is a stage-1 (or any napari-rckd) checkpoint whose backbone starts the model,
     ``"csat"`` for the shipped RCKD-CSAT student, ``"imagenet"`` for timm's ImageNet
-    weights, or None/``"none"`` for random weights.
+    weights, ``"none"`` for random weights, or None for `default_init` (``csat`` for
+    ``rckd_csat``). ``head`` is the classifier's (ModelConfig.head).
     ``backbone`` defaults to the init checkpoint's, else ``rckd_csat``. Tile folders are
     grouped by ``groups`` (a CSV ``class,group,file``) or a ``groups.csv`` beside the tiles.
     """
@@ -108,7 +112,7 @@ def finetune(
         raise RckdError(f"--task {task!r} is unknown; use classify or segment")
     recipe = Recipe(
         task, backbone, mpp, tile_size, steps, epochs, batch_size, lr, patience, device,
-        workers, seed,
+        workers, seed, head,
     )  # fmt: skip
     out_dir = Path(out_dir)
     check_out_dir(out_dir, resume)
@@ -160,6 +164,7 @@ def train_stage2(
         class_names=class_names,
         input_mpp=recipe.mpp,
         tile_size=recipe.tile_size,
+        head=recipe.head if recipe.task == "classify" else "last",
     )
     torch.manual_seed(recipe.seed)  # the new head's weights: the same for every init
     model = create_model(config, pretrained=start.imagenet)

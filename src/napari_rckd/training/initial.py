@@ -62,11 +62,13 @@ class Init:
 def resolve_init(
     init: str | os.PathLike | None, backbone: str | None, flag: str = "--init"
 ) -> Init:
-    """``init`` ("none", "imagenet", None, "csat" or a checkpoint path) with the backbone to build:
-    ``backbone`` when given (it must match a checkpoint's), else the checkpoint's. ``flag``
-    names the option in error messages."""
-    if init is None or str(init) in ("none", "imagenet"):
-        return Init(str(init or "none"), backbone or DEFAULT_BACKBONE)
+    """``init`` ("none", "imagenet", "csat", a checkpoint path, or None for `default_init`) with
+    the backbone to build: ``backbone`` when given (it must match a checkpoint's), else the
+    checkpoint's. ``flag`` names the option in error messages."""
+    if init is None:
+        init = default_init(backbone)
+    if str(init) in ("none", "imagenet"):
+        return Init(str(init), backbone or DEFAULT_BACKBONE)
     from napari_rckd.models.shipped import shipped_weights
     from napari_rckd.models.weights import read_weights
 
@@ -84,6 +86,12 @@ def resolve_init(
             f"drop --backbone or pass --backbone {trained}"
         )
     return Init(str(init), trained, path, metadata)
+
+
+def default_init(backbone: str | None) -> str:
+    """Stage 2's start when none is named: the shipped RCKD-CSAT student for CSAT, random for
+    any other backbone (no student of theirs ships)."""
+    return "csat" if backbone in (None, DEFAULT_BACKBONE) else "none"
 
 
 def sha256_prefix(path: Path) -> str:

@@ -1,6 +1,6 @@
 """How the weights shipped in the package were made, as one command (docs/teachers.md).
 
-    python -m napari_rckd.training.shipped_recipe DATA OUT
+    python -m napari_rckd.training.shipped_recipe DATA OUT [--package] [--teacher learned]
 
 DATA is a data folder laid out like the project's shared data (``nuclei/`` ground truth,
 ``slides/``, ``tiles/`` and a ``manifest.csv`` with each file's mpp). It trains the nuclei
@@ -8,6 +8,8 @@ teacher on every labelled nuclei source (``OUT/teacher``), then distils it into 
 on all the unlabeled H&E in DATA (``OUT/csat``): slides and tiles whose pixel size is known
 from the manifest, and LC25000 tiles at an assumed pixel size (one tile per source
 image: the others are rotations and flips of it). Both stages resume when run again.
+``--package`` then writes the best checkpoints into the package as fp16 (`package`);
+``--teacher learned`` distils the already-shipped teacher instead of training one.
 """
 
 from __future__ import annotations
@@ -69,6 +71,43 @@ def stage1_sources(data: Path) -> tuple[list[Path], dict[str, float]]:
     return paths, table
 
 
+TEACHER_DATA = (
+    "MoNuSeg 2018 training images (instances and binary masks, CC BY-NC-SA 4.0), "
+    "CPM-15 (licence unstated), CryoNuSeg (MIT)"
+)
+STUDENT_DATA = (
+    "unlabeled H&E with a known pixel size from the project's shared data: the CMU-1 region, "
+    "MoNuSeg, CPM-15 and CryoNuSeg images, CRC-VAL-HE-7K, NCT-CRC-HE-100K and BRACS tiles, "
+    f"one LC25000 lung tile per source image (assumed {LC25000_ASSUMED_MPP} µm/px); "
+    "targets from the learned teacher"
+)
+LICENCE = "non-commercial research only (trained on CC BY-NC-SA 4.0 data)"
+
+
+def package(checkpoint: Path, name: str, training_data: str) -> Path:
+    """Write ``checkpoint`` as the shipped ``name`` weights: fp16 (half the size, the same
+    answers to display precision) with its training data and licence in the header."""
+
+    from napari_rckd.models.shipped import SHIPPED, SHIPPED_DIR
+    from napari_rckd.models.weights import read_weights, write_checkpoint_file
+
+    tensors, metadata = read_weights(checkpoint)
+    tensors = {
+        key: value.half() if value.is_floating_point() else value for key, value in tensors.items()
+    }
+    metadata["provenance"].update(
+        dtype="float16",
+        recipe="python -m napari_rckd.training.shipped_recipe DATA OUT --package",
+        checkpoint=checkpoint.stem,
+        training_data=training_data,
+        licence=LICENCE,
+    )
+    target = SHIPPED_DIR / SHIPPED[name]
+    write_checkpoint_file(target, {k: v.contiguous() for k, v in tensors.items()}, metadata)
+    log.info("packaged %s as %s (%.1f MB)", checkpoint, target, target.stat().st_size / 1e6)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     from napari_rckd.training import TqdmProgress
     from napari_rckd.training.recipes import pretrain
@@ -81,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="run folder: OUT/teacher and OUT/csat")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--package",
+        action="store_true",
+        help="then write the best checkpoints into the package's shipped weights (fp16)",
+    )
     parser.add_argument(
         "--teacher",
         default=None,
@@ -95,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         teacher_dir = args.out / "teacher"
         train_teacher(args.data / "nuclei", teacher_dir, resume=True, **common)  # no-op once done
         teacher = str(teacher_dir / "best.safetensors")
+        if args.package:
+            package(Path(teacher), "learned", TEACHER_DATA)
     paths, table = stage1_sources(args.data)
     log.info("stage 1 on %d unlabeled files", len(paths))
     pretrain(
@@ -106,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         **STAGE1,
         **common,
     )
+    if args.package:
+        package(args.out / "csat" / "best.safetensors", "csat", STUDENT_DATA)
     return 0
 
 

@@ -7,7 +7,9 @@ files in the run folder and one pipe:
 
 - ``job.json`` (written atomically before the start) says what to train: stage 1
   (`recipes.pretrain` keyword arguments), stage 2 (`finetune.finetune` keyword arguments,
-  whose ``init`` defaults to stage 1's best checkpoint) or both;
+  whose ``init`` defaults to stage 1's best checkpoint) or both; with ``compare_random``
+  stage 2 is trained again from random weights into ``stage2-random``, and a ``comparison``
+  event gives both best validation scores;
 - the child's stdout carries one JSON event per line: ``status`` (a phase message),
   ``fit_start``, ``step`` (loss, lr, tiles/s, ETA), ``validation``, ``checkpoint``,
   ``stage_end`` and finally ``end`` or ``error``; anything else the child prints goes to
@@ -59,6 +61,7 @@ class TrainingJob:
     stage2: dict | None = None
     resume: bool = False
     threads: int | None = None  # torch CPU threads in the child (None: torch's default)
+    compare_random: bool = False  # stage 2 again from random weights, to show what the init gave
     extra: dict = field(default_factory=dict)  # free-form notes kept with the job
 
     def __post_init__(self) -> None:
@@ -168,7 +171,33 @@ def run_job(job: TrainingJob, stream) -> dict:
     )
     checkpoint = result.best_checkpoint or result.last_checkpoint
     kind = "subtype" if kwargs.get("task", "classify") == "classify" else "region"
-    return _end(writer, result.status, checkpoint, kind)
+    status = result.status
+    if job.compare_random and status == "completed":
+        writer.stage = "stage2-random"
+        writer.started.clear()
+        writer.emit("status", message="stage 2 again from random weights, for comparison")
+        kwargs.update(init="none", backbone=_backbone_of(checkpoint))
+        random = finetune(
+            out_dir=out / "stage2-random", resume=job.resume, callbacks=[writer],
+            stop_event=stop, **kwargs,
+        )  # fmt: skip
+        status = random.status  # a Stop here is resumed like any other
+        if status == "completed":
+            writer.emit(
+                "comparison",
+                metric=result.primary_metric,
+                trained=result.best_metric,
+                random=random.best_metric,
+            )
+    return _end(writer, status, checkpoint, kind)
+
+
+def _backbone_of(checkpoint) -> str:
+    """The backbone a finished stage 2 trained, so the random run builds the same network."""
+    from napari_rckd.models.weights import read_weights
+
+    _, metadata = read_weights(checkpoint)
+    return metadata["config"]["backbone"]
 
 
 def _end(writer: EventWriter, status: str, checkpoint, kind: str) -> dict:

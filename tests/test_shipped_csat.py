@@ -1,0 +1,46 @@
+"""The RCKD-CSAT student ships in the package: timm, teachers and stage 2 load it offline."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+import napari_rckd.models  # noqa: F401  (registers rckd_csat)
+from napari_rckd.errors import RckdError
+from napari_rckd.models.shipped import shipped_weights
+from napari_rckd.models.weights import read_weights
+from napari_rckd.teachers import get_teacher
+from napari_rckd.training.initial import resolve_init
+
+
+def test_timm_pretrained_loads_the_shipped_student_with_a_fresh_head():
+    model = timm.create_model("rckd_csat", pretrained=True, num_classes=3)
+    tensors, metadata = read_weights(shipped_weights("csat"))
+    stem = tensors["backbone.stem_0.weight"].float()
+    assert torch.equal(model.stem[0].weight.detach(), stem)
+    assert model.get_classifier().out_features == 3
+    assert model.pretrained_cfg["tag"] == "rckd_stage1"
+    assert metadata["provenance"]["stage"] == "rckd-stage1"
+    assert "non-commercial" in metadata["provenance"]["licence"]
+    assert "LC25000" in metadata["provenance"]["training_data"]
+
+
+def test_stage_2_starts_from_csat_unless_told_otherwise():
+    assert resolve_init(None, None).name == "csat"
+    assert resolve_init(None, "rckd_csat").path == shipped_weights("csat")
+    assert resolve_init(None, "resnet18").name == "none"  # no ResNet student ships
+    assert resolve_init("none", None).path is None
+
+
+def test_missing_csat_weights_are_one_sentence(monkeypatch, tmp_path):
+    from napari_rckd.models import shipped
+
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path)
+    for load in (
+        lambda: timm.create_model("rckd_csat", pretrained=True),
+        lambda: get_teacher("csat"),
+        lambda: resolve_init(None, None),
+    ):
+        with pytest.raises(RckdError, match=r"rckd-csat-stage1.safetensors are missing.*reinstall"):
+            load()
