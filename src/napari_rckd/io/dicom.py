@@ -1,7 +1,11 @@
-"""DICOM VL whole-slide images through ``wsidicom`` (the optional ``dicom`` extra)."""
+"""DICOM VL whole-slide images through ``wsidicom`` (the optional ``dicom`` extra).
+
+A single file wsidicom refuses is read with pydicom alone (`dicom_file.py`).
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +13,10 @@ import numpy as np
 from napari_rckd.io.levels import DamageLog, dask_level
 from napari_rckd.io.slide import LazyImages, Slide, SlideError
 from napari_rckd.io.tiles import ArrayReader
+
+logger = logging.getLogger(__name__)
+# wsidicom logs every file it skips at INFO, which would leak into the CLI's output.
+logging.getLogger("wsidicom").setLevel(logging.WARNING)
 
 
 class _DicomLevel:
@@ -45,6 +53,11 @@ def open_dicom(path: Path, mpp: float | None) -> Slide:
     try:
         wsi = WsiDicom.open(path)
     except Exception as error:
+        if path.is_file():
+            from napari_rckd.io.dicom_file import open_dicom_file
+
+            logger.debug("wsidicom refused %s (%s); reading it with pydicom", path.name, error)
+            return open_dicom_file(path, mpp)
         raise SlideError(
             f"{path.name} is not a DICOM whole-slide image wsidicom can open "
             f"({type(error).__name__}: {error}); it needs VOLUME image frames with pixel spacing."

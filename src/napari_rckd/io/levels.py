@@ -15,9 +15,13 @@ import warnings
 import dask.array as da
 import numpy as np
 
-from napari_rckd.io.tiles import RegionReader, TileDecodeError
+from napari_rckd.io.tiles import CoarsenedReader, RegionReader, TileDecodeError
 
 _names = itertools.count()
+# A single-level image larger than this (either side) gets lazily coarsened levels
+# down to COARSEST_SIZE, so napari never has to show level 0 when zoomed out.
+PYRAMID_MIN_SIZE = 8192
+COARSEST_SIZE = 2048
 
 
 class DamagedSlideWarning(UserWarning):
@@ -77,6 +81,18 @@ def dask_level(
         asarray=False,
         meta=np.empty((0, 0, 0), np.uint8),
     )
+
+
+def add_coarsened_levels(levels: list, readers: list, damage: DamageLog) -> None:
+    """Append 2x, 4x, ... mean levels to a huge single-level image (in place; else nothing)."""
+    shape = levels[0].shape[:2]
+    if len(levels) != 1 or max(shape) <= PYRAMID_MIN_SIZE:
+        return
+    chunks = levels[0].chunksize[:2]
+    while max(shape) / 2 > COARSEST_SIZE // 2:
+        shape = (shape[0] // 2, shape[1] // 2)
+        readers.append(CoarsenedReader(readers[-1]))
+        levels.append(dask_level(readers[-1], shape, chunks, damage))
 
 
 def _hatched(height: int, width: int) -> np.ndarray:

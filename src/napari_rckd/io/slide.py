@@ -180,6 +180,17 @@ class Slide:
         )
 
 
+def check_decodes(reader: RegionReader, path: Path) -> None:
+    """Decode one pixel now, so a bad codec fails at open in one sentence, not later in a view."""
+    try:
+        reader.read(0, 0, 1, 1)
+    except TileDecodeError as error:
+        raise SlideError(
+            f"{path.name} cannot be decoded ({error.reason}, {error}); the file may be "
+            "corrupt or use a compression imagecodecs does not support."
+        ) from error
+
+
 def _is_whole(*values: float) -> bool:
     return all(abs(v - round(v)) < 1e-6 for v in values)
 

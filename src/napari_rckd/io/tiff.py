@@ -16,26 +16,16 @@ import tifffile
 import zarr
 
 from napari_rckd.io.geometry import check_geometry
-from napari_rckd.io.levels import DamageLog, dask_level
+from napari_rckd.io.levels import DamageLog, add_coarsened_levels, dask_level
 from napari_rckd.io.metadata import read_metadata
-from napari_rckd.io.slide import LazyImages, Slide, SlideError
-from napari_rckd.io.tiles import (
-    ArrayReader,
-    CoarsenedReader,
-    TileCache,
-    TileDecodeError,
-    TiledPageReader,
-)
+from napari_rckd.io.slide import LazyImages, Slide, SlideError, check_decodes
+from napari_rckd.io.tiles import ArrayReader, TileCache, TiledPageReader
 
 logger = logging.getLogger(__name__)
 
 # Strip files are shown in square chunks of at least this size, so a pan decodes
 # a strip once per view instead of once per row of small chunks.
 MIN_STRIP_CHUNK = 512
-# A single-level image larger than this (either side) gets lazily coarsened levels
-# down to COARSEST_SIZE, so napari never has to show level 0 when zoomed out.
-PYRAMID_MIN_SIZE = 8192
-COARSEST_SIZE = 2048
 ASSOCIATED_NAMES = {"thumbnail", "label", "macro", "overview"}
 
 
@@ -73,7 +63,7 @@ def _build_slide(tif: tifffile.TiffFile, path: Path, mpp_override: float | None)
 
     try:
         levels, readers = _levels(series, arrays, fd, cache, DamageLog(path.name))
-        _check_decodes(readers[len(series.levels) - 1], path)
+        check_decodes(readers[len(series.levels) - 1], path)
         metadata = read_metadata(tif)
     except BaseException:
         close()
@@ -104,13 +94,7 @@ def _levels(series, arrays, fd: int, cache: TileCache, damage: DamageLog) -> tup
             reader = ArrayReader(array, level=index)
         readers.append(reader)
         levels.append(dask_level(reader, level.shape[:2], _display_chunks(level.keyframe), damage))
-    shape = levels[0].shape[:2]
-    if len(levels) == 1 and max(shape) > PYRAMID_MIN_SIZE:
-        chunks = levels[0].chunksize[:2]
-        while max(shape) / 2 > COARSEST_SIZE // 2:
-            shape = (shape[0] // 2, shape[1] // 2)
-            readers.append(CoarsenedReader(readers[-1]))
-            levels.append(dask_level(readers[-1], shape, chunks, damage))
+    add_coarsened_levels(levels, readers, damage)
     return levels, readers
 
 
@@ -133,17 +117,6 @@ def _main_series(tif: tifffile.TiffFile, path: Path) -> tifffile.TiffPageSeries:
     if series.axes == "YXS" and series.shape[-1] not in (3, 4):
         raise SlideError(f"{path.name} has {series.shape[-1]} samples per pixel; expected RGB.")
     return series
-
-
-def _check_decodes(reader, path: Path) -> None:
-    """Decode one pixel of the coarsest level now, so a bad codec fails at open, not in a view."""
-    try:
-        reader.read(0, 0, 1, 1)
-    except TileDecodeError as error:
-        raise SlideError(
-            f"{path.name} cannot be decoded ({error.reason}, {error}); the file may be "
-            "corrupt or use a compression imagecodecs does not support."
-        ) from error
 
 
 def _fast_path_ok(page) -> bool:

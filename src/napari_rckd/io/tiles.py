@@ -69,20 +69,18 @@ class TileCache:
             self._bytes = 0
 
 
-class TiledPageReader:
-    """Decodes tiles of one tiled TIFF page with ``os.pread`` (no shared file position, no lock)."""
+class TileGridReader:
+    """Assembles regions from one level's equal-sized tiles, numbered row-major, through the cache.
 
-    def __init__(self, page: tifffile.TiffPage, fd: int, cache: TileCache, level: int):
-        self._decode = page.decode
-        self._jpegtables = page.jpegtables
-        self._offsets = page.dataoffsets
-        self._bytecounts = page.databytecounts
-        self._fd = fd
+    Subclasses only say how to decode tile ``index``; every failure to do so leaves as
+    `TileDecodeError` naming the tile, and decoded tiles are shared through the slide's cache.
+    """
+
+    def __init__(self, cache: TileCache, level: int, tile_shape: tuple[int, int], width: int):
         self._cache = cache
         self._level = level
-        self.tile_height, self.tile_width = page.tilelength, page.tilewidth
-        self._tiles_across = -(-page.imagewidth // page.tilewidth)
-        self._samples = page.samplesperpixel
+        self.tile_height, self.tile_width = (int(v) for v in tile_shape)
+        self._tiles_across = -(-int(width) // self.tile_width)
 
     def read(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
         th, tw = self.tile_height, self.tile_width
@@ -111,6 +109,22 @@ class TiledPageReader:
             raise TileDecodeError(self._level, where, error) from error
         self._cache.put(key, tile)
         return tile
+
+    def _decode_tile(self, index: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TiledPageReader(TileGridReader):
+    """Decodes tiles of one tiled TIFF page with ``os.pread`` (no shared file position, no lock)."""
+
+    def __init__(self, page: tifffile.TiffPage, fd: int, cache: TileCache, level: int):
+        super().__init__(cache, level, (page.tilelength, page.tilewidth), page.imagewidth)
+        self._decode = page.decode
+        self._jpegtables = page.jpegtables
+        self._offsets = page.dataoffsets
+        self._bytecounts = page.databytecounts
+        self._fd = fd
+        self._samples = page.samplesperpixel
 
     def _decode_tile(self, index: int) -> np.ndarray:
         count = int(self._bytecounts[index])
