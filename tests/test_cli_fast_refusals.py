@@ -26,6 +26,9 @@ CASES = {
     "finetune missing init": [
         "finetune", ".", "--out", "OUT", "--epochs", "1", "--init", "gone.safetensors",
     ],
+    "finetune bad backbone lr": [
+        "finetune", ".", "--out", "OUT", "--epochs", "1", "--pretrained-backbone-lr", "2",
+    ],
     "evaluate tiles missing checkpoint": ["evaluate", "tiles", "gone.safetensors", "--data", "."],
     "evaluate nuclei missing data": ["evaluate", "nuclei", "--data", "no-such-folder"],
 }  # fmt: skip
@@ -34,6 +37,7 @@ EXPECTED = {
     "pretrain missing teacher": "gone.safetensors does not exist",
     "finetune missing folder": "no-such-tiles does not exist",
     "finetune missing init": "--init gone.safetensors does not exist",
+    "finetune bad backbone lr": "--pretrained-backbone-lr 2.0 must lie in (0, 1]",
     "evaluate tiles missing checkpoint": "gone.safetensors does not exist",
     "evaluate nuclei missing data": "no-such-folder does not exist",
 }

@@ -328,3 +328,29 @@ def test_cuda_run_uses_bf16_autocast_and_stays_finite(tmp_path):
     assert result.status == "completed" and all(seen) and seen
     assert math.isfinite(result.history[-1]["loss"])
     assert next(task.model.parameters()).device.type == "cuda"
+
+
+class _WithBackbone(torch.nn.Module):
+    """tiny_classifier split the way napari-rckd models are: ``backbone`` and a head."""
+
+    def __init__(self):
+        super().__init__()
+        layers = list(tiny_classifier().children())
+        self.backbone = torch.nn.Sequential(*layers[:2])
+        self.head = torch.nn.Sequential(*layers[2:])
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.01])
+def test_backbone_lr_scale_slows_only_the_backbone(tmp_path, scale):
+    torch.manual_seed(0)
+    model = _WithBackbone()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    task = ClassificationTask(model, num_classes=3, class_names=["r", "g", "b"])
+    fit(task, LabelledTiles(16), None, small_config(backbone_lr_scale=scale), tmp_path)
+    moved = {k: (v - before[k]).abs().max().item() for k, v in model.state_dict().items()}
+    ratio = moved["backbone.0.weight"] / moved["head.2.weight"]
+    # Adam steps are about lr in size, so the backbone moves about `scale` times the head
+    assert (ratio > 0.3) if scale == 1.0 else (ratio < 0.05)

@@ -26,7 +26,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from napari_rckd.commands.finetune import add_head_argument
+from napari_rckd.commands.finetune import add_recipe_arguments
 
 # Chosen so that `--inits csat,none --budgets 0.1 --seeds 2` on lc25000-lung-dev with a
 # 600-tile --test takes about 13 of the 20 minutes allowed on a 2-core CPU; see docs/rckd.md.
@@ -89,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and read as --mpp, e.g. a 224-px LC25000 tile at 128 px as if scanned at 0.29 µm/px)",
     )
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-    add_head_argument(parser)
+    add_recipe_arguments(parser)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     parser.add_argument(
         "--workers",
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = Recipe(
         backbone=args.backbone, mpp=args.mpp, tile_size=args.tile_size, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, device=args.device, workers=args.workers,
-        head=args.head,
+        head=args.head, pretrained_backbone_lr=args.pretrained_backbone_lr,
     )  # fmt: skip
     _print_scale(plan, recipe)
     jobs = plan.jobs()

@@ -48,6 +48,11 @@ def finetune(args) -> None:
     existing([args.annotations, args.masks], "file", folder=False)
     existing([args.slide], "--slide", folder=False)
     model_file(args.init, "--init")
+    if not 0 < args.pretrained_backbone_lr <= 1:
+        raise RckdError(
+            f"--pretrained-backbone-lr {args.pretrained_backbone_lr} must lie in (0, 1]: it "
+            "scales --lr for a pretrained backbone (1 trains it like the head)."
+        )
 
 
 def evaluate(args) -> None:

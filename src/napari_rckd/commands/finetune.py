@@ -17,7 +17,7 @@ import argparse
 
 from napari_rckd.commands import checks
 from napari_rckd.commands.pretrain import add_shared_training_arguments, stop_on_signals, summary
-from napari_rckd.defaults import HEADS, STAGE2_HEAD
+from napari_rckd.defaults import HEADS, PRETRAINED_BACKBONE_LR, STAGE2_HEAD
 
 EPILOG = """examples:
   # tissue classes from file-name prefixes, starting from the shipped RCKD-CSAT student
@@ -90,20 +90,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--patience", type=int, help="stop after this many validations without improvement"
     )
-    add_head_argument(parser)
+    add_recipe_arguments(parser)
     add_shared_training_arguments(parser, tile_size=224, workers=2)
     # Stage 2 starts from the init checkpoint's backbone unless told otherwise.
     parser.set_defaults(backbone=None)
 
 
-def add_head_argument(parser: argparse.ArgumentParser) -> None:
-    """--head, shared with `bench transfer` so the benchmark trains what users train."""
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """Stage-2 recipe flags shared with `bench transfer`, so it trains what users train."""
     parser.add_argument(
         "--head",
         choices=HEADS,
         default=STAGE2_HEAD,
         help="classifier on the deepest stage's features (last) or on every stage's (pyramid); "
         f"default {STAGE2_HEAD}",
+    )
+    parser.add_argument(
+        "--pretrained-backbone-lr",
+        type=float,
+        default=PRETRAINED_BACKBONE_LR,
+        metavar="SCALE",
+        help="a pretrained backbone learns at --lr × SCALE, the new head at --lr (default "
+        f"{PRETRAINED_BACKBONE_LR}; random backbones always 1)",
     )
 
 
@@ -141,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             seed=args.seed,
             head=args.head,
+            pretrained_backbone_lr=args.pretrained_backbone_lr,
             resume=args.resume,
             callbacks=[TqdmProgress()],
             stop_event=stop,

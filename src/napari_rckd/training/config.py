@@ -33,6 +33,7 @@ class FitConfig:
     weight_decay: float = 0.05
     warmup_steps: int | None = None  # None: 5% of the run
     final_lr_fraction: float = 0.01  # cosine decays to lr × this
+    backbone_lr_scale: float = 1.0  # the backbone learns at lr × this (a pretrained one: < 1)
     grad_clip: float | None = 1.0  # max global gradient norm; None: no clipping
     val_every: int = 200
     checkpoint_every: int = 500
@@ -71,6 +72,8 @@ class FitConfig:
             raise RckdError(f"FitConfig.grad_clip must be positive or None, got {self.grad_clip!r}")
         if not 0 <= self.final_lr_fraction <= 1:
             raise RckdError("FitConfig.final_lr_fraction must lie between 0 and 1")
+        if not 0 < self.backbone_lr_scale <= 1:
+            raise RckdError("FitConfig.backbone_lr_scale must lie in (0, 1]")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise RckdError(
                 f"FitConfig.device {self.device!r} is not one of {', '.join(DEVICES)} or 'cuda:N'"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari_rckd.defaults import STAGE2_HEAD
+from napari_rckd.defaults import PRETRAINED_BACKBONE_LR, STAGE2_HEAD
 from napari_rckd.errors import RckdError
 from napari_rckd.training.callbacks import Callback
 from napari_rckd.training.config import FitResult
@@ -62,6 +62,7 @@ class Recipe:
     workers: int = DEFAULT_WORKERS
     seed: int = 0
     head: str = STAGE2_HEAD  # classify: ModelConfig.head
+    pretrained_backbone_lr: float = PRETRAINED_BACKBONE_LR  # lr scale of a pretrained backbone
 
 
 def finetune(
@@ -91,6 +92,7 @@ def finetune(
     workers: int = DEFAULT_WORKERS,
     seed: int = 0,
     head: str = STAGE2_HEAD,
+    pretrained_backbone_lr: float = PRETRAINED_BACKBONE_LR,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | None = None,
@@ -100,7 +102,8 @@ def finetune(
     ``init`` is a stage-1 (or any napari-rckd) checkpoint whose backbone starts the model,
     ``"csat"`` for the shipped RCKD-CSAT student, ``"imagenet"`` for timm's ImageNet
     weights, ``"none"`` for random weights, or None for `default_init` (``csat`` for
-    ``rckd_csat``). ``head`` is the classifier's (ModelConfig.head).
+    ``rckd_csat``). ``head`` is the classifier's (ModelConfig.head);
+    a pretrained backbone learns at ``lr × pretrained_backbone_lr``.
     ``backbone`` defaults to the init checkpoint's, else ``rckd_csat``. Tile folders are
     grouped by ``groups`` (a CSV ``class,group,file``) or a ``groups.csv`` beside the tiles.
     """
@@ -112,7 +115,7 @@ def finetune(
         raise RckdError(f"--task {task!r} is unknown; use classify or segment")
     recipe = Recipe(
         task, backbone, mpp, tile_size, steps, epochs, batch_size, lr, patience, device,
-        workers, seed, head,
+        workers, seed, head, pretrained_backbone_lr,
     )  # fmt: skip
     out_dir = Path(out_dir)
     check_out_dir(out_dir, resume)
@@ -186,6 +189,7 @@ def train_stage2(
         batch_size=recipe.batch_size,
         lr=recipe.lr,
         patience=recipe.patience,
+        backbone_lr_scale=recipe.pretrained_backbone_lr if start.name != "none" else 1.0,
         device=recipe.device,
         num_workers=recipe.workers,
         seed=recipe.seed,

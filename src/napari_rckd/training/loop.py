@@ -96,8 +96,7 @@ def _fit(task, train_data, val_data, config, out_dir, callbacks, stop_event, run
     if runtime.distributed:
         device_ids = [device.index] if device.type == "cuda" else None
         trained = DistributedDataParallel(task, device_ids=device_ids)
-    # No weight decay on norms and biases (1-D tensors): decaying them only hurts.
-    parameter_groups = param_groups_weight_decay(task.model, config.weight_decay)
+    parameter_groups = _parameter_groups(task.model, config.weight_decay, config.backbone_lr_scale)
     optimizer = torch.optim.AdamW(parameter_groups, lr=config.lr, fused=device.type == "cuda")
     autocast = _autocast(config, device)
 
@@ -158,7 +157,7 @@ def _fit(task, train_data, val_data, config, out_dir, callbacks, stop_event, run
         batch = move_batch(next(batches), device, config.channels_last)
         lr = learning_rate(state.step, total_steps, warmup_steps, config)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
         with autocast:
             output = trained(batch)
@@ -382,6 +381,27 @@ def _record_validation(task, state: TrainState, metrics, out_dir, config, runtim
             hooks.on_checkpoint(state.step, out_dir / BEST_WEIGHTS)
     state.bad_validations = 0 if improved else state.bad_validations + 1
     hooks.on_validation(state.step, metrics)
+
+
+def _parameter_groups(model, weight_decay: float, backbone_lr_scale: float) -> list[dict]:
+    """AdamW groups: no weight decay on norms and biases (1-D tensors: decaying them only
+    hurts), and with ``backbone_lr_scale`` < 1 the backbone's groups learn at lr × that
+    (`lr_scale`) so a pretrained encoder is adjusted, not overwritten, while the head learns."""
+    if backbone_lr_scale == 1.0:
+        return param_groups_weight_decay(model, weight_decay)
+    groups = []
+    for part, scale in ((model.backbone, backbone_lr_scale), (_without_backbone(model), 1.0)):
+        for group in param_groups_weight_decay(part, weight_decay):
+            if group["params"]:
+                groups.append({**group, "lr_scale": scale})
+    return groups
+
+
+def _without_backbone(model):
+    """The model's other modules (head, decoder) as one module, for parameter grouping."""
+    import torch.nn as nn
+
+    return nn.ModuleList(m for name, m in model.named_children() if name != "backbone")
 
 
 def _resume(out_dir: Path, task: Task, optimizer, runtime: Runtime) -> TrainState:
