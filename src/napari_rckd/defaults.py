@@ -15,6 +15,6 @@ EXPORTS = ("geojson", "csv", "ome-tiff")
 DEFAULT_EXPORTS = ("geojson", "csv")
 # Classifier heads (ModelConfig.head) and the one stage 2 trains when none is named.
 HEADS = ("last", "pyramid")
-STAGE2_HEAD = "last"
+STAGE2_HEAD = "pyramid"
 # Stage 2's learning-rate scale for a backbone that starts pretrained (1: like the head).
 PRETRAINED_BACKBONE_LR = 1.0

@@ -126,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         help="then write the best checkpoints into the package's shipped weights (fp16)",
     )
     parser.add_argument(
+        "--backbone",
+        default="rckd_csat",
+        help="stage-1 student (default rckd_csat, into OUT/csat; another into OUT/<backbone>, "
+        "for the across-architectures check of docs/rckd.md)",
+    )
+    parser.add_argument(
         "--teacher",
         default=None,
         help="distil this nuclei teacher (e.g. 'learned', the shipped one) instead of training one",
@@ -143,17 +149,20 @@ def main(argv: list[str] | None = None) -> int:
             package(Path(teacher), "learned", TEACHER_DATA)
     paths, table = stage1_sources(args.data)
     log.info("stage 1 on %d unlabeled files", len(paths))
+    student = args.out / ("csat" if args.backbone == "rckd_csat" else args.backbone)
     pretrain(
         paths,
-        args.out / "csat",
+        student,
         teacher=teacher,
+        backbone=args.backbone,
+        cache_dir=args.out / "teacher-cache",  # the teacher answers once for every student
         mpp_table=table,
         resume=True,
         **STAGE1,
         **common,
     )
-    if args.package:
-        package(args.out / "csat" / "best.safetensors", "csat", STUDENT_DATA)
+    if args.package and args.backbone == "rckd_csat":
+        package(student / "best.safetensors", "csat", STUDENT_DATA)
     return 0
 
 
