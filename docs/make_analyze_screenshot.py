@@ -1,7 +1,8 @@
 """Make docs/images/analyze.png: CMU-1-Small-Region with live nuclei from the built-in teacher
 and the Analyze slide widget. Run under a display, e.g.
 ``xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_analyze_screenshot.py SLIDE``.
-``... SLIDE OUT NUCLEI`` picks another nuclei model (docs/teachers.md compares them this way)."""
+``... SLIDE OUT NUCLEI canvas`` shoots only the canvas with another nuclei model
+(make_nuclei_comparison.py puts two side by side)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import time
 from pathlib import Path
 
 
-def main(slide: str, out: str = "docs/images/analyze.png", nuclei: str = "builtin") -> None:
+def main(
+    slide: str, out: str = "docs/images/analyze.png", nuclei: str = "auto", part: str = "window"
+) -> None:
     import napari
     import timm  # noqa: F401  (before the GL context: triton's LLVM clashes with Mesa's)
     from PIL import Image
@@ -42,7 +45,7 @@ def main(slide: str, out: str = "docs/images/analyze.png", nuclei: str = "builti
     for toast in viewer.window._qt_window.findChildren(QWidget):  # start-up notices
         if type(toast).__name__ == "NapariQtNotification":
             toast.hide()
-    image = viewer.screenshot(canvas_only=False, flash=False)
+    image = viewer.screenshot(canvas_only=part == "canvas", flash=False)
     Image.fromarray(image[..., :3]).quantize(colors=64).save(out, optimize=True)
     print(f"wrote {out} ({Path(out).stat().st_size // 1024} KB)")
     widget._stop_live()

@@ -147,3 +147,8 @@ def test_classical_splits_nuclei_better_than_otsu_on_every_source(ground_truth):
         for metric in ("aji", "pq"):
             assert classical[source][metric] > otsu[source][metric], (source, metric)
     assert classical["cpm15"]["dice"] > 0.75 and classical["cpm15"]["aji"] > 0.5
+
+
+def test_network_teachers_accept_the_auto_device():
+    """Analyze slide passes its device choice "auto" through (it once crashed the widget)."""
+    assert get_teacher("csat", device="auto").device in ("cpu", "cuda", "mps")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_rckd.errors import RckdError
+from napari_rckd.inference.runner import resolve_device
 from napari_rckd.teachers.base import ResamplingTeacher, TeacherOutput, instances_from_probability
 
 PAD_MULTIPLE = 32
@@ -33,12 +34,6 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class NetworkTeacher(ResamplingTeacher):
@@ -58,7 +53,7 @@ class NetworkTeacher(ResamplingTeacher):
         self.path = path
         self.mpp = float(mpp)
         self.name = name
-        self.device = device or default_device()
+        self.device = resolve_device(device)  # None and "auto" pick the best available
         self.module.to(self.device)
         self.digest = file_digest(path)
 
