@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import tifffile
 
@@ -56,3 +57,29 @@ def test_mostly_damaged_plan_fails_with_one_sentence(planned):
     _garble(path, range(1, 9))
     with pytest.raises(RckdError, match=r"training tiles could not be decoded \(slide.tif\)"):
         fill_cache([dataset])
+
+
+def _halves():
+    from napari_rckd.io.annotations import Region
+
+    def box(y0, x0, y1, x1):
+        return np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], float)
+
+    return [Region("tumour", [[box(0, 0, 768, 384)]]), Region("stroma", [[box(0, 384, 768, 768)]])]
+
+
+def test_stage_2_regions_skip_damaged_tiles_before_training(tmp_path, crop_path, caplog):
+    from napari_rckd.training.data.regions import RegionTileDataset
+
+    path = tmp_path / "slide.tif"
+    shutil.copy(crop_path, path)
+    intact = RegionTileDataset(path, _halves(), size=64, mpp=0.499, slide_mpp=0.499)
+    _garble(path, [4])  # the centre file tile
+    with caplog.at_level("WARNING"):
+        damaged = RegionTileDataset(path, _halves(), size=64, mpp=0.499, slide_mpp=0.499)
+    assert 0 < len(damaged) < len(intact)
+    assert "damaged of" in caplog.text and "training tiles skipped" in caplog.text
+    assert all(damaged[i]["image"].shape == (3, 64, 64) for i in range(len(damaged)))
+    _garble(path, range(1, 9))
+    with pytest.raises(RckdError, match=r"training tiles of slide.tif are damaged"):
+        RegionTileDataset(path, _halves(), size=64, mpp=0.499, slide_mpp=0.499)

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from napari_rckd.errors import RckdError
+from napari_rckd.io.slide import DamagedSlideError
 from napari_rckd.training.data.augment import item_rng
 from napari_rckd.training.data.labelled import check_classes, to_tensor
 from napari_rckd.training.data.sampling import SlidePool
@@ -131,7 +132,9 @@ class RegionTileDataset(Dataset):
             labels += [self.classes.index(region.name)] * len(cells)
             groups += [f"{self.source.name}#region{index}"] * len(cells)
         log.info("%d tiles from %d regions", len(labels), len(regions))
-        return np.concatenate(locations), np.array(labels), groups
+        locations = np.concatenate(locations)
+        ok = readable_tiles(slide, locations, self.size, self.mpp)
+        return locations[ok], np.array(labels)[ok], [g for g, keep in zip(groups, ok) if keep]
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -143,6 +146,26 @@ class RegionTileDataset(Dataset):
             (image,) = self.augment(item_rng(), image)
         label = torch.tensor(self.labels[index])
         return {"image": image, "label": label, "group": self.groups[index]}
+
+
+def readable_tiles(slide, locations, size: int, mpp: float) -> np.ndarray:
+    """Which planned tiles decode. Damaged ones are dropped, and counted in one warning, before
+    training starts, so a run never dies on one bad tile; a slide mostly damaged is refused."""
+    ok = np.ones(len(locations), dtype=bool)
+    for index, (y, x) in enumerate(locations):
+        try:
+            slide.read_at_mpp(int(y), int(x), size, mpp)
+        except DamagedSlideError:
+            ok[index] = False
+    bad, name = int((~ok).sum()), slide.path.name
+    if bad * 2 > len(ok):
+        raise RckdError(
+            f"{bad} of the {len(ok)} training tiles of {name} are damaged; the file is "
+            "corrupt: export or scan the slide again"
+        )
+    if bad:
+        log.warning("%s: %d damaged of %d training tiles skipped", name, bad, len(ok))
+    return ok
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
@@ -227,6 +250,7 @@ class MaskTileDataset(Dataset):
                 "labelled; paint larger areas or lower min_labelled"
             )
         cells = np.argwhere(labelled >= min_labelled) * side * self.mask_downsample
+        cells = cells[readable_tiles(slide, cells, self.size, self.mpp)]
         block = BLOCK_TILES * footprint
         groups = [f"{self.source.name}:{int(y // block)},{int(x // block)}" for y, x in cells]
         return np.floor(cells).astype(np.int64), groups
