@@ -134,7 +134,11 @@ class RegionTileDataset(Dataset):
         log.info("%d tiles from %d regions", len(labels), len(regions))
         locations = np.concatenate(locations)
         ok = readable_tiles(slide, locations, self.size, self.mpp)
-        return locations[ok], np.array(labels)[ok], [g for g, keep in zip(groups, ok) if keep]
+        return (
+            locations[ok],
+            np.array(labels)[ok],
+            [g for g, keep in zip(groups, ok, strict=True) if keep],
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
