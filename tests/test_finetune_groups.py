@@ -4,7 +4,6 @@ fine-tuned checkpoint records exactly which init it started from."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 import shutil
 
@@ -141,13 +140,13 @@ def two_inits_named_alike(tmp_path_factory):
 
 def test_provenance_tells_two_inits_of_one_name_apart(tmp_path, two_inits_named_alike, caplog):
     from napari_rckd.models import load_checkpoint
-    from napari_rckd.training.finetune import finetune
+    from napari_rckd.training.finetune import Recipe, finetune
 
     data = make_grouped_folder(tmp_path / "tiles")
     inits = []
     for number, init in enumerate(two_inits_named_alike):
         with caplog.at_level(logging.INFO, logger="napari_rckd.training.finetune"):
-            result = finetune([data], tmp_path / f"run{number}", init=init, **TINY)
+            result = finetune([data], tmp_path / f"run{number}", init=init, recipe=Recipe(**TINY))
         _, metadata = load_checkpoint(result.last_checkpoint)
         inits.append(metadata["provenance"]["init"])
     a, b = inits
@@ -161,13 +160,15 @@ def test_provenance_tells_two_inits_of_one_name_apart(tmp_path, two_inits_named_
     assert len(notes) == 2 and "40 px wide" in notes[0] and "--data-mpp" in notes[0]
 
 
-def test_cli_and_python_share_the_workers_default():
+def test_cli_and_python_share_the_recipe_defaults():
     from napari_rckd.cli import build_parser
-    from napari_rckd.training.finetune import DEFAULT_WORKERS, finetune
+    from napari_rckd.training.finetune import DEFAULT_WORKERS, Recipe
 
     args = build_parser().parse_args(["finetune", "x", "--out", "y", "--steps", "1"])
-    assert args.workers == DEFAULT_WORKERS
-    assert inspect.signature(finetune).parameters["workers"].default == DEFAULT_WORKERS
+    assert args.workers == DEFAULT_WORKERS == Recipe().workers
+    recipe, rest = Recipe.split(vars(args))
+    assert recipe == Recipe(steps=1)  # every other recipe flag defaults as in Python
+    assert "init" in rest and "steps" not in rest
 
 
 def test_csat_names_the_shipped_student(tmp_path, monkeypatch, two_inits_named_alike):

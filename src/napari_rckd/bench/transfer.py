@@ -110,11 +110,7 @@ def run(args: argparse.Namespace) -> int:
         args.train, args.test, args.folds, args.inits, args.backbone, args.budgets, args.seeds,
         args.data_mpp,
     )  # fmt: skip
-    recipe = Recipe(
-        backbone=args.backbone, mpp=args.mpp, tile_size=args.tile_size, steps=args.steps,
-        batch_size=args.batch_size, lr=args.lr, device=args.device, workers=args.workers,
-        head=args.head, pretrained_backbone_lr=args.pretrained_backbone_lr,
-    )  # fmt: skip
+    recipe, _ = Recipe.split(vars(args))  # the flags finetune shares
     _print_scale(plan, recipe)
     jobs = plan.jobs()
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "json"}

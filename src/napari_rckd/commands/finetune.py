@@ -118,7 +118,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     checks.finetune(args)  # before torch loads: a typo answers at once
     from napari_rckd.training import TqdmProgress
-    from napari_rckd.training.finetune import finetune, format_metrics
+    from napari_rckd.training.finetune import Recipe, finetune, format_metrics
     from napari_rckd.training.recipes import rank
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         result = finetune(
             args.data,
             args.out,
-            task=args.task,
+            recipe=Recipe.split(vars(args))[0],
             init=args.init,
             classes=classes,
             label_from=args.label_from,
@@ -136,20 +136,7 @@ def run(args: argparse.Namespace) -> int:
             slide=args.slide,
             masks=args.masks,
             slide_mpp=args.slide_mpp,
-            backbone=args.backbone,
-            mpp=args.mpp,
-            tile_size=args.tile_size,
             val_fraction=args.val_fraction,
-            steps=args.steps,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            patience=args.patience,
-            device=args.device,
-            workers=args.workers,
-            seed=args.seed,
-            head=args.head,
-            pretrained_backbone_lr=args.pretrained_backbone_lr,
             resume=args.resume,
             callbacks=[TqdmProgress()],
             stop_event=stop,

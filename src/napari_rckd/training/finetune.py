@@ -11,6 +11,7 @@ metric is kept, with its validation metrics recorded in the checkpoint's provena
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import threading
@@ -64,12 +65,19 @@ class Recipe:
     head: str = STAGE2_HEAD  # classify: ModelConfig.head
     pretrained_backbone_lr: float = PRETRAINED_BACKBONE_LR  # lr scale of a pretrained backbone
 
+    @classmethod
+    def split(cls, options: dict) -> tuple[Recipe, dict]:
+        """Flat keyword options (a training job's) -> the recipe and the rest."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        recipe = cls(**{k: v for k, v in options.items() if k in names})
+        return recipe, {k: v for k, v in options.items() if k not in names}
+
 
 def finetune(
     data: Sequence[str | os.PathLike] = (),
     out_dir: str | os.PathLike = "runs/stage2",
     *,
-    task: str = "classify",
+    recipe: Recipe | None = None,
     init: str | os.PathLike | None = None,
     classes: Sequence[str] | None = None,
     label_from: str = "auto",
@@ -79,44 +87,29 @@ def finetune(
     slide: str | os.PathLike | None = None,
     masks: str | os.PathLike | None = None,
     slide_mpp: float | None = None,
-    backbone: str | None = None,
-    mpp: float = 0.5,
-    tile_size: int = 224,
     val_fraction: float = 0.2,
-    steps: int | None = None,
-    epochs: int | None = None,
-    batch_size: int = 16,
-    lr: float = 1e-3,
-    patience: int | None = None,
-    device: str = "auto",
-    workers: int = DEFAULT_WORKERS,
-    seed: int = 0,
-    head: str = STAGE2_HEAD,
-    pretrained_backbone_lr: float = PRETRAINED_BACKBONE_LR,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | None = None,
 ) -> FitResult:
-    """Fine-tune for ``task`` ("classify" or "segment") and return how the run ended.
+    """Fine-tune by ``recipe`` (task, backbone, budget, optimiser: `Recipe`) on ``data`` tile
+    folders, or ``annotations`` / ``masks`` of a ``slide``, and return how the run ended.
 
     ``init`` is a stage-1 (or any napari-rckd) checkpoint whose backbone starts the model,
     ``"csat"`` for the shipped RCKD-CSAT student, ``"imagenet"`` for timm's ImageNet
     weights, ``"none"`` for random weights, or None for `default_init` (``csat`` for
-    ``rckd_csat``). ``head`` is the classifier's (ModelConfig.head);
-    a pretrained backbone learns at ``lr × pretrained_backbone_lr``.
-    ``backbone`` defaults to the init checkpoint's, else ``rckd_csat``. Tile folders are
+    ``rckd_csat``). The recipe's backbone defaults to the init checkpoint's. Tile folders are
     grouped by ``groups`` (a CSV ``class,group,file``) or a ``groups.csv`` beside the tiles.
     """
     from napari_rckd.training.data.augment import Augment
     from napari_rckd.training.data.labelled import TileFolderDataset
     from napari_rckd.training.data.splits import split_by_group
 
-    if task not in TASKS:
-        raise RckdError(f"--task {task!r} is unknown; use classify or segment")
-    recipe = Recipe(
-        task, backbone, mpp, tile_size, steps, epochs, batch_size, lr, patience, device,
-        workers, seed, head, pretrained_backbone_lr,
-    )  # fmt: skip
+    recipe = recipe or Recipe()
+    if recipe.task not in TASKS:
+        raise RckdError(f"--task {recipe.task!r} is unknown; use classify or segment")
+    task, backbone, seed = recipe.task, recipe.backbone, recipe.seed
+    tile_size, mpp = recipe.tile_size, recipe.mpp
     out_dir = Path(out_dir)
     check_out_dir(out_dir, resume)
     start = resolve_init(init, backbone)

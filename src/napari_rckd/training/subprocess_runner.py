@@ -6,8 +6,8 @@ exits (releasing every CUDA allocation) when the job ends. The parent talks to i
 files in the run folder and one pipe:
 
 - ``job.json`` (written atomically before the start) says what to train: stage 1
-  (`recipes.pretrain` keyword arguments), stage 2 (`finetune.finetune` keyword arguments,
-  whose ``init`` defaults to stage 1's best checkpoint) or both; with ``compare_random``
+  (`recipes.pretrain` keyword arguments), stage 2 (`finetune.Recipe` fields and the inputs of
+  `finetune.finetune`, flat; ``init`` defaults to stage 1's best checkpoint) or both; with ``compare_random``
   stage 2 is trained again from random weights into ``stage2-random``, and a ``comparison``
   event gives both best validation scores;
 - the child's stdout carries one JSON event per line: ``status`` (a phase message),
@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from napari_rckd.atomic import write_json_atomic
@@ -141,7 +141,7 @@ def _watch_stop_file(path: Path, stop: threading.Event, writer: EventWriter) -> 
 
 def run_job(job: TrainingJob, stream) -> dict:
     """Train the job's stages in order, reporting to ``stream``; returns the final event."""
-    from napari_rckd.training.finetune import finetune
+    from napari_rckd.training.finetune import Recipe, finetune
     from napari_rckd.training.recipes import pretrain
 
     out = Path(job.out_dir)
@@ -166,9 +166,11 @@ def run_job(job: TrainingJob, stream) -> dict:
     if kwargs.get("init") is None and checkpoint is not None:
         kwargs["init"] = str(checkpoint)
     writer.emit("status", message="stage 2: cutting tiles from the annotations")
+    recipe, inputs = Recipe.split(kwargs)
     result = finetune(
-        out_dir=out / "stage2", resume=job.resume, callbacks=[writer], stop_event=stop, **kwargs
-    )
+        out_dir=out / "stage2", recipe=recipe, resume=job.resume, callbacks=[writer],
+        stop_event=stop, **inputs,
+    )  # fmt: skip
     checkpoint = result.best_checkpoint or result.last_checkpoint
     kind = "subtype" if kwargs.get("task", "classify") == "classify" else "region"
     status = result.status
@@ -176,10 +178,10 @@ def run_job(job: TrainingJob, stream) -> dict:
         writer.stage = "stage2-random"
         writer.started.clear()
         writer.emit("status", message="stage 2 again from random weights, for comparison")
-        kwargs.update(init="none", backbone=_backbone_of(checkpoint))
+        inputs["init"] = "none"
         random = finetune(
-            out_dir=out / "stage2-random", resume=job.resume, callbacks=[writer],
-            stop_event=stop, **kwargs,
+            out_dir=out / "stage2-random", recipe=replace(recipe, backbone=_backbone_of(checkpoint)),
+            resume=job.resume, callbacks=[writer], stop_event=stop, **inputs,
         )  # fmt: skip
         status = random.status  # a Stop here is resumed like any other
         if status == "completed":
