@@ -79,3 +79,15 @@ def test_headless_demo_writes_screenshots_exports_and_loadable_checkpoints(tmp_p
     assert rows and float(rows[0]["area_um2"]) > 0
     nuclei = json.loads(by_suffix["nuclei.geojson"].read_text())
     assert len(nuclei["features"]) == len(rows)
+
+
+def test_budget_sets_the_training_unless_steps_and_tiles_are_given():
+    from napari_rckd.cli import build_parser
+    from napari_rckd.commands.demo import training_budget
+
+    def budget(*extra):
+        return training_budget(build_parser().parse_args(["demo", "--out", "x", *extra]))
+
+    assert budget() == (20, 64)
+    assert budget("--budget", "full") == (300, 512)
+    assert budget("--budget", "full", "--steps", "5") == (5, 512)

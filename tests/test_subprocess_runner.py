@@ -101,3 +101,19 @@ def test_unreadable_slide_is_one_error_event(tmp_path):
 def test_a_job_needs_a_stage(tmp_path):
     with pytest.raises(RckdError, match="stage 1, stage 2 or both"):
         TrainingJob(str(tmp_path))
+
+
+def test_a_closed_pipe_silences_the_events_instead_of_raising():
+    from napari_rckd.training.subprocess_runner import EventWriter
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    writer = EventWriter(ClosedPipe(), "stage1")
+    writer.emit("status", message="first")  # the parent quit: no traceback, training goes on
+    writer.emit("status", message="second")
+    assert writer.parent_gone

@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 CLASSES = ("tumour", "stroma", "normal")
 MASK_HALF = 1200  # level-0 px: the cancer region is painted in a 1.2 mm square, not everywhere
-WAIT_S = 900  # a training run or a view that takes longer than this is reported, not waited on
+# A step is given up only when nothing it shows has moved for this long, so the wait grows
+# with the work (a slow machine trains longer) and a stuck step is still reported.
+STALL_S = 300
 
 
 @dataclass
@@ -138,12 +140,23 @@ def _process(seconds: float = 0.0) -> None:
         time.sleep(0.02)
 
 
-def _wait(condition, what: str, timeout: float = WAIT_S) -> None:
-    end = time.monotonic() + timeout
+def _wait(condition, what: str, progress=lambda: None, stall_s: float = STALL_S) -> None:
+    """Wait for ``condition`` while ``progress()`` (what the step shows) keeps changing."""
+    seen, changed = progress(), time.monotonic()
     while not condition():
-        if time.monotonic() > end:
-            raise RckdError(f"the demo gave up waiting for {what} after {timeout:.0f} s")
+        now = progress()
+        if now != seen:
+            seen, changed = now, time.monotonic()
+        elif time.monotonic() - changed > stall_s:
+            raise RckdError(
+                f"the demo gave up waiting for {what}: nothing moved for {stall_s:.0f} s"
+            )
         _process(0.05)
+
+
+def _shown(widget):
+    """What the Train widget shows of a run (status, step line): changes while it trains."""
+    return lambda: (widget.status.text(), widget.eta.text())
 
 
 class Demo:
@@ -241,7 +254,7 @@ class Demo:
             raise RckdError(f"the Train widget refused the demo's job: {widget.status.text()}")
         _wait(lambda: widget.progress.value() >= 1 or not widget.running, "the first step")
         self.snap("training", "stage 1 distils the built-in teacher into the student (live loss)")
-        _wait(lambda: not widget.running, "stage 1 and stage 2 (classify)")
+        _wait(lambda: not widget.running, "stage 1 and stage 2 (classify)", _shown(widget))
         self._check_trained(widget, "subtype")
         stage1 = Path(widget.process.out_dir) / "stage1" / "best.safetensors"
         self.record.checkpoints.update(nuclei=str(stage1), subtype=widget.checkpoint)
@@ -264,7 +277,7 @@ class Demo:
                     exited.append(event)
             return bool(exited)
 
-        _wait(pump, "stage 2 (segment)")
+        _wait(pump, "stage 2 (segment)", _shown(widget))
         self._check_trained(widget, "region")
         self.record.checkpoints["region"] = widget.checkpoint
         self.snap("trained", "stage 2 fine-tuned a subtype classifier and a cancer-region "
@@ -323,7 +336,11 @@ class Demo:
         self.viewer.screenshot(canvas_only=True, flash=False)
         live = widget.live
         live.update_view()  # plan at once instead of waiting for the debounce
-        _wait(lambda: live.predictor.wait_idle(0.05), "the visible tiles")
+        _wait(
+            lambda: live.predictor.wait_idle(0.05),
+            "the visible tiles",
+            lambda: sum(len(live.predictor.tiles_done(k)) for k in live.predictor.sources),
+        )
         live.poll()
 
     def _count(self, predictor, label: str) -> None:

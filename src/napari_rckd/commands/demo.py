@@ -22,12 +22,23 @@ from napari_rckd.errors import RckdError
 
 log = logging.getLogger(__name__)
 
+# Training per stage: the demo shows the workflow (fast) or models worth looking at (full). The
+# demo waits while training moves, however long that takes here (demo_script.STALL_S).
+BUDGETS = {"fast": {"steps": 20, "tiles": 64}, "full": {"steps": 300, "tiles": 512}}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder for screenshots, exports, demo.json")
     parser.add_argument("--headless", action="store_true", help="no window; close when done")
-    parser.add_argument("--steps", type=int, default=20, help="training steps per stage")
-    parser.add_argument("--tiles", type=int, default=64, help="stage-1 tissue tiles")
+    parser.add_argument(
+        "--budget",
+        choices=sorted(BUDGETS),
+        default="fast",
+        help="fast (default: minutes on a laptop CPU, models barely trained) or full (models "
+        "that learn; tens of minutes on a CPU, a few on a GPU)",
+    )
+    parser.add_argument("--steps", type=int, help="training steps per stage (overrides --budget)")
+    parser.add_argument("--tiles", type=int, help="stage-1 tissue tiles (overrides --budget)")
     parser.add_argument("--backbone", default="rckd_csat", help="student backbone (timm name)")
     parser.add_argument("--device", default="cpu", help="training and inference device")
 
@@ -59,7 +70,15 @@ def virtual_display():
     yield
 
 
+def training_budget(args: argparse.Namespace) -> tuple[int, int]:
+    """Steps per stage and stage-1 tiles: --budget's, unless --steps / --tiles say otherwise."""
+    budget = BUDGETS[args.budget]
+    steps = budget["steps"] if args.steps is None else args.steps
+    return steps, budget["tiles"] if args.tiles is None else args.tiles
+
+
 def run(args: argparse.Namespace) -> int:
+    args.steps, args.tiles = training_budget(args)
     if args.steps < 1:
         raise RckdError(f"--steps must be at least 1, got {args.steps}")
     out = Path(args.out).expanduser().resolve()

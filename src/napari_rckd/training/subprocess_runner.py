@@ -83,13 +83,21 @@ class EventWriter(Callback):
         self.stream, self.stage = stream, stage
         self.started = threading.Event()  # set once fit runs: stopping then keeps a checkpoint
         self.checkpoint: str | None = None  # the last good weights of a finished stage
+        self.parent_gone = False
         self._t0 = 0.0
         self._first_step = 0
 
     def emit(self, event: str, **payload) -> None:
+        """Write one event; once the parent has closed the pipe (it quit), write no more and
+        let the run finish its checkpoints instead of dying with a BrokenPipeError traceback."""
+        if self.parent_gone:
+            return
         line = json.dumps({"event": event, "stage": self.stage, **payload}, default=str)
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):  # ValueError: the stream object was closed
+            self.parent_gone = True
 
     def on_fit_start(self, start_step: int, total_steps: int) -> None:
         self._t0, self._first_step = time.monotonic(), start_step
