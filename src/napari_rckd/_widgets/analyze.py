@@ -24,7 +24,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -38,6 +37,7 @@ from napari_rckd._widgets.choices import (
     RecentModels,
     detect_devices,
 )
+from napari_rckd._widgets.form import confirm_replace, folder_row, reporting
 from napari_rckd._widgets.live import LiveAnalysis, add_result_layers, source_classes
 from napari_rckd._widgets.mpp_field import MppField
 from napari_rckd._widgets.train_job import TRAINED
@@ -48,23 +48,6 @@ log = logging.getLogger(__name__)
 CHOOSE = "<choose>"  # combo data of the "Choose checkpoint…" entry
 NONE = "<none>"  # combo data of "none": the kind is not computed
 EXPORTS = ("geojson", "csv", "ome-tiff")
-
-
-def reporting(callback):
-    """Run a callback; bad input shows as one sentence in the widget, never as a crash."""
-
-    @functools.wraps(callback)
-    def wrapper(self, *args, **kwargs):
-        try:
-            return callback(self, *args, **kwargs)
-        except RckdError as error:
-            self.show_error(str(error))
-        except Exception as error:  # napari must survive a plugin bug; the log has the trace
-            log.exception("Analyze slide: %s failed", callback.__name__)
-            self.show_error(f"{callback.__name__} failed unexpectedly: {error}")
-        return None
-
-    return wrapper
 
 
 class AnalyzeWidget(QWidget):
@@ -132,7 +115,7 @@ class AnalyzeWidget(QWidget):
         self.progress = QProgressBar()
         whole = QGroupBox("whole slide")
         whole_layout = QVBoxLayout(whole)
-        whole_layout.addLayout(self._path_row(self.out, "Results folder"))
+        whole_layout.addLayout(folder_row(self, self.out, "Results folder"))
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -143,7 +126,7 @@ class AnalyzeWidget(QWidget):
         self.export_dir.setPlaceholderText("export folder")
         export = QGroupBox("export")
         export_layout = QVBoxLayout(export)
-        export_layout.addLayout(self._path_row(self.export_dir, "Export folder"))
+        export_layout.addLayout(folder_row(self, self.export_dir, "Export folder"))
         export_buttons = QHBoxLayout()
         for kind in EXPORTS:
             button = QPushButton(kind.replace("geojson", "GeoJSON").replace("ome-tiff", "OME-TIFF"))
@@ -160,21 +143,6 @@ class AnalyzeWidget(QWidget):
         layout.addWidget(export)
         layout.addWidget(self.status)
         layout.addStretch(1)
-
-    def _path_row(self, edit: QLineEdit, title: str) -> QHBoxLayout:
-        browse = QPushButton("…")
-        browse.setMaximumWidth(30)
-
-        def choose():
-            folder = QFileDialog.getExistingDirectory(self, title, edit.text())
-            if folder:
-                edit.setText(folder)
-
-        browse.clicked.connect(choose)
-        row = QHBoxLayout()
-        row.addWidget(edit, 1)
-        row.addWidget(browse)
-        return row
 
     def _fill_models(self, kind: str, select: str | None = None) -> None:
         box = self.models[kind]
@@ -440,7 +408,7 @@ class AnalyzeWidget(QWidget):
         self.export_dir.setText(str(folder))
         stem = folder / layer.name
         there = [p.name for p in self.analysis.export_targets(stem, [kind]) if p.exists()]
-        if there and not self._confirm_replace(folder, there):
+        if there and not confirm_replace(self, folder, there):
             self.status.setText(f"kept the {kind} exports already in {folder}")
             return None
         worker = thread_worker(self.analysis.export, start_thread=False)(
@@ -453,17 +421,6 @@ class AnalyzeWidget(QWidget):
         self.worker = worker
         worker.start()
         return worker
-
-    def _confirm_replace(self, folder: Path, names: list[str]) -> bool:
-        """Ask before an export replaces files the user already has."""
-        answer = QMessageBox.question(
-            self,
-            "Replace exports?",
-            f"{folder} already holds {', '.join(names)}. Replace them?",
-            QMessageBox.Yes | QMessageBox.No,
-            QMessageBox.No,
-        )
-        return answer == QMessageBox.Yes
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         self._stop.set()

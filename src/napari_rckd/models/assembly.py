@@ -133,9 +133,9 @@ class DenseModel(_BackboneModel):
 class PyramidPoolHead(nn.Module):
     """Tile logits from every stage's average-pooled features, concatenated: LayerNorm, Linear.
 
-    RCKD stage 1 trains the whole encoder through a decoder that reads every scale, and a
-    linear probe of the shipped student's features found most of what it learned in the
-    early, fine-scale stages (nuclear detail) rather than the last one (docs/rckd.md).
+    RCKD stage 1 trains the whole encoder through a decoder that reads every scale, so what a
+    student learned about nuclei sits in the fine-scale stages too, which a last-stage head
+    ignores (docs/rckd.md measures both heads).
     """
 
     def __init__(self, channels: list[int], num_outputs: int, drop_rate: float = 0.0):
