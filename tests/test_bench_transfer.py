@@ -174,3 +174,38 @@ def test_a_stop_keeps_the_finished_runs(grouped, tmp_path, monkeypatch, capsys):
     saved = json.loads((tmp_path / "t.json").read_text())
     assert saved["status"] == "cancelled" and len(saved["rows"]) == 1
     assert "1 of 4 runs (cancelled)" in capsys.readouterr().out
+
+
+def test_resume_trains_only_the_missing_runs(grouped, tmp_path, monkeypatch, capsys):
+    """A stopped run continues from its --json; the file is never overwritten unasked."""
+    import napari_rckd.bench.transfer as transfer
+
+    original, trained, stops = transfer.run_job, [], [True]
+
+    def stop_after_one(plan, job, recipe, tester, out_dir, bar, stop):
+        trained.append(job)
+        row = original(plan, job, recipe, tester, out_dir, bar, stop)
+        if stops.pop() if stops else False:
+            stop.set()
+        return row
+
+    monkeypatch.setattr(transfer, "run_job", stop_after_one)
+    path = tmp_path / "r.json"
+    args = ["bench", "transfer", "--train", str(grouped), "--inits", "none", "--folds", "2"]
+    args += ["--budgets", "1", "--seeds", "2", "--json", str(path), *TINY]
+    assert main(args) == 130
+    first = json.loads(path.read_text())["rows"]
+    capsys.readouterr()
+    trained.clear()
+
+    assert main(args) == 2  # no --resume: refused, the file untouched
+    assert "pass --resume" in capsys.readouterr().err
+    assert json.loads(path.read_text())["rows"] == first
+    assert main([*args, "--steps", "3", "--resume"]) == 2  # other settings: refused
+    assert "steps=2" in capsys.readouterr().err
+
+    assert main([*args, "--resume"]) == 0
+    saved = json.loads(path.read_text())
+    assert saved["status"] == "completed" and len(saved["rows"]) == 4
+    assert saved["rows"][0] == first[0] and len(trained) == 3  # only the missing runs
+    assert "1 runs kept" in capsys.readouterr().out

@@ -14,7 +14,7 @@ is assumed to span --tile-size × --mpp µm; --data-mpp gives their real scale i
 Prints mean ± sd over seeds and folds per init and budget, then the paired difference of
 every init to `none` (same seed, fold and groups) with a 95 % t-interval. Ctrl-C stops after
 the current step and keeps the finished runs (in the table and in --json, written after
-every run).
+every run); --resume continues them, training only the runs the file lacks.
 """
 
 from __future__ import annotations
@@ -92,6 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_recipe_arguments(parser)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs already in --json (same settings) and train only the missing ones",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=0,
@@ -103,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from napari_rckd.bench.transfer_plan import make_plan
+    from napari_rckd.bench.transfer_resume import finished_rows, job_key
     from napari_rckd.commands.pretrain import stop_on_signals
     from napari_rckd.training.finetune import Recipe
 
@@ -112,9 +118,13 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     recipe, _ = Recipe.split(vars(args))  # the flags finetune shares
     _print_scale(plan, recipe)
-    jobs = plan.jobs()
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "json"}
-    rows: list[dict] = []
+    wanted = {job_key(job) for job in plan.jobs()}
+    rows = finished_rows(args.json, args.resume, settings)  # all kept, even other budgets
+    done = {job_key(r) for r in rows}
+    jobs = [job for job in plan.jobs() if job_key(job) not in done]
+    if rows:
+        print(f"resuming: {len(rows)} runs kept from {args.json}, {len(jobs)} to train")
     status = "completed"
     quiet = logging.getLogger("napari_rckd")
     level, quiet.level = quiet.level, logging.WARNING  # the bar says enough; keep warnings
@@ -139,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         quiet.setLevel(level)
     _write(args.json, rows, settings, status)
-    _print_tables(rows, len(jobs), status)
+    _print_tables(rows, len(wanted | done), status)
     return 0 if status == "completed" else 130
 
 
