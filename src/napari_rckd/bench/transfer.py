@@ -15,6 +15,9 @@ Prints mean ± sd over seeds and folds per init and budget, then the paired diff
 every init to `none` (same seed, fold and groups) with a 95 % t-interval. Ctrl-C stops after
 the current step and keeps the finished runs (in the table and in --json, written after
 every run); --resume continues them, training only the runs the file lacks.
+
+--task segment trains region segmenters instead, on SYNTHETIC mosaics of the same tiles
+(benign vs tumour, scored by mIoU): see `napari_rckd.bench.transfer_mosaic`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from napari_rckd.bench import transfer_mosaic
+from napari_rckd.bench.transfer_stats import METRICS
 from napari_rckd.commands.finetune import add_recipe_arguments
 
 # Chosen so that `--inits csat,none --budgets 0.1 --seeds 2` on lc25000-lung-dev with a
@@ -56,6 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="class folders to test on (default: grouped K-fold on --train)",
     )
     parser.add_argument("--folds", type=int, default=3, help="folds without --test (default 3)")
+    parser.add_argument(
+        "--task",
+        choices=("classify", "segment"),
+        default="classify",
+        help="classify the tiles (default), or segment benign vs tumour regions in SYNTHETIC "
+        "mosaics of them (mIoU)",
+    )
+    transfer_mosaic.add_arguments(parser)
     parser.add_argument(
         "--inits",
         type=_names,
@@ -117,8 +130,13 @@ def run(args: argparse.Namespace) -> int:
         args.data_mpp,
     )  # fmt: skip
     recipe, _ = Recipe.split(vars(args))  # the flags finetune shares
+    if args.task == "segment":
+        kind = transfer_mosaic.Segment.from_args(plan, recipe, args)
+    else:
+        kind = Classify(plan.classes, recipe)
     _print_scale(plan, recipe)
-    settings = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "json"}
+    unused = {"json"} | (set() if args.task == "segment" else set(transfer_mosaic.FLAGS))
+    settings = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in unused}
     wanted = {job_key(job) for job in plan.jobs()}
     rows = finished_rows(args.json, args.resume, settings)  # all kept, even other budgets
     done = {job_key(r) for r in rows}
@@ -134,31 +152,52 @@ def run(args: argparse.Namespace) -> int:
             tester = None
             for number, job in enumerate(jobs, 1):
                 if tester is None or tester.fold != job.fold:
-                    tester = HeldOutTiles(plan.test_tiles(job.fold), plan.classes, recipe, job.fold)
+                    tester = kind.tester(plan.test_tiles(job.fold), job.fold)
                 bar.set_description(
                     f"run {number}/{len(jobs)} fold {job.fold + 1} seed {job.seed} "
                     f"budget {job.budget:g} {job.init}"
                 )
-                row = run_job(plan, job, recipe, tester, Path(tmp) / f"run{number}", bar, stop)
+                row = run_job(plan, job, kind, tester, Path(tmp) / f"run{number}", bar, stop)
                 if row is None:
                     status = "cancelled"
                     break
                 rows.append(row)
-                _write(args.json, rows, settings, "running")
+                _write(args.json, rows, settings, "running", kind.title)
     finally:
         bar.close()
         quiet.setLevel(level)
-    _write(args.json, rows, settings, status)
-    _print_tables(rows, len(wanted | done), status)
+    _write(args.json, rows, settings, status, kind.title)
+    _print_tables(rows, len(wanted | done), status, kind.title)
     return 0 if status == "completed" else 130
 
 
-def run_job(plan, job, recipe, tester, out_dir: Path, bar, stop) -> dict | None:
+class Classify:
+    """What `bench transfer` trains and scores by default: a tile classifier (the segmentation
+    twin of this interface is `transfer_mosaic.Segment`)."""
+
+    metrics = METRICS["classify"]
+    title = "RCKD transfer: fine-tuned classifiers per init and label budget"
+
+    def __init__(self, classes: list[str], recipe) -> None:
+        self.classes, self.recipe = classes, recipe
+
+    def train_set(self, tiles):
+        from napari_rckd.training.data.augment import Augment
+        from napari_rckd.training.data.labelled import TileFolderDataset
+
+        return TileFolderDataset(
+            tiles, self.classes, self.recipe.tile_size, self.recipe.mpp, train=True,
+            augment=Augment(),
+        )  # fmt: skip
+
+    def tester(self, tiles, fold: int) -> HeldOutTiles:
+        return HeldOutTiles(tiles, self.classes, self.recipe, fold)
+
+
+def run_job(plan, job, kind, tester, out_dir: Path, bar, stop) -> dict | None:
     """Train one job through `train_stage2` and test its last weights; None if stopped."""
     from napari_rckd.models import load_checkpoint
     from napari_rckd.training.callbacks import Callback
-    from napari_rckd.training.data.augment import Augment
-    from napari_rckd.training.data.labelled import TileFolderDataset
     from napari_rckd.training.finetune import train_stage2
 
     class Advance(Callback):
@@ -167,13 +206,10 @@ def run_job(plan, job, recipe, tester, out_dir: Path, bar, stop) -> dict | None:
 
     started = time.perf_counter()
     tiles = plan.train_tiles(job)
-    train = TileFolderDataset(
-        tiles, plan.classes, recipe.tile_size, recipe.mpp, train=True, augment=Augment()
-    )
     start = plan.inits[job.init]
     result = train_stage2(
-        train, None, plan.classes, start, replace(recipe, seed=job.seed), out_dir,
-        callbacks=[Advance()], stop_event=stop,
+        kind.train_set(tiles), None, kind.classes, start, replace(kind.recipe, seed=job.seed),
+        out_dir, callbacks=[Advance()], stop_event=stop,
     )  # fmt: skip
     if result.status == "cancelled":
         return None
@@ -185,8 +221,7 @@ def run_job(plan, job, recipe, tester, out_dir: Path, bar, stop) -> dict | None:
         "budget": job.budget,
         "seed": job.seed,
         "fold": job.fold,
-        "balanced_accuracy": metrics["balanced_accuracy"],
-        "macro_f1": metrics["macro_f1"],
+        **{name: metrics[name] for name in kind.metrics},
         "n_train": len(tiles),
         "train_groups": len({t.group for t in tiles}),
         "n_test": len(tester),
@@ -242,7 +277,7 @@ def _print_scale(plan, recipe) -> None:
             return
 
 
-def _write(json_path: str | None, rows: list[dict], settings: dict, status: str) -> None:
+def _write(json_path: str | None, rows: list[dict], settings: dict, status: str, title: str):
     from napari_rckd.atomic import write_json_atomic
     from napari_rckd.bench.report import machine_summary
     from napari_rckd.bench.transfer_stats import paired_rows, summary_rows
@@ -250,7 +285,7 @@ def _write(json_path: str | None, rows: list[dict], settings: dict, status: str)
     if not json_path:
         return
     payload = {
-        "title": "RCKD transfer: fine-tuned classifiers per init and label budget",
+        "title": title,
         "status": status,
         "settings": settings,
         "rows": rows,
@@ -261,11 +296,11 @@ def _write(json_path: str | None, rows: list[dict], settings: dict, status: str)
     write_json_atomic(Path(json_path), payload)
 
 
-def _print_tables(rows: list[dict], planned: int, status: str) -> None:
+def _print_tables(rows: list[dict], planned: int, status: str, title: str) -> None:
     from napari_rckd.bench.report import format_table
     from napari_rckd.bench.transfer_stats import paired_rows, summary_rows
 
-    print(f"\nRCKD transfer: {len(rows)} of {planned} runs ({status})\n")
+    print(f"\n{title}: {len(rows)} of {planned} runs ({status})\n")
     print(format_table(summary_rows(rows)))
     paired = paired_rows(rows)
     if paired:

@@ -14,9 +14,11 @@ from napari_rckd.errors import RckdError
 
 # Settings that change what a run computes; inits, budgets and seeds only choose the jobs.
 SAME_RESULT = (
-    "train", "test", "folds", "backbone", "steps", "tile_size", "batch_size", "mpp",
-    "data_mpp", "lr", "head", "pretrained_backbone_lr",
+    "task", "train", "test", "folds", "backbone", "steps", "tile_size", "batch_size", "mpp",
+    "data_mpp", "lr", "head", "pretrained_backbone_lr", "grid", "benign",
 )  # fmt: skip
+# What a file written before --task existed ran (grid and benign are absent in classify runs).
+BEFORE = {"task": "classify"}
 
 
 def finished_rows(json_path: str | None, resume: bool, settings: dict) -> list[dict]:
@@ -38,11 +40,12 @@ def finished_rows(json_path: str | None, resume: bool, settings: dict) -> list[d
             f"cannot resume from {json_path}: it is not a bench transfer result ({exc}); "
             "choose another --json file"
         ) from None
-    differ = [k for k in SAME_RESULT if old.get(k, settings.get(k)) != settings.get(k)]
+    old = {k: old.get(k, BEFORE.get(k, settings.get(k))) for k in SAME_RESULT}
+    differ = [k for k in SAME_RESULT if old[k] != settings.get(k)]
     if differ:
         raise RckdError(
             f"cannot resume from {json_path}: its runs used other settings "
-            f"({', '.join(f'{k}={old.get(k)!r}' for k in differ)}); use the same flags or "
+            f"({', '.join(f'{k}={old[k]!r}' for k in differ)}); use the same flags or "
             "another --json file"
         )
     return rows
