@@ -4,12 +4,22 @@ Training samples tiles only where there is tissue, so the mask is computed once 
 coarse view (~8 µm/px) where a whole slide is a few hundred thousand pixels. A pixel is
 tissue when it is coloured (saturation), neither glass-white nor black, and not ink: H&E
 is pink to purple, so green/blue/cyan hues and strongly saturated reds are pen marks.
+
+The coarse view is the mean of integer blocks of the coarsest level still fine enough, read
+in bands, so a slide without a pyramid costs one decode of its level 0 and a few sums, and
+never sits in memory whole. Masks are kept per slide file (path, size, modification time,
+mpp), so predict, Analyze and the benchmarks detect a slide's tissue once.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -31,18 +41,32 @@ RED_PEN_SATURATION = 0.3  # red ink is more saturated than eosin at the same hue
 RED_HUE_MARGIN = 0.06  # hues within this of pure red (0/1)
 MIN_TEXTURE = 0.025  # median Sobel magnitude (grey in [0, 1]) of tissue at full resolution
 MIN_OBJECT_UM2 = 20_000  # tissue fragments smaller than ~140 µm square are dust or debris
+BAND_BYTES = 64 * 2**20  # the source level is read and reduced in bands of about this size
+CACHED_MASKS = 16  # slides whose masks are kept
 
 
 def tissue_pixels(rgb: np.ndarray) -> np.ndarray:
-    """Per-pixel tissue decision (bool H×W) for an RGB(A) uint8 image, without clean-up."""
-    from skimage.color import rgb2hsv
+    """Per-pixel tissue decision (bool H×W) for an RGB(A) uint8 image, without clean-up.
 
-    hsv = rgb2hsv(np.asarray(rgb)[..., :3])
-    hue, saturation, value = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    Hue, saturation and value as scikit-image's ``rgb2hsv`` computes them (the same float64
+    operations, so the same decisions for every colour), without its bookkeeping.
+    """
+    rgb = np.asarray(rgb)[..., :3] * (1 / 255)
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    value = rgb.max(-1)
+    delta = value - rgb.min(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # grey: 0/0 = nan fails every test
+        saturation = delta / value
+        hue = np.where(
+            blue == value,
+            4 + (red - green) / delta,
+            np.where(green == value, 2 + (blue - red) / delta, (green - blue) / delta),
+        )
+    hue = (hue / 6) % 1
     coloured = (saturation > MIN_SATURATION) & (value < MAX_VALUE) & (value > MIN_VALUE)
     pen = (hue > PEN_HUE_RANGE[0]) & (hue < PEN_HUE_RANGE[1])
-    red = (hue < RED_HUE_MARGIN) | (hue > 1 - RED_HUE_MARGIN)
-    pen |= red & (saturation > RED_PEN_SATURATION)
+    reddish = (hue < RED_HUE_MARGIN) | (hue > 1 - RED_HUE_MARGIN)
+    pen |= reddish & (saturation > RED_PEN_SATURATION)
     return coloured & ~pen
 
 
@@ -107,29 +131,108 @@ def _choose_downsample(slide) -> float:
     return max(1.0, max(height, width) / TISSUE_LONG_SIDE)
 
 
+def _integer_factor(factor: float) -> int:
+    """The whole number of pixels per block nearest to ``factor`` (by ratio), at least 1."""
+    low = max(1, math.floor(factor))
+    return low if factor / low <= (low + 1) / factor else low + 1
+
+
+def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """RGB uint8 mean of each ``factor``×``factor`` block (the last row and column of blocks
+    average the pixels they have)."""
+    image = np.asarray(image)[..., :3]
+    if factor == 1:
+        return image
+    sums, rows = _sum_blocks(image, factor, 0)
+    sums, cols = _sum_blocks(sums, factor, 1)
+    means = sums.astype(np.float32)
+    means *= (1 / np.multiply.outer(rows, cols)).astype(np.float32)[..., None]
+    return np.rint(means, out=means).astype(np.uint8)
+
+
+def _sum_blocks(array: np.ndarray, factor: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of runs of ``factor`` along ``axis`` (the last run may be shorter), and run lengths.
+
+    One strided add per offset in the run: a single pass over the data, however small ``factor``.
+    """
+    n = array.shape[axis]
+    runs = -(-n // factor)
+    shape = list(array.shape)
+    shape[axis] = runs
+    sums = np.zeros(shape, np.uint32)
+    for offset in range(min(factor, n)):
+        count = len(range(offset, n, factor))  # the short last run misses the last offsets
+        target = (slice(None),) * axis + (slice(0, count),)
+        source = (slice(None),) * axis + (slice(offset, n, factor),)
+        np.add(sums[target], array[source], out=sums[target])
+    lengths = np.full(runs, factor)
+    lengths[-1] = n - factor * (runs - 1)
+    return sums, lengths
+
+
+def _read_reduced(slide, level: int, factor: int) -> tuple[np.ndarray, DamagedSlideError | None]:
+    """Block means of a whole level, read in bands; damaged tiles are read as napari shows
+    them (hatched, so not tissue) and the first damage is returned."""
+    height, width = slide.levels[level].shape[:2]
+    step = factor * max(1, BAND_BYTES // (factor * width * 3))
+    bands, damage = [], None
+    for y in range(0, height, step):
+        rows = min(step, height - y)
+        try:
+            band = slide.read_region(level, y, 0, rows, width)
+        except DamagedSlideError as error:
+            damage = damage or error
+            band = np.asarray(slide.levels[level][y : y + rows])
+        bands.append(block_mean(band, factor))
+    return np.concatenate(bands), damage
+
+
+_masks: OrderedDict[tuple, TissueMask] = OrderedDict()
+_masks_lock = threading.Lock()
+
+
+def _cache_key(slide) -> tuple | None:
+    try:
+        stat = os.stat(slide.path)
+    except (OSError, TypeError):
+        return None
+    path = str(Path(slide.path).resolve())
+    return (path, stat.st_mtime_ns, stat.st_size, slide.mpp, tuple(slide.shape))
+
+
+def clear_tissue_cache() -> None:
+    """Forget every kept mask (the next `detect_tissue` of each slide computes it again)."""
+    with _masks_lock:
+        _masks.clear()
+
+
 def detect_tissue(slide, name: str | None = None) -> TissueMask:
     """Tissue mask of a slide from its coarsest level still at least as fine as ~8 µm/px.
 
+    The same slide file gives back the same (read-only) mask without computing it again.
     Raises an RckdError naming the slide when nothing looks like tissue.
     """
-    from skimage.transform import resize
+    key = _cache_key(slide)
+    with _masks_lock:
+        if key in _masks:
+            _masks.move_to_end(key)
+            return _masks[key]
+    tissue = _compute_tissue(slide, name)
+    if key is not None:
+        with _masks_lock:
+            _masks[key] = tissue
+            while len(_masks) > CACHED_MASKS:
+                _masks.popitem(last=False)
+    return tissue
 
+
+def _compute_tissue(slide, name: str | None) -> TissueMask:
     target = _choose_downsample(slide)
     level = slide.best_level_for(target)
-    level_downsample = float(slide.downsamples[level])
-    height, width = slide.levels[level].shape[:2]
-    damage = None
-    try:
-        image = np.asarray(slide.read_region(level, 0, 0, height, width))
-    except DamagedSlideError as error:  # read as napari shows it: damaged tiles hatched, not tissue
-        damage = error
-        image = np.asarray(slide.levels[level])
-    factor = target / level_downsample
-    if factor > 1.05:  # shrink to the target resolution: less work, same decision
-        shape = (max(1, round(height / factor)), max(1, round(width / factor)))
-        image = resize(image[..., :3], shape, order=1, preserve_range=True, anti_aliasing=True)
-        image = image.astype(np.uint8)
-    downsample = slide.levels[0].shape[0] / image.shape[0]
+    level_height = slide.levels[level].shape[0]
+    factor = _integer_factor(target / float(slide.downsamples[level]))
+    image, damage = _read_reduced(slide, level, factor)
+    downsample = slide.shape[0] / level_height * factor
     mpp0 = slide.mpp or 0.5  # without an mpp assume 20x for the speck size
     min_object_px = max(4, round(MIN_OBJECT_UM2 / (mpp0 * downsample) ** 2))
     mask = clean_mask(tissue_pixels(image), min_object_px)
@@ -146,4 +249,5 @@ def detect_tissue(slide, name: str | None = None) -> TissueMask:
         downsample,
         100 * mask.mean(),
     )
+    mask.flags.writeable = False  # shared by every caller of the same slide
     return TissueMask(mask=mask, downsample=downsample)
