@@ -25,7 +25,8 @@ TARGETS: dict[str, tuple[str, str]] = {
     ),
     "infer": (
         "napari_rckd.bench.infer",
-        "model-only vs pipeline tiles/s, whole-slide peak RSS at two sizes, naive side by side",
+        "pipeline ÷ model-only (cold reads, median of rounds, with tissue detection), "
+        "whole-slide peak RSS at two tile counts and sizes, naive at the same batch size",
     ),
     "fuzz": (
         "napari_rckd.bench.fuzz",
