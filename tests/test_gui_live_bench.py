@@ -17,11 +17,19 @@ def test_bench_viewport_times_a_pan_on_a_real_slide(qapp, tmp_path, capsys):
     slide = shared_path("slides/cmu-1-small-region.svs")
     out = tmp_path / "viewport.json"
     argv = ["bench", "viewport", str(slide), "--width", "480", "--height", "640"]
+    argv += ["--path-steps", "3", "--tail-ms", "100"]
     assert main([*argv, "--json", str(out)]) == 0
     figures = json.loads(out.read_text())
     steps = {row["step"]: row for row in figures["rows"]}
     assert figures["canvas"] == [480, 640]
     pan = steps["pan to a new view"]
     assert pan["tiles computed"] > 0 and 0 < pan["first tile s"] <= pan["complete s"]
-    assert steps["pan back (cached)"]["tiles computed"] == 0  # the stores already hold them
+    assert 0 < pan["first after plan s"] <= pan["complete after plan s"] < pan["complete s"]
+    assert 0 < pan["model 1 tile s"] <= pan["model view s"]
+    assert pan["first_tile_ratio"] == pan["first after plan s"] / pan["model 1 tile s"]
+    assert pan["complete_ratio"] == pan["complete after plan s"] / pan["model view s"]
+    back = steps["pan back (re-display)"]
+    assert back["tiles computed"] == 0 and back["first tile s"] > 0  # napari slices the stores
+    for row in figures["rows"]:  # every row, the baseline too, says how the event loop fared
+        assert 0 < row["event_gap_p99_ms"] <= row["event_gap_max_ms"]
     assert "Live viewport inference on cmu-1-small-region.svs" in capsys.readouterr().out

@@ -61,12 +61,19 @@ def test_pyramid_after_tile_writes_equals_downsampling_the_whole(kind, dtype, ch
     again, _ = _written_store(open_root(), lambda t: t, kind, dtype, channels)
     for a, b in zip(store.levels, again.levels, strict=True):
         np.testing.assert_array_equal(np.asarray(a[...]), np.asarray(b[...]))
+    # what a viewer slices (the numpy mirror of an in-memory store) is the same pyramid
+    assert store.display_levels is not store.levels
+    for shown, level in zip(store.display_levels, store.levels, strict=True):
+        assert (shown.shape, shown.dtype) == (level.shape, level.dtype)
+        part = (..., slice(3, 77), slice(5, 260, 3))
+        np.testing.assert_array_equal(shown[part], np.asarray(level[part]))
 
 
 def test_directory_store_reopens_with_ome_multiscales(tmp_path):
     root = open_root(tmp_path / "results.zarr")
     store, full = _written_store(root, lambda t: t)
     reopened = ResultStore.open(open_root(tmp_path / "results.zarr", mode="r"), "labels")
+    assert reopened.display_levels == reopened.levels  # on disk: no copy in memory
     np.testing.assert_array_equal(reopened.read(Box(0, 0, 300, 520)), full)
     ome = json.loads((tmp_path / "results.zarr" / "labels" / "zarr.json").read_text())[
         "attributes"

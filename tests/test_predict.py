@@ -83,6 +83,31 @@ def test_builtin_nuclei_worker_equals_synchronous(crop):
     assert prob[labels > 0].mean() > prob[labels == 0].mean()
 
 
+def test_worker_shows_the_centre_tile_first_then_grows_its_batches(crop, monkeypatch):
+    """After a camera move one tile of model time puts the centre tile on screen; later
+    batches double up to the configured size, reading ahead while the model runs."""
+    source = NucleiSource("builtin")
+    sizes, firsts = [], []
+    with Predictor(crop, [source], batch_size=4) as live:
+        original = live.run_batch
+
+        def recording(name, batch, drop_stale, reads=None, cache_results=True):
+            sizes.append(len(batch))
+            firsts.append(batch[0])
+            assert reads is not None and set(batch) <= set(reads)  # every window read ahead
+            return original(name, batch, drop_stale, reads, cache_results)
+
+        monkeypatch.setattr(live, "run_batch", recording)
+        live.start()
+        corner = live.plan_view(Box(0, 0, 256, 256), screen_px_per_level0_px=1.0)
+        live.submit(corner)
+        assert live.wait_idle(timeout=120) and sizes == [1]
+        plan = live.plan_view(Box(0, 0, 768, 768), screen_px_per_level0_px=1.0)
+        live.submit(plan)  # a new view starts again at one tile, its nearest
+        assert live.wait_idle(timeout=120)
+        assert sizes == [1, 1, 2, 4, 1] and firsts[1] == plan.requests[0]
+
+
 def test_stale_requests_are_dropped(crop):
     with Predictor(crop, [NucleiSource("builtin")]) as predictor:
         old = predictor.plan_view(Box(0, 0, 256, 256), 1.0)

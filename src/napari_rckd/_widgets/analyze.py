@@ -38,8 +38,9 @@ from napari_rckd._widgets.choices import (
     detect_devices,
 )
 from napari_rckd._widgets.form import confirm_replace, folder_row, reporting
-from napari_rckd._widgets.live import LiveAnalysis, add_result_layers, source_classes
+from napari_rckd._widgets.live import LiveAnalysis
 from napari_rckd._widgets.mpp_field import MppField
+from napari_rckd._widgets.result_layers import add_result_layers, source_classes
 from napari_rckd._widgets.train_job import TRAINED
 from napari_rckd.errors import RckdError
 

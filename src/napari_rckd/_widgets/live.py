@@ -4,12 +4,13 @@
 or dims change restarts a short debounce timer; when it fires, the view is read from the image
 layer's ``corner_pixels`` at its ``data_level`` (scaled to level 0 by ``downsample_factors``),
 planned (centre first, nuclei only when zoomed in far enough) and handed to the predictor's
-worker thread, so the UI thread never runs a model. A second timer drains ``predictor.events``
-on the UI thread and refreshes only the layers whose source finished tiles.
+worker thread, so the UI thread never runs a model.
 
-Result layers show the zarr arrays of the stores directly, not ``dask_levels()``: napari keeps
-an opportunistic dask cache keyed by task name, which would keep showing a tile's old (empty)
-pixels after the worker wrote it.
+A finished tile wakes the UI thread through a queued Qt signal; refreshes are coalesced to at
+most one per frame, and a layer is refreshed only when a finished tile lies in the region it
+shows (a tile that finished after the camera left is drawn when the camera comes back, by
+napari's own slicing). The status text is sent only when it changes, at most twice a second,
+so a busy worker does not make Qt re-lay out the dock on every tile.
 """
 
 from __future__ import annotations
@@ -22,131 +23,26 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QObject, QTimer, Signal
 
-from napari_rckd.inference.predictor import Predictor
+from napari_rckd._widgets.result_layers import RESULT_SOURCE, add_result_layers, source_classes
+from napari_rckd.inference.predictor import Predictor, TileDone
 from napari_rckd.inference.scheduler import view_from_corner_pixels
-from napari_rckd.inference.store import ResultStore
 from napari_rckd.inference.tiling import Box
 
 log = logging.getLogger(__name__)
 
 DEBOUNCE_MS = 120  # wait this long after the last camera event: one plan per gesture
-REFRESH_MS = 100  # how often finished tiles are drained into layer refreshes
+FRAME_MS = 16  # at most one refresh per frame (60 Hz)
+REFRESH_MS = 500  # drain finished tiles at least this often (a missed wake-up costs little)
+STATUS_MS = 500  # the status text changes at most this often
 RATE_WINDOW_S = 5.0  # tiles/s is measured over this many seconds
-# the source each result belongs to, and how it is shown (None: kept in the store only)
-RESULT_SOURCE = {
-    "nuclei_labels": "nuclei",
-    "subtype_class": "subtype",
-    "region_prob": "region",
-    "region_mask": "region",
-}
 
 
-class ChannelView:
-    """One channel of a C×H×W array, read lazily (napari slices it like a 2-D array)."""
+class _Wake(QObject):
+    """Carries "a tile finished" from the worker thread to the UI thread (queued signal)."""
 
-    def __init__(self, array, channel: int):
-        self.array, self.channel = array, channel
-        self.shape = tuple(array.shape[1:])
-        self.dtype = np.dtype(array.dtype)
-        self.ndim = len(self.shape)
-        self.size = int(np.prod(self.shape))
-
-    def __getitem__(self, key):
-        key = key if isinstance(key, tuple) else (key,)
-        return np.asarray(self.array[(self.channel, *key)])
-
-    def __array__(self, dtype=None, copy=None):
-        return np.asarray(self[...], dtype=dtype)
-
-
-def _placement(store: ResultStore) -> dict:
-    """µm scale and half-pixel translation that put a result exactly over the slide layer."""
-    scale, shift = store.scale_um(0), store.translate_um(0)
-    return dict(scale=(scale, scale), translate=(shift, shift), units=("um", "um"))
-
-
-def _layer(levels: list, kwargs: dict, kind: str) -> tuple:
-    """LayerData; napari misreads a one-level multiscale list as 1-D, so one level is plain."""
-    if len(levels) == 1:
-        return (levels[0], {**kwargs, "multiscale": False}, kind)
-    return (levels, {**kwargs, "multiscale": True}, kind)
-
-
-def _class_colormap(colors: list[str]) -> dict:
-    """Value k+1 = class k in its colour; 0 (not computed / background) transparent."""
-    colormap = {None: "transparent", 0: "transparent"}
-    colormap.update({k + 1: color for k, color in enumerate(colors)})
-    return colormap
-
-
-def result_layer_data(
-    stores: dict[str, ResultStore], classes: dict[str, tuple[list, list]], prefix: str
-) -> list[tuple]:
-    """napari LayerData for each displayable result; ``classes`` maps a source name to its
-    (class names, class colours)."""
-    layers = []
-    if "nuclei_labels" in stores:
-        store = stores["nuclei_labels"]
-        kwargs = dict(name=f"{prefix} nuclei", opacity=0.6, **_placement(store))
-        layers.append(_layer(list(store.levels), kwargs, "labels"))
-    if "subtype_class" in stores:
-        store, (names, colors) = stores["subtype_class"], classes["subtype"]
-        kwargs = dict(
-            name=f"{prefix} subtype",
-            opacity=0.35,
-            colormap=_class_colormap(colors),
-            features={"index": np.arange(len(names) + 1), "class": ["", *names]},
-            metadata={"probabilities": stores.get("subtype_prob"), "class_names": names},
-            **_placement(store),
-        )
-        layers.append(_layer(list(store.levels), kwargs, "labels"))
-    if "region_prob" in stores:
-        store, (names, _) = stores["region_prob"], classes["region"]
-        channel = len(names) - 1  # the last class: the positive one ("cancer") by convention
-        kwargs = dict(
-            name=f"{prefix} {names[channel]} probability",
-            colormap="inferno",
-            contrast_limits=(0.0, 1.0),
-            opacity=0.45,
-            blending="translucent",
-            metadata={"class_name": names[channel]},
-            **_placement(store),
-        )
-        layers.append(_layer([ChannelView(a, channel) for a in store.levels], kwargs, "image"))
-    if "region_mask" in stores:
-        store, (names, colors) = stores["region_mask"], classes["region"]
-        kwargs = dict(
-            name=f"{prefix} region outline",
-            colormap=_class_colormap(colors),
-            features={"index": np.arange(len(names) + 1), "class": ["", *names]},
-            **_placement(store),
-        )
-        layers.append(_layer(list(store.levels), kwargs, "labels"))
-    return layers
-
-
-def source_classes(sources) -> dict[str, tuple[list, list]]:
-    """(class names, colours) of the sources that have classes."""
-    return {
-        s.name: (list(s.class_names), list(s.class_colors))
-        for s in sources
-        if hasattr(s, "class_names")
-    }
-
-
-def add_result_layers(viewer, stores, classes, prefix: str) -> dict[str, object]:
-    """Add the result layers to ``viewer``; returns them by result name."""
-    added = {}
-    names = [n for n in RESULT_SOURCE if n in stores]
-    for name, (data, kwargs, kind) in zip(
-        names, result_layer_data(stores, classes, prefix), strict=True
-    ):
-        added[name] = getattr(viewer, f"add_{kind}")(data, **kwargs)
-    if "region_mask" in added:
-        added["region_mask"].contour = 2  # an outline over the probability, not a fill
-    return added
+    tile_done = Signal()
 
 
 class LiveAnalysis:
@@ -173,16 +69,27 @@ class LiveAnalysis:
         self.message = ""
         self.submitted = 0  # plans handed to the worker (tests check toggling stops them)
         self.last_plan = None
+        self.planned_at: float | None = None  # perf_counter() when the last plan was submitted
         self.last_refresh: float | None = None  # perf_counter() of the last layer refresh
         self._done_times: collections.deque[float] = collections.deque()
         self._enabled = False
-        self._debounce = QTimer()
-        self._debounce.setSingleShot(True)
-        self._debounce.setInterval(debounce_ms)
-        self._debounce.timeout.connect(self.update_view)
+        self._sent, self._sent_message, self._sent_at = None, None, -1e9  # the last status
+        self._debounce = _single_shot(debounce_ms, self.update_view)
+        self._frame = _single_shot(FRAME_MS, self.poll)
+        self._status = _single_shot(STATUS_MS, self._report)
         self._refresh = QTimer()
         self._refresh.setInterval(refresh_ms)
         self._refresh.timeout.connect(self.poll)
+        self._wake = _Wake()
+        self._wake.tile_done.connect(self._on_tile_done)
+        previous = predictor.on_tile_done
+
+        def notify(event: TileDone) -> None:  # on the worker thread
+            if previous is not None:
+                previous(event)
+            self._wake.tile_done.emit()
+
+        predictor.on_tile_done = notify
         predictor.start()
 
     # -- on and off ---------------------------------------------------------------------------
@@ -205,9 +112,11 @@ class LiveAnalysis:
             self.update_view()
         else:
             self._debounce.stop()
+            self._frame.stop()
             self._cancel_pending()
-            self.poll()  # show what finished; the timer stops with live mode
+            self.poll()  # show what finished; the timers stop with live mode
             self._refresh.stop()
+            self._status.stop()  # a deferred status must not outlive the widget showing it
 
     def set_active(self, source: str, active: bool) -> None:
         """A layer toggle: show or hide the source's layers and compute it only while shown."""
@@ -256,6 +165,7 @@ class LiveAnalysis:
         plan = self.predictor.plan_view(view, screen_px)
         plan.requests = [r for r in plan.requests if r.model in self.active]
         self.predictor.submit(plan)
+        self.planned_at = time.perf_counter()
         self.submitted += 1
         self.last_plan = plan
         hints = [text for name, text in plan.skipped.items() if name in self.active]
@@ -265,26 +175,57 @@ class LiveAnalysis:
 
     # -- results ------------------------------------------------------------------------------
 
+    @property
+    def refresh_pending(self) -> bool:
+        """A refresh is scheduled for the next frame."""
+        return self._frame.isActive()
+
+    def _on_tile_done(self) -> None:
+        """A tile finished: refresh in the next frame, together with any that follow."""
+        if not self._frame.isActive():
+            since_ms = 1000 * (time.perf_counter() - (self.last_refresh or 0.0))
+            self._frame.start(int(max(0.0, FRAME_MS - since_ms)))
+
     def poll(self) -> int:
-        """Drain finished tiles and refresh the layers of their sources (UI thread)."""
-        changed: set[str] = set()
-        now = time.monotonic()
+        """Drain finished tiles and refresh each layer that shows one of them (UI thread);
+        returns how many layers were refreshed."""
+        finished: list[TileDone] = []
         while True:
             try:
-                event = self.predictor.events.get_nowait()
+                finished.append(self.predictor.events.get_nowait())
             except queue.Empty:
                 break
-            changed.add(event.source)
-            self._done_times.append(now)
-        for name, layer in self.layers.items():
-            if RESULT_SOURCE[name] in changed:
-                layer.refresh()
+        now = time.monotonic()
+        self._done_times.extend([now] * len(finished))
         while self._done_times and now - self._done_times[0] > RATE_WINDOW_S:
             self._done_times.popleft()
-        if changed:
+        refreshed = 0
+        for name, layer in self.layers.items():
+            if any(
+                self._shows(name, layer, e) for e in finished if e.source == RESULT_SOURCE[name]
+            ):
+                layer.refresh()
+                refreshed += 1
+        if refreshed:
             self.last_refresh = time.perf_counter()
+        if finished:
             self._report()
-        return len(changed)
+        return refreshed
+
+    def _shows(self, name: str, layer, event: TileDone) -> bool:
+        """Whether ``event``'s tile lies in the region ``layer`` has loaded (napari slices the
+        rest itself when the camera gets there)."""
+        if not layer.multiscale:
+            return True
+        store, grid = self.predictor.stores[name], self.predictor.grids[event.source]
+        if store.shape == tuple(grid.shape):
+            box = grid.core(event.row, event.col)
+        else:  # one result pixel per tile
+            box = Box(event.row, event.col, event.row + 1, event.col + 1)
+        loaded = view_from_corner_pixels(
+            layer.corner_pixels, layer.data_level, layer.downsample_factors, store.shape
+        )
+        return not box.intersect(loaded).is_empty()
 
     @property
     def tiles_per_second(self) -> float:
@@ -299,8 +240,18 @@ class LiveAnalysis:
         return " · ".join(parts + ([self.message] if self.message else []))
 
     def _report(self) -> None:
-        if self.on_status is not None:
-            self.on_status(self.status())
+        """Send the status if it changed: a new hint at once, new figures at most every
+        ``STATUS_MS`` (a label that changes on every tile makes Qt re-lay out the dock)."""
+        text = self.status()
+        if self.on_status is None or text == self._sent:
+            return
+        wait_ms = STATUS_MS - 1000 * (time.monotonic() - self._sent_at)
+        if self.message == self._sent_message and wait_ms > 0:
+            if not self._status.isActive():
+                self._status.start(int(wait_ms))
+            return
+        self._sent, self._sent_message, self._sent_at = text, self.message, time.monotonic()
+        self.on_status(text)
 
     # -- teardown -----------------------------------------------------------------------------
 
@@ -320,3 +271,11 @@ class LiveAnalysis:
                 if layer in self.viewer.layers:
                     self.viewer.layers.remove(layer)
             self.layers = {}
+
+
+def _single_shot(interval_ms: int, callback) -> QTimer:
+    timer = QTimer()
+    timer.setSingleShot(True)
+    timer.setInterval(interval_ms)
+    timer.timeout.connect(callback)
+    return timer

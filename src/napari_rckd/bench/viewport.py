@@ -1,31 +1,51 @@
-"""Live viewport inference in a real napari viewer: time from a pan to the first visible tile and
-to a complete view (by default a 1920×1080-pixel canvas at one screen pixel per slide pixel).
+"""Live viewport inference in a real napari viewer: how soon a pan shows results, how close
+that is to the model's own time, and whether napari's event loop ever stalls meanwhile.
 
-Needs a display (run under ``xvfb-run -s "-screen 0 2560x1600x24"`` on a server). The viewer
-starts on one region, analyses it completely (warm-up: models loaded, threads started), then
-pans to a region it has not seen, and finally back to the first one (served from the result
-cache). Times are wall-clock from setting the camera, through the debounce, the worker and the
-layer refresh on the UI thread.
+Needs a display (run under ``xvfb-run -s "-screen 0 2560x1600x24"`` on a server). The canvas
+defaults to 1920×1080 screen pixels at one screen pixel per slide pixel. Every pan is a drag:
+the camera moves through ``--path-steps`` positions, one per ``--step-ms``. The rows:
+
+* no plugin layers (baseline): the same drags with only the slide layer, before live analysis;
+* warm-up view: live analysis switched on (models loaded, threads started);
+* pan to a new view: a region not seen yet, computed tile by tile;
+* pan back (re-display): back to the first view, whose results napari slices again from the
+  result layers (no tile is planned: they are all done).
+
+Per row: the first result tile on screen and the complete view, both from the camera's last
+move and from the plan (the plan waits for the 120 ms debounce that ends a gesture); the same
+model's time for one tile and for the view's tiles at the batch size used, measured in this
+run on the windows of that view; ``first_tile_ratio`` (first tile after the plan ÷ one tile
+of model time) and ``complete_ratio`` (complete after the plan ÷ the view's model time); and
+the UI thread's event-loop gaps from a 10 ms timer (``event_gap_p99_ms``, ``event_gap_max_ms``)
+from the first move until the view is complete plus ``--tail-ms``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
+
+import numpy as np
 
 from napari_rckd.errors import RckdError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("slide", nargs="?", help="a slide (default: the synthetic sample slide)")
-    parser.add_argument("--nuclei", default="builtin", help="nuclei model (default: builtin)")
+    parser.add_argument(
+        "--nuclei", default="auto", help="nuclei model (default: auto, as Analyze slide)"
+    )
     parser.add_argument("--width", type=int, default=1920, help="canvas width in screen pixels")
     parser.add_argument("--height", type=int, default=1080, help="canvas height")
     parser.add_argument("--zoom", type=float, default=1.0, help="screen pixels per slide pixel")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--timeout", type=float, default=300, help="seconds allowed per view")
+    parser.add_argument("--path-steps", type=int, default=8, help="camera positions per drag")
+    parser.add_argument("--step-ms", type=int, default=40, help="ms between drag positions")
+    parser.add_argument("--tail-ms", type=int, default=500, help="gaps recorded after a view")
 
 
 def _wait(app, predicate, timeout: float) -> float:
@@ -39,29 +59,103 @@ def _wait(app, predicate, timeout: float) -> float:
     return time.perf_counter()
 
 
-def measure_pan(app, live, center_um, timeout: float) -> dict:
-    """Pan to ``center_um`` and time the first refreshed tile and the complete view."""
+def _idle(app, seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.002)
+
+
+def drag(app, viewer, to_um, steps: int, step_ms: int) -> float:
+    """Move the camera to ``to_um`` through ``steps`` positions, ``step_ms`` apart; returns the
+    time of the last move."""
+    start = np.asarray(viewer.scene.camera.center[-2:], dtype=float)
+    for k in range(1, steps + 1):
+        if k > 1:
+            _idle(app, step_ms / 1000)
+        viewer.scene.camera.center = tuple(start + (np.asarray(to_um) - start) * k / steps)
+    return time.perf_counter()
+
+
+class Draws:
+    """Counts the canvas's draws: napari slices multiscale layers for a new view as it draws."""
+
+    def __init__(self, viewer) -> None:
+        self.count = 0
+        viewer.window._qt_viewer.canvas._scene_canvas.events.draw.connect(self._drawn)
+
+    def _drawn(self, event=None) -> None:
+        self.count += 1
+
+
+def measure_pan(app, live, gaps, center_um, args, draws) -> tuple[dict, list]:
+    """Drag to ``center_um`` (None: switch live analysis on where the camera is); time the
+    first result on screen, the complete view and the gaps. Returns the row and the plan's
+    requests."""
     live.poll()  # nothing left over from the previous view
-    submitted, refreshed = live.submitted, live.last_refresh
-    started = time.perf_counter()
-    live.viewer.scene.camera.center = center_um
-    _wait(app, lambda: live.submitted > submitted, timeout)
-    wanted = {(r.model, r.row, r.col) for r in live.last_plan.requests}
-    first = _wait(app, lambda: live.last_refresh != refreshed or not wanted, timeout)
-    first = live.last_refresh if wanted else first
-    complete = _wait(
-        app,
-        lambda: all(live.predictor.is_done(*key) for key in wanted) and live.predictor.wait_idle(0),
-        timeout,
-    )
+    submitted = live.submitted
+    gaps.start()
+    if center_um is None:
+        live.set_enabled(True)
+        moved = time.perf_counter()
+    else:
+        moved = drag(app, live.viewer, center_um, args.path_steps, args.step_ms)
+    drawn = draws.count
+    _wait(app, lambda: live.submitted > submitted, args.timeout)  # the debounce fired
+    planned, requests = live.planned_at, list(live.last_plan.requests)
+    wanted = {(r.model, r.row, r.col) for r in requests}
+    if wanted:
+        _wait(app, lambda: (live.last_refresh or 0) > planned, args.timeout)
+        first = live.last_refresh
+        _wait(app, lambda: _settled(live, wanted), args.timeout)
+        complete = live.last_refresh
+    else:  # re-display: napari slices the result layers again in the draw after the move
+        first = complete = _wait(app, lambda: draws.count > drawn, args.timeout)
+    _idle(app, args.tail_ms / 1000)
     view, _ = live.current_view()
-    return {
+    row = {
         "view (slide px)": f"{int(view.height)}×{int(view.width)}",
         "tiles computed": len(wanted),
-        "first tile s": first - started,
-        "complete s": complete - started,
-        "tiles/s": len(wanted) / max(complete - started, 1e-9),
+        "first tile s": first - moved,
+        "complete s": complete - moved,
     }
+    if wanted:
+        row["first after plan s"] = first - planned
+        row["complete after plan s"] = complete - planned
+        row["tiles/s"] = len(wanted) / max(complete - planned, 1e-9)
+    return {**row, **gaps.stop()}, requests
+
+
+def _settled(live, wanted) -> bool:
+    """Every wanted tile is computed, and the refresh showing the last one has happened."""
+    predictor = live.predictor
+    return (
+        all(predictor.is_done(*key) for key in wanted)
+        and predictor.wait_idle(0)
+        and predictor.events.empty()
+        and not live.refresh_pending
+    )
+
+
+def model_times(predictor, requests, batch_size: int, repeats: int = 3) -> dict:
+    """The model's own time for one tile and for ``requests`` in batches, on windows read first
+    (median of ``repeats``): what the live view would cost if reading, writing and drawing
+    were free."""
+    if not requests:
+        return {}
+    name = requests[0].model
+    source = predictor.sources[name]
+    windows = np.stack([predictor._read(name, r) for r in requests])
+
+    def timed(batch_windows) -> float:
+        started = time.perf_counter()
+        for i in range(0, len(batch_windows), batch_size):
+            source.predict(batch_windows[i : i + batch_size])
+        return time.perf_counter() - started
+
+    one = statistics.median(timed(windows[:1]) for _ in range(repeats))
+    view = statistics.median(timed(windows) for _ in range(repeats))
+    return {"model 1 tile s": one, "model view s": view}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_rckd._reader import slide_layer_data
     from napari_rckd._widgets.live import LiveAnalysis
+    from napari_rckd.bench.event_gaps import EventGaps
+    from napari_rckd.inference.nuclei_choice import choose_nuclei
     from napari_rckd.inference.predictor import Predictor
     from napari_rckd.inference.runner import resolve_device
     from napari_rckd.inference.sources import NucleiSource
@@ -85,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_rckd.report import report
 
     device = resolve_device(args.device)
+    nuclei, _ = choose_nuclei(args.nuclei, device)
     slide = open_slide(args.slide or synthetic_sample_path())
     if slide.mpp is None:
         raise RckdError(f"{slide.path.name} records no pixel size; pick a slide that does.")
@@ -92,40 +189,61 @@ def run(args: argparse.Namespace) -> int:
     app = QApplication.instance()
     data, kwargs, _ = slide_layer_data(slide)
     layer = viewer.add_image(data, **kwargs)
-    window = viewer.window._qt_window
-    window.resize(args.width + 400, args.height + 200)
-    canvas = viewer.window._qt_viewer.canvas.native  # grow the window until the canvas fits
-    for _ in range(20):
-        app.processEvents()
-        dw, dh = args.width - canvas.width(), args.height - canvas.height()
-        if dw == 0 and dh == 0:
-            break
-        window.resize(window.width() + dw, window.height() + dh)
+    _fit_canvas(app, viewer, args.width, args.height)
     viewer.scene.camera.zoom = args.zoom / slide.mpp
     height_um, width_um = slide.shape[0] * slide.mpp, slide.shape[1] * slide.mpp
     view_h = args.height / args.zoom * slide.mpp
     first = (min(view_h, height_um) / 2, width_um / 2)
     second = (max(height_um - view_h / 2, first[0]), width_um / 2)
-    viewer.scene.camera.center = (height_um / 2, width_um / 2)
+    viewer.scene.camera.center = first
+    _idle(app, 0.5)
+    gaps, draws = EventGaps(), Draws(viewer)
+    gaps.start()
+    for to in (second, first):
+        drag(app, viewer, to, args.path_steps, args.step_ms)
+        _idle(app, args.tail_ms / 1000)
+    baseline = {"step": "no plugin layers (baseline)", **gaps.stop()}
+    rows = []
     predictor = Predictor(
         slide,
-        [NucleiSource(args.nuclei, device)],
+        [NucleiSource(nuclei, device)],
         tissue=detect_tissue(slide, slide.path.name),
         batch_size=args.batch_size,
     )
     live = LiveAnalysis(viewer, layer, predictor)
-    live.set_enabled(True)
-    steps = (("warm-up view", first), ("pan to a new view", second), ("pan back (cached)", first))
-    rows = [{"step": name, **measure_pan(app, live, at, args.timeout)} for name, at in steps]
+    steps = (("warm-up view", None), ("pan to a new view", second))
+    steps += (("pan back (re-display)", first),)
+    for name, at in steps:
+        row, requests = measure_pan(app, live, gaps, at, args, draws)
+        row = {"step": name, **row, **model_times(predictor, requests, args.batch_size)}
+        if requests:
+            row["first_tile_ratio"] = row["first after plan s"] / row["model 1 tile s"]
+            row["complete_ratio"] = row["complete after plan s"] / row["model view s"]
+        rows.append(row)
+    rows.append(baseline)  # measured first, listed last: the table's columns follow row 1
     canvas_h, canvas_w = viewer.canvas.size
+    gaps.close()
     live.close(remove_layers=True)
     viewer.close()
     report(
         f"Live viewport inference on {slide.path.name} ({device}, canvas {canvas_w}×{canvas_h} "
-        f"screen px, {args.zoom:g} screen px per slide px, nuclei {args.nuclei}, "
-        f"batch {args.batch_size})",
+        f"screen px, {args.zoom:g} screen px per slide px, nuclei {nuclei}, "
+        f"batch {args.batch_size}, drags of {args.path_steps} × {args.step_ms} ms)",
         rows,
         args.json,
         canvas=[int(canvas_w), int(canvas_h)],
     )
     return 0
+
+
+def _fit_canvas(app, viewer, width: int, height: int) -> None:
+    """Grow the window until the canvas is ``width`` × ``height`` screen pixels."""
+    window = viewer.window._qt_window
+    window.resize(width + 400, height + 200)
+    canvas = viewer.window._qt_viewer.canvas.native
+    for _ in range(20):
+        app.processEvents()
+        dw, dh = width - canvas.width(), height - canvas.height()
+        if dw == 0 and dh == 0:
+            break
+        window.resize(window.width() + dw, window.height() + dh)

@@ -284,19 +284,31 @@ class Predictor:
             return self._wake.wait_for(lambda: not self._pending and not self._busy, timeout)
 
     def _work(self) -> None:
+        """Run pending requests; after a camera move the first batch is the centre tile alone
+        (it shows after one tile of model time), then batches double up to ``batch_size``.
+        The next batch's windows are read while the model runs on the current one."""
+        size, generation, reads = 1, None, {}
         while True:
             with self._wake:
                 self._wake.wait_for(lambda: self._pending or self._closing)
                 if self._closing:
                     return
                 pending = self.scheduler.current(self._pending)
+                if pending and pending[0].generation != generation:
+                    size, generation = 1, pending[0].generation
                 name = pending[0].model if pending else None
-                batch = [r for r in pending if r.model == name][: self.batch_size]
+                same = [r for r in pending if r.model == name]
+                batch, following = same[:size], same[size : size + min(2 * size, self.batch_size)]
                 self._pending = [r for r in pending if r not in batch]
                 self._busy = bool(batch)
+            reads = {r: f for r, f in reads.items() if r in batch}  # stale reads: dropped
             try:
                 if batch:
-                    self.run_batch(name, batch, drop_stale=True)
+                    reads.update(self._start_reads(name, [r for r in batch if r not in reads]))
+                    ahead = self._start_reads(name, following)
+                    self.run_batch(name, batch, True, reads)
+                    reads = ahead
+                    size = min(2 * size, self.batch_size)
             except Exception:  # a worker must survive a bad tile; the GUI shows the log
                 log.exception("prediction of %s tiles failed", name)
             finally:

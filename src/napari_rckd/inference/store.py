@@ -7,8 +7,11 @@ chunks above them dirty; ``flush()`` (the predictor calls it once per batch, rea
 reading) rebuilds each dirty coarse chunk whole from the level below, so a batch costs one
 aligned write per touched chunk and level instead of a read-modify-write per tile and level:
 ``mode`` of 2×2 blocks for labels and classes (a mean would invent ids), ``mean`` for
-probabilities. In-memory stores are uncompressed (zstd there costs time and saves nothing). The group carries OME-NGFF 0.5 ``multiscales`` metadata with µm
-scales and the half-pixel translation that puts result pixels over the slide's pixels.
+probabilities. In-memory stores are uncompressed (zstd there costs time and saves nothing)
+and keep a numpy copy of every level (``TileArray``) that the viewer slices and the pyramid
+rebuild reads, so neither waits on zarr's event-loop thread. The group carries OME-NGFF 0.5
+``multiscales`` metadata with µm scales and the half-pixel translation that puts result
+pixels over the slide's pixels.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 import zarr
 
 from napari_rckd.errors import RckdError
+from napari_rckd.inference.tile_array import TileArray
 from napari_rckd.inference.tiling import Box
 
 log = logging.getLogger(__name__)
@@ -76,7 +80,7 @@ class ResultStore:
     slide's level 0 (model pixels, see ``TileGrid``), level k at ``mpp * 2**k``.
     """
 
-    def __init__(self, group: zarr.Group):
+    def __init__(self, group: zarr.Group, mirrored: bool = False):
         meta = group.attrs.get("napari_rckd")
         if meta is None:
             raise RckdError(f"zarr group {group.path!r} is not a napari-rckd result store.")
@@ -88,6 +92,10 @@ class ResultStore:
         self.tile = int(meta["tile"])
         self.channels = list(meta["channels"]) if meta["channels"] is not None else None
         self.levels: list[zarr.Array] = [group[str(k)] for k in range(meta["n_levels"])]
+        # numpy copies of new in-memory results (None: read zarr, e.g. a store on disk)
+        self.mirror: list[TileArray] | None = None
+        if mirrored:
+            self.mirror = [TileArray(a.shape, a.dtype, self.tile) for a in self.levels]
         self._dirty: set[tuple[int, int]] = set()  # level-1 chunks (row, col) to rebuild
         self._lock = threading.RLock()  # a viewer may read (and flush) while the worker writes
 
@@ -141,13 +149,18 @@ class ResultStore:
             n_levels=len(shapes),
         )
         log.debug("created result %s %s at %.3g µm/px, %d levels", name, shape, mpp, len(shapes))
-        return cls(group)
+        return cls(group, mirrored=in_memory)
 
     @classmethod
     def open(cls, root: zarr.Group, name: str) -> ResultStore:
         if name not in root:
             raise RckdError(f"no result named {name!r} in this store (it holds {sorted(root)}).")
         return cls(root[name])
+
+    @property
+    def display_levels(self) -> list:
+        """What a napari layer should show: the numpy mirror when there is one."""
+        return list(self.mirror if self.mirror is not None else self.levels)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -166,6 +179,8 @@ class ResultStore:
             self.flush()
         array = self.levels[level]
         box = _clip(box, array.shape[-2:])
+        if self.mirror is not None and not box.is_empty():
+            return self.mirror[level].block(*(int(v) for v in box))
         return np.asarray(array[(..., *box.slices())])
 
     def write(self, box: Box, data: np.ndarray) -> None:
@@ -181,7 +196,10 @@ class ResultStore:
         inner = Box(
             clipped.y0 - box.y0, clipped.x0 - box.x0, clipped.y1 - box.y0, clipped.x1 - box.x0
         )
-        self.levels[0][(..., *clipped.slices())] = data[(..., *inner.slices())]
+        data = data[(..., *inner.slices())]
+        self.levels[0][(..., *clipped.slices())] = data
+        if self.mirror is not None:
+            self.mirror[0].put(int(clipped.y0), int(clipped.x0), data)
         if len(self.levels) > 1:
             with self._lock:
                 self._dirty.update(_chunks_under(clipped.scaled(0.5), self.tile))
@@ -202,6 +220,8 @@ class ResultStore:
                     below = self.read(box.scaled(2), level=k - 1, flush=False)
                     block = downsample2(below, method)[..., : int(box.height), : int(box.width)]
                     level[(..., *box.slices())] = block
+                    if self.mirror is not None:
+                        self.mirror[k].put(int(box.y0), int(box.x0), block)
                 dirty = {(row // 2, col // 2) for row, col in dirty}
             dirty = {(row // 2, col // 2) for row, col in dirty}
 
