@@ -132,3 +132,16 @@ def test_a_100k_square_store_written_at_a_few_tiles_stays_small(tmp_path):
     # reading far from the written tiles gives the fill value, from no chunk at all
     assert not store.read(Box(50_000, 50_000, 50_100, 50_100)).any()
     assert store.read(Box(97 * 512, 113 * 512, 97 * 512 + 2, 113 * 512 + 2)).all()
+
+
+def test_changes_are_reported_once_their_pyramid_is_rebuilt():
+    store = ResultStore.create(open_root(), "labels", (64, 64), 16, np.uint32, "labels", 0.5, 0.25)
+    store.write(Box(0, 0, 8, 8), np.ones((8, 8), np.uint32))
+    assert store.take_changes() == []  # not tracked: nothing recorded
+    store.track_changes()
+    store.write(Box(40, 50, 48, 70), np.full((8, 20), 7, np.uint32))  # clipped to the array
+    assert store.take_changes() == []  # written, but coarse levels not rebuilt yet
+    store.flush()
+    assert store.take_changes() == [Box(40, 50, 48, 64)]
+    assert store.take_changes() == []
+    assert store.display_levels[1][20:24, 25:32].min() == 7  # the mirror's level 1 is final

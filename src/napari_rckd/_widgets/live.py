@@ -7,10 +7,11 @@ planned (centre first, nuclei only when zoomed in far enough) and handed to the 
 worker thread, so the UI thread never runs a model.
 
 A finished tile wakes the UI thread through a queued Qt signal; refreshes are coalesced to at
-most one per frame, and a layer is refreshed only when a finished tile lies in the region it
-shows (a tile that finished after the camera left is drawn when the camera comes back, by
-napari's own slicing). The status text is sent only when it changes, at most twice a second,
-so a busy worker does not make Qt re-lay out the dock on every tile.
+most one per frame, a layer is touched only when what the worker wrote (a tile's core, or
+more where stitching merged nuclei across a seam) lies in the region it has loaded (one that
+finished after the camera left is drawn by napari's own slicing when the camera comes back).
+The status text is sent only when it changes, at most twice a second, so a busy worker does
+not make Qt re-lay out the dock on every tile.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class LiveAnalysis:
         self.layers = add_result_layers(
             viewer, predictor.stores, source_classes(predictor.sources.values()), image_layer.name
         )
+        for name in self.layers:  # where the worker writes is what the layers update
+            predictor.stores[name].track_changes()
         self.message = ""
         self.submitted = 0  # plans handed to the worker (tests check toggling stops them)
         self.last_plan = None
@@ -182,7 +185,7 @@ class LiveAnalysis:
 
     def _on_tile_done(self) -> None:
         """A tile finished: refresh in the next frame, together with any that follow."""
-        if not self._frame.isActive():
+        if self._enabled and not self._frame.isActive():  # off: set_enabled(False) drained it
             since_ms = 1000 * (time.perf_counter() - (self.last_refresh or 0.0))
             self._frame.start(int(max(0.0, FRAME_MS - since_ms)))
 
@@ -201,9 +204,8 @@ class LiveAnalysis:
             self._done_times.popleft()
         refreshed = 0
         for name, layer in self.layers.items():
-            if any(
-                self._shows(name, layer, e) for e in finished if e.source == RESULT_SOURCE[name]
-            ):
+            store = self.predictor.stores[name]
+            if _any_loaded(layer, store.take_changes(), store.shape):
                 layer.refresh()
                 refreshed += 1
         if refreshed:
@@ -211,21 +213,6 @@ class LiveAnalysis:
         if finished:
             self._report()
         return refreshed
-
-    def _shows(self, name: str, layer, event: TileDone) -> bool:
-        """Whether ``event``'s tile lies in the region ``layer`` has loaded (napari slices the
-        rest itself when the camera gets there)."""
-        if not layer.multiscale:
-            return True
-        store, grid = self.predictor.stores[name], self.predictor.grids[event.source]
-        if store.shape == tuple(grid.shape):
-            box = grid.core(event.row, event.col)
-        else:  # one result pixel per tile
-            box = Box(event.row, event.col, event.row + 1, event.col + 1)
-        loaded = view_from_corner_pixels(
-            layer.corner_pixels, layer.data_level, layer.downsample_factors, store.shape
-        )
-        return not box.intersect(loaded).is_empty()
 
     @property
     def tiles_per_second(self) -> float:
@@ -279,3 +266,14 @@ def _single_shot(interval_ms: int, callback) -> QTimer:
     timer.setInterval(interval_ms)
     timer.timeout.connect(callback)
     return timer
+
+
+def _any_loaded(layer, boxes: list[Box], shape: tuple[int, int]) -> bool:
+    """Whether any of ``boxes`` (level-0 pixels of the layer's data, of ``shape``) lies in the
+    region the layer has loaded."""
+    if not boxes or not layer.multiscale:
+        return bool(boxes)
+    loaded = view_from_corner_pixels(
+        layer.corner_pixels, layer.data_level, layer.downsample_factors, shape
+    )
+    return any(not box.intersect(loaded).is_empty() for box in boxes)

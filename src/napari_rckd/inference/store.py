@@ -97,6 +97,9 @@ class ResultStore:
         if mirrored:
             self.mirror = [TileArray(a.shape, a.dtype, self.tile) for a in self.levels]
         self._dirty: set[tuple[int, int]] = set()  # level-1 chunks (row, col) to rebuild
+        # level-0 boxes written, for a viewer that shows just those (None: not tracked)
+        self._unflushed: list[Box] | None = None
+        self._changes: list[Box] | None = None
         self._lock = threading.RLock()  # a viewer may read (and flush) while the worker writes
 
     @classmethod
@@ -173,6 +176,20 @@ class ResultStore:
         """Offset of pixel (0, 0)'s centre from the slide's level-0 pixel (0, 0) centre, in µm."""
         return 0.5 * (self.scale_um(level) - self.slide_mpp)
 
+    def track_changes(self) -> None:
+        """Start recording where writes land, for ``take_changes``."""
+        with self._lock:
+            self._unflushed, self._changes = [], []
+
+    def take_changes(self) -> list[Box]:
+        """The level-0 boxes written since the last call whose pyramid is rebuilt (flushed):
+        every level under them is final. Empty unless ``track_changes`` was called."""
+        with self._lock:
+            taken = self._changes or []
+            if self._changes is not None:
+                self._changes = []
+            return taken
+
     def read(self, box: Box, level: int = 0, flush: bool = True) -> np.ndarray:
         """Pixels of ``box`` (integer level-``level`` coordinates, clipped to the array)."""
         if level > 0 and flush:
@@ -200,9 +217,11 @@ class ResultStore:
         self.levels[0][(..., *clipped.slices())] = data
         if self.mirror is not None:
             self.mirror[0].put(int(clipped.y0), int(clipped.x0), data)
-        if len(self.levels) > 1:
-            with self._lock:
+        with self._lock:
+            if len(self.levels) > 1:
                 self._dirty.update(_chunks_under(clipped.scaled(0.5), self.tile))
+            if self._unflushed is not None:
+                self._unflushed.append(clipped)
 
     def flush(self) -> None:
         """Rebuild the pyramid above the writes since the last flush: level by level, every
@@ -223,7 +242,9 @@ class ResultStore:
                     if self.mirror is not None:
                         self.mirror[k].put(int(box.y0), int(box.x0), block)
                 dirty = {(row // 2, col // 2) for row, col in dirty}
-            dirty = {(row // 2, col // 2) for row, col in dirty}
+            if self._unflushed:
+                self._changes.extend(self._unflushed)
+                self._unflushed = []
 
     def dask_levels(self) -> list:
         """The pyramid as dask arrays (chunks = tiles) for a napari multiscale layer."""
