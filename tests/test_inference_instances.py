@@ -129,6 +129,17 @@ def test_owned_instances_and_duplicates():
     labels[6:9, 6:10] = 9  # centroid (7.5, 8.5): outside
     owned = owned_instances(labels, Box(1, 1, 6, 6))
     assert set(np.unique(owned)) == {0, 1} and (owned[1:3, 1:3] == 1).all()
+    # small ids are counted directly, large or negative ones sorted: the same ownership
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 40, (64, 64)) * (rng.random((64, 64)) > 0.3)
+    for shift in (0, 10**9):
+        shifted = np.where(ids > 0, ids + shift, 0)
+        np.testing.assert_array_equal(
+            owned_instances(shifted, Box(10, 12, 50, 40)), owned_instances(ids, Box(10, 12, 50, 40))
+        )
+    assert owned_instances(ids, Box(10, 12, 50, 40)).max() == len(
+        {i for i in np.unique(ids[ids > 0]) if _centroid_in(ids == i, Box(10, 12, 50, 40))}
+    )
     # two tiles meet at a seam: pixels in columns 0-2 are tile 0's core, columns 3-5 tile 1's
     home = np.repeat([[0, 0, 0, 1, 1, 1]], 4, axis=0)
     tile0, tile1 = np.zeros((4, 6), np.int64), np.zeros((4, 6), np.int64)
@@ -220,3 +231,8 @@ def doubled(reference: np.ndarray, labels: np.ndarray) -> int:
     area = dict(zip(*np.unique(labels, return_counts=True), strict=True))
     hosts = [a for (a, b), n in zip(pairs.T, counts, strict=True) if a and b and n > 0.5 * area[b]]
     return int((np.unique(hosts, return_counts=True)[1] > 1).sum())
+
+
+def _centroid_in(mask: np.ndarray, box: Box) -> bool:
+    cy, cx = (c.mean() + 0.5 for c in np.nonzero(mask))
+    return box.y0 <= cy < box.y1 and box.x0 <= cx < box.x1

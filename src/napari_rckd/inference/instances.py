@@ -46,9 +46,14 @@ def label_dtype(grid: TileGrid, stride: int = ID_STRIDE) -> np.dtype:
 def owned_instances(labels: np.ndarray, core: Box) -> np.ndarray:
     """Keep the instances whose centroid lies in ``core`` (window coordinates), renumbered
     1..k in order of their original ids; everything else becomes 0."""
-    ids, inverse = np.unique(labels, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    area = np.bincount(inverse)
+    flat = labels.reshape(-1)
+    if flat.size and flat.min() >= 0 and flat.max() <= flat.size:  # a labeller's ids: count them
+        ids, inverse = np.arange(int(flat.max()) + 1), flat.astype(np.intp)  # (no sort needed)
+    else:
+        ids, inverse = np.unique(labels, return_inverse=True)
+        inverse = inverse.reshape(-1)
+    area = np.bincount(inverse, minlength=len(ids)).astype(np.float64)
+    area[area == 0] = np.nan  # ids no pixel has: no centroid, never owned
     rows = np.repeat(np.arange(labels.shape[0], dtype=np.float64), labels.shape[1])
     cols = np.tile(np.arange(labels.shape[1], dtype=np.float64), labels.shape[0])
     # +0.5: pixel i spans [i, i+1), so a centroid on a core border goes to exactly one side
