@@ -78,7 +78,7 @@ def test_nuclei_fill_in_while_the_event_loop_runs(live, qtbot):
     qtbot.waitUntil(lambda: (visible_labels(live) > 0).any(), timeout=20000)
     # the layer napari draws holds the same instances the store does
     layer = live.layers["nuclei_labels"]
-    assert layer.data[0] is live.predictor.stores["nuclei_labels"].display_levels[0]
+    assert layer.data[0] is live.predictor.stores["nuclei_labels"].levels[0]
     np.testing.assert_array_equal(layer.scale, [0.5, 0.5])
     assert layer.translate[0] == pytest.approx(0.5 * (0.5 - MPP))
     qtbot.waitUntil(lambda: live.predictor.wait_idle(0), timeout=60000)

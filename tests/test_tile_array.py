@@ -30,6 +30,11 @@ def test_reads_equal_a_dense_array_written_the_same_way(lead):
     assert tiled.nbytes < dense.nbytes * 2  # only touched tiles exist
     with pytest.raises(IndexError):
         tiled[..., 37, 0]
+    tiled[..., 30:40, 50:60] = 3  # a rectangle, clipped at the edge, like a numpy slice
+    dense[..., 30:40, 50:60] = 3
+    np.testing.assert_array_equal(np.asarray(tiled), dense)
+    with pytest.raises(IndexError, match="rectangles"):
+        tiled[..., ::2, :] = 1
 
 
 def test_untouched_tiles_are_not_allocated():

@@ -1,10 +1,9 @@
 """napari layers over result stores: labels for nuclei, classes and outlines, an image for
 probabilities, each placed in µm exactly over the slide.
 
-Layers show the stores' numpy mirrors (``display_levels``), not ``dask_levels()``: napari
-keeps an opportunistic dask cache keyed by task name, which would keep showing a tile's old
-(empty) pixels after the worker wrote it, and a zarr read on the UI thread waits for zarr's
-event-loop thread while the worker writes.
+Layers show the stores' levels directly (numpy tiles for live results), not
+``dask_levels()``: napari keeps an opportunistic dask cache keyed by task name, which would
+keep showing a tile's old (empty) pixels after the worker wrote it.
 """
 
 from __future__ import annotations
@@ -69,7 +68,7 @@ def result_layer_data(
     if "nuclei_labels" in stores:
         store = stores["nuclei_labels"]
         kwargs = dict(name=f"{prefix} nuclei", opacity=0.6, **_placement(store))
-        layers.append(_layer(store.display_levels, kwargs, "labels"))
+        layers.append(_layer(list(store.levels), kwargs, "labels"))
     if "subtype_class" in stores:
         store, (names, colors) = stores["subtype_class"], classes["subtype"]
         kwargs = dict(
@@ -80,7 +79,7 @@ def result_layer_data(
             metadata={"probabilities": stores.get("subtype_prob"), "class_names": names},
             **_placement(store),
         )
-        layers.append(_layer(store.display_levels, kwargs, "labels"))
+        layers.append(_layer(list(store.levels), kwargs, "labels"))
     if "region_prob" in stores:
         store, (names, _) = stores["region_prob"], classes["region"]
         channel = len(names) - 1  # the last class: the positive one ("cancer") by convention
@@ -94,7 +93,7 @@ def result_layer_data(
             **_placement(store),
         )
         layers.append(
-            _layer([ChannelView(a, channel) for a in store.display_levels], kwargs, "image")
+            _layer([ChannelView(a, channel) for a in list(store.levels)], kwargs, "image")
         )
     if "region_mask" in stores:
         store, (names, colors) = stores["region_mask"], classes["region"]
@@ -104,7 +103,7 @@ def result_layer_data(
             features={"index": np.arange(len(names) + 1), "class": ["", *names]},
             **_placement(store),
         )
-        layers.append(_layer(store.display_levels, kwargs, "labels"))
+        layers.append(_layer(list(store.levels), kwargs, "labels"))
     return layers
 
 

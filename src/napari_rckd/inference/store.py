@@ -7,9 +7,9 @@ chunks above them dirty; ``flush()`` (the predictor calls it once per batch, rea
 reading) rebuilds each dirty coarse chunk whole from the level below, so a batch costs one
 aligned write per touched chunk and level instead of a read-modify-write per tile and level:
 ``mode`` of 2×2 blocks for labels and classes (a mean would invent ids), ``mean`` for
-probabilities. In-memory stores are uncompressed (zstd there costs time and saves nothing)
-and keep a numpy copy of every level (``TileArray``) that the viewer slices and the pyramid
-rebuild reads, so neither waits on zarr's event-loop thread. The group carries OME-NGFF 0.5
+probabilities. In memory (live analysis) the levels are ``TileArray``s, sparse numpy tiles
+that the worker writes and the viewer slices without zarr's event-loop round trips; the
+group then holds only the metadata. The group carries OME-NGFF 0.5
 ``multiscales`` metadata with µm scales and the half-pixel translation that puts result
 pixels over the slide's pixels.
 """
@@ -80,7 +80,7 @@ class ResultStore:
     slide's level 0 (model pixels, see ``TileGrid``), level k at ``mpp * 2**k``.
     """
 
-    def __init__(self, group: zarr.Group, mirrored: bool = False):
+    def __init__(self, group: zarr.Group, levels: list[TileArray] | None = None):
         meta = group.attrs.get("napari_rckd")
         if meta is None:
             raise RckdError(f"zarr group {group.path!r} is not a napari-rckd result store.")
@@ -91,11 +91,8 @@ class ResultStore:
         self.slide_mpp = float(meta["slide_mpp"])
         self.tile = int(meta["tile"])
         self.channels = list(meta["channels"]) if meta["channels"] is not None else None
-        self.levels: list[zarr.Array] = [group[str(k)] for k in range(meta["n_levels"])]
-        # numpy copies of new in-memory results (None: read zarr, e.g. a store on disk)
-        self.mirror: list[TileArray] | None = None
-        if mirrored:
-            self.mirror = [TileArray(a.shape, a.dtype, self.tile) for a in self.levels]
+        # zarr arrays on disk, numpy tiles in memory: both sliced as [..., y0:y1, x0:x1]
+        self.levels: list = levels or [group[str(k)] for k in range(meta["n_levels"])]
         self._dirty: set[tuple[int, int]] = set()  # level-1 chunks (row, col) to rebuild
         # level-0 boxes written, for a viewer that shows just those (None: not tracked)
         self._unflushed: list[Box] | None = None
@@ -132,14 +129,18 @@ class ResultStore:
         lead = (len(channels),) if channels else ()
         shapes = _level_shapes(shape, tile, n_levels)
         in_memory = isinstance(root.store, zarr.storage.MemoryStore)
+        levels = []
         for k, level_shape in enumerate(shapes):
+            if in_memory:
+                levels.append(TileArray(lead + level_shape, dtype, tile))
+                continue
             group.create_array(
                 str(k),
                 shape=lead + level_shape,
                 chunks=lead + (min(tile, level_shape[0]), min(tile, level_shape[1])),
                 dtype=dtype,
                 fill_value=0,
-                compressors=None if in_memory else "auto",
+                compressors="auto",
             )
         group.attrs["ome"] = _ome_metadata(name, kind, mpp, slide_mpp, len(shapes), channels)
         group.attrs["napari_rckd"] = dict(
@@ -152,18 +153,13 @@ class ResultStore:
             n_levels=len(shapes),
         )
         log.debug("created result %s %s at %.3g µm/px, %d levels", name, shape, mpp, len(shapes))
-        return cls(group, mirrored=in_memory)
+        return cls(group, levels or None)
 
     @classmethod
     def open(cls, root: zarr.Group, name: str) -> ResultStore:
         if name not in root:
             raise RckdError(f"no result named {name!r} in this store (it holds {sorted(root)}).")
         return cls(root[name])
-
-    @property
-    def display_levels(self) -> list:
-        """What a napari layer should show: the numpy mirror when there is one."""
-        return list(self.mirror if self.mirror is not None else self.levels)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -196,8 +192,6 @@ class ResultStore:
             self.flush()
         array = self.levels[level]
         box = _clip(box, array.shape[-2:])
-        if self.mirror is not None and not box.is_empty():
-            return self.mirror[level].block(*(int(v) for v in box))
         return np.asarray(array[(..., *box.slices())])
 
     def write(self, box: Box, data: np.ndarray) -> None:
@@ -215,8 +209,6 @@ class ResultStore:
         )
         data = data[(..., *inner.slices())]
         self.levels[0][(..., *clipped.slices())] = data
-        if self.mirror is not None:
-            self.mirror[0].put(int(clipped.y0), int(clipped.x0), data)
         with self._lock:
             if len(self.levels) > 1:
                 self._dirty.update(_chunks_under(clipped.scaled(0.5), self.tile))
@@ -239,8 +231,6 @@ class ResultStore:
                     below = self.read(box.scaled(2), level=k - 1, flush=False)
                     block = downsample2(below, method)[..., : int(box.height), : int(box.width)]
                     level[(..., *box.slices())] = block
-                    if self.mirror is not None:
-                        self.mirror[k].put(int(box.y0), int(box.x0), block)
                 dirty = {(row // 2, col // 2) for row, col in dirty}
             if self._unflushed:
                 self._changes.extend(self._unflushed)
@@ -251,12 +241,20 @@ class ResultStore:
         import dask.array as da
 
         self.flush()
-        return [da.from_zarr(level) for level in self.levels]
+        return [
+            da.from_zarr(level)
+            if isinstance(level, zarr.Array)
+            else da.from_array(level, chunks=(*level.shape[:-2], self.tile, self.tile))
+            for level in self.levels
+        ]
 
     def nbytes_stored(self) -> int:
         """Bytes the result occupies in its store (compressed chunks and metadata)."""
         self.flush()
-        return sum(level.nbytes_stored() for level in self.levels)
+        return sum(
+            level.nbytes_stored() if isinstance(level, zarr.Array) else level.nbytes
+            for level in self.levels
+        )
 
 
 def _chunks_under(box: Box, size: int) -> set[tuple[int, int]]:

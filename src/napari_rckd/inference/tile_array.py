@@ -1,9 +1,9 @@
-"""A sparse tiled array in plain numpy: what napari slices on its UI thread during live analysis.
+"""A sparse tiled array in plain numpy: the levels of in-memory (live) results.
 
-zarr v3 runs every read through its event-loop thread, so a viewer re-slicing an in-memory
-result after a pan waited on that thread while the worker kept it busy with writes. This
-array answers ``__getitem__`` by copying from numpy tiles on the calling thread: no I/O, no
-locks. Tiles never written read as 0 (napari's "nothing here"). A read racing a write may see
+zarr v3 runs every read and write through its event-loop thread: a viewer re-slicing an
+in-memory result after a pan waited on that thread while the worker kept it busy with
+writes, and every tile written paid round trips. This array reads and writes numpy tiles on
+the calling thread: no I/O, no locks. Tiles never written read as 0 (napari's "nothing here"). A read racing a write may see
 part of a tile's old pixels; the refresh that follows the write shows the new ones.
 """
 
@@ -86,6 +86,20 @@ class TileArray:
                 out = out[..., np.asarray(ranges[1]) - xa]
         squeeze = tuple(slice(None) if isinstance(s, range) else 0 for s in spatial)
         return out[(*key[:-2], *squeeze)]
+
+    def __setitem__(self, key, value) -> None:
+        """Write a rectangle of every lead channel: ``array[..., y0:y1, x0:x1] = value``."""
+        key = _full_key(key, self.ndim)
+        whole_lead = all(k == slice(None) for k in key[:-2])
+        if not whole_lead or any(
+            not isinstance(k, slice) or k.step not in (None, 1) for k in key[-2:]
+        ):
+            raise IndexError("a TileArray is written in rectangles: array[..., y0:y1, x0:x1]")
+        (y0, y1, _), (x0, x1, _) = (
+            k.indices(n) for k, n in zip(key[-2:], self.shape[-2:], strict=True)
+        )
+        shape = (*self._lead, max(0, y1 - y0), max(0, x1 - x0))
+        self.put(y0, x0, np.broadcast_to(np.asarray(value, self.dtype), shape))
 
     def __array__(self, dtype=None, copy=None):
         return np.asarray(self[...], dtype=dtype)
