@@ -113,6 +113,12 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
         help="a pretrained backbone learns at --lr × SCALE, the new head at --lr (default "
         f"{PRETRAINED_BACKBONE_LR}; random backbones always 1)",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the training step: each batch shape compiles once (~30 s on a "
+        "CPU), then steps run faster; pays on long runs",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

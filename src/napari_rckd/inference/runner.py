@@ -43,6 +43,13 @@ class ModelRunner:
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.autocast = self.device.type == "cuda"
 
+    def compile(self) -> None:
+        """torch.compile the model: the first batch of each shape compiles (~30 s on a CPU),
+        later ones run faster (docs/performance.md). Worth it for whole-slide runs."""
+        import torch
+
+        self.model = torch.compile(self.model, dynamic=False)
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
 

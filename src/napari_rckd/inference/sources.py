@@ -96,6 +96,22 @@ def _load_model(path: str | Path, task: str, option: str, what: str, device: str
     return ModelRunner(model, device), f"{path.stem}:{file_digest(path)}", metadata
 
 
+def compile_models(sources) -> int:
+    """torch.compile every network among ``sources`` (checkpoints and network nuclei teachers)
+    in place; returns how many. Each compiles on its first batch of a shape, then runs faster."""
+    import torch
+
+    count = 0
+    for source in sources:
+        if getattr(source, "runner", None) is not None:
+            source.runner.compile()
+            count += 1
+        elif hasattr(getattr(source, "teacher", None), "module"):
+            source.teacher.module = torch.compile(source.teacher.module, dynamic=False)
+            count += 1
+    return count
+
+
 def _write_core(store: ResultStore, grid: TileGrid, row: int, col: int, window_array):
     store.write(grid.core(row, col), grid.crop_core(window_array, row, col))
 

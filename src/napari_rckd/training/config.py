@@ -44,6 +44,7 @@ class FitConfig:
     seed: int = 0
     amp: bool = True  # bf16 autocast on CUDA GPUs that support it; ignored elsewhere
     channels_last: bool = True
+    compile: bool = False  # torch.compile the task: faster steps after a slow first one per shape
     resume: bool = True  # continue from out_dir/last.state.pt when it exists
     tensorboard: bool = True  # log to out_dir/tensorboard when tensorboard is installed
     provenance: dict = field(default_factory=dict)  # saved with every checkpoint

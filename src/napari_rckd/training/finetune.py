@@ -64,6 +64,7 @@ class Recipe:
     seed: int = 0
     head: str = STAGE2_HEAD  # classify: ModelConfig.head
     pretrained_backbone_lr: float = PRETRAINED_BACKBONE_LR  # lr scale of a pretrained backbone
+    compile: bool = False  # torch.compile the training step
 
     @classmethod
     def split(cls, options: dict) -> tuple[Recipe, dict]:
@@ -186,6 +187,7 @@ def train_stage2(
         device=recipe.device,
         num_workers=recipe.workers,
         seed=recipe.seed,
+        compile=recipe.compile,
         provenance=provenance,
     )
     result = fit(objective, train, val, fit_config, out_dir, callbacks, stop_event)
