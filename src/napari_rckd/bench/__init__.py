@@ -1,6 +1,6 @@
 """Benchmarks: each prints a table of figures and can write them as JSON.
 
-`napari-rckd bench read|models|train|infer|fuzz|faults ...`; every target is a module in this
+`napari-rckd bench read|models|train|infer|transfer|fuzz|faults|viewport|gpu ...`; every target is a module in this
 package with ``add_arguments(parser)`` and ``run(args)``, imported only when chosen.
 """
 
@@ -39,6 +39,10 @@ TARGETS: dict[str, tuple[str, str]] = {
     "faults": (
         "napari_rckd.bench.faults",
         "kill -9 predict at random moments: old results or new ones after the next start, never a mix",
+    ),
+    "gpu": (
+        "napari_rckd.bench.gpu",
+        "one GPU session's figures: forward, whole-slide predict, stage-1 training, DDP, live",
     ),
     "viewport": (
         "napari_rckd.bench.viewport",
