@@ -42,6 +42,7 @@ def test_throughput_rows_read_cold_and_give_median_and_range(tiny_model, tmp_pat
     out = tmp_path / "infer.json"
     args = ["bench", "infer", str(slide), "--checkpoint", str(tiny_model), "--tiles", "6"]
     args += ["--batch-size", "2", "--repeats", "2", "--sizes", "", "--device", "cpu"]
+    args += ["--windows", "model"]  # the tiny model's own 64-px windows: many tiles
     assert main([*args, "--json", str(out)]) == 0
     alone, detected = json.loads(out.read_text())["rows"]
     assert cached_tiles[0] > 0  # the warm-up reads after the model-only windows were read
@@ -56,7 +57,9 @@ def test_throughput_rows_read_cold_and_give_median_and_range(tiny_model, tmp_pat
 
 
 def _args(model, **extra) -> argparse.Namespace:
-    return argparse.Namespace(checkpoint=str(model), device="cpu", batch_size=2, **extra)
+    return argparse.Namespace(
+        checkpoint=str(model), device="cpu", batch_size=2, windows="model", **extra
+    )
 
 
 def test_whole_slide_stops_at_a_tile_count(tiny_model, tmp_path):

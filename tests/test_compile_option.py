@@ -31,9 +31,9 @@ def compiled(monkeypatch):
 def test_predict_compiles_each_network_source_once(
     tmp_path,
     crop_path,
-    checkpoints,
+    checkpoints,  # noqa: F811
     compiled,
-    capsys,  # noqa: F811
+    capsys,
 ):
     out = tmp_path / "out"
     argv = ["predict", str(crop_path), "--slide-mpp", "0.499", "--out", str(out)]

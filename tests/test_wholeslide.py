@@ -81,3 +81,24 @@ def test_no_tissue_is_an_error(crop):  # noqa: F811
         next(run_whole_slide(predictor, empty))
     with pytest.raises(RckdError, match="no whole-slide results"):
         open_results(crop.path.parent / "missing.zarr")
+
+
+def test_whole_slide_runs_use_larger_dense_windows_without_seams(tmp_path, crop, checkpoints):  # noqa: F811
+    from napari_rckd.inference.analysis import Analysis
+    from napari_rckd.inference.sources import WHOLE_SLIDE_WINDOW
+
+    live = RegionSource(checkpoints["student"], "cpu")  # a dense model at 0.5 µm/px, 96 px
+    wide = live.for_whole_slide()
+    assert (live.window, wide.window) == (96, WHOLE_SLIDE_WINDOW)
+    assert wide.halo == live.halo and wide.core == WHOLE_SLIDE_WINDOW - 2 * live.halo
+    assert (wide.core / wide.window) ** 2 >= 0.75 > (live.core / live.window) ** 2
+    assert wide.identity != live.identity and wide.runner is live.runner  # one model, two keys
+    assert NucleiSource("builtin").for_whole_slide().window == NucleiSource("builtin").window
+    analysis = Analysis(crop, sources=[live])
+    list(analysis.run_whole_slide(tmp_path / "wide.zarr"))
+    grid = analysis.results.grids["region"]
+    assert grid.tile == wide.core and grid.halo == live.halo
+    prob = open_results(tmp_path / "wide.zarr")["region_prob"]
+    values = prob.read(Box(0, 0, *prob.shape))
+    # the cores tile the slide: every pixel written (a sigmoid is never exactly 0), no seams
+    assert len(analysis.results.tiles_done("region")) == 4 and (values > 0).all()

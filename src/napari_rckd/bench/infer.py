@@ -40,22 +40,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wsi-mpp", type=float, default=4.0, help="model µm/px of the whole-slide runs"
     )
+    parser.add_argument(
+        "--windows",
+        choices=("whole-slide", "model"),
+        default="whole-slide",
+        help="tile as predict does (whole-slide: 512-px windows around the model's halo) or at "
+        "the model's own tile size, as live view does (default whole-slide)",
+    )
     parser.add_argument("--device", default="auto")
 
 
 def model_source(args, folder: str, mpp: float):
-    """The benchmarked model: ``--checkpoint``, or a random-weight dense CSAT at ``mpp``."""
+    """The benchmarked model: ``--checkpoint``, or a random-weight dense CSAT at ``mpp``,
+    tiled as `predict` tiles it (``--windows whole-slide``) or as live view does (``model``)."""
     from napari_rckd.inference.sources import RegionSource
 
     if args.checkpoint:
-        return RegionSource(args.checkpoint, args.device)
+        return _tiled(RegionSource(args.checkpoint, args.device), args.windows)
     from napari_rckd.models import ModelConfig, create_model, save_checkpoint
 
     path = Path(folder) / f"random-{mpp:g}.safetensors"
     if not path.exists():
         config = ModelConfig(task="dense", num_outputs=2, input_mpp=mpp, tile_size=256)
         save_checkpoint(path, create_model(config), {"note": "random weights for benchmarking"})
-    return RegionSource(path, args.device)
+    return _tiled(RegionSource(path, args.device), args.windows)
+
+
+def _tiled(source, windows: str):
+    return source.for_whole_slide() if windows == "whole-slide" else source
 
 
 def _tile_counts(text: str) -> list[int | None]:

@@ -138,9 +138,10 @@ class Analysis:
         The generator's return value is the finished predictor (its stores stay readable).
         """
         out = Path(out)
-        create_output(out, self.slide, self.sources)
+        sources = [source.for_whole_slide() for source in self.sources]  # larger dense windows
+        create_output(out, self.slide, sources)
         predictor = Predictor(
-            self.slide, self.sources, open_root(out), self.cache, self.tissue, self.batch_size
+            self.slide, sources, open_root(out), self.cache, self.tissue, self.batch_size
         )
         try:
             yield from run_whole_slide(predictor, self.tissue, stop)
