@@ -148,7 +148,6 @@ def ddp_smoke(slide: str, device, quick: bool, tmp: Path) -> dict:
 
 def first_live_tile(slide_path: str, device) -> dict:
     """The predictor's first tile after a plan (no display), against one tile of model time."""
-    import numpy as np
 
     from napari_rckd.inference.predictor import Predictor
     from napari_rckd.inference.sources import NucleiSource
@@ -176,7 +175,7 @@ def first_live_tile(slide_path: str, device) -> dict:
             predictor.submit(predictor.plan_view(Box(0, 0, 0, 0), 0.0))  # stop the rest
     return dict(step="live first tile (csat, no display)", status="ok", first_tile_s=first_s,
                 model_1_tile_s=model_s, first_tile_ratio=first_s / max(model_s, 1e-9),
-                view_tiles=int(np.size(plan.requests)))  # fmt: skip
+                view_tiles=len(plan.requests))  # fmt: skip
 
 
 def _device_name(device) -> str:

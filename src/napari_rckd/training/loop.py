@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from timm.optim import param_groups_weight_decay
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import Dataset
 
 from napari_rckd.atomic import remove_orphans
 from napari_rckd.errors import RckdError
@@ -28,7 +28,8 @@ from napari_rckd.training import checkpointing, distributed
 from napari_rckd.training.callbacks import Callback, CallbackList, StepInfo, tensorboard_logger
 from napari_rckd.training.checkpointing import BEST_WEIGHTS, LAST_STATE, LAST_WEIGHTS, TrainState
 from napari_rckd.training.config import FitConfig, FitResult
-from napari_rckd.training.distributed import ResumableSampler, Runtime, ShardSampler
+from napari_rckd.training.distributed import Runtime
+from napari_rckd.training.loaders import batches_forever, make_train_loader, make_val_loader
 from napari_rckd.training.tasks.base import Task, move_batch
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,8 @@ def _fit(task, train_data, val_data, config, out_dir, callbacks, stop_event, run
     _seed_everything(config.seed + runtime.rank)
 
     # ---- data ------------------------------------------------------------------------------
-    train_loader, sampler, steps_per_epoch = _train_loader(train_data, config, runtime)
-    val_loader = _val_loader(val_data, config, runtime) if val_data is not None else None
+    train_loader, sampler, steps_per_epoch = make_train_loader(train_data, config, runtime)
+    val_loader = make_val_loader(val_data, config, runtime) if val_data is not None else None
     total_steps = config.steps or config.epochs * steps_per_epoch
     warmup_steps = config.warmup_steps if config.warmup_steps is not None else total_steps // 20
 
@@ -147,7 +148,7 @@ def _fit(task, train_data, val_data, config, out_dir, callbacks, stop_event, run
         )
 
     # ---- the loop --------------------------------------------------------------------------
-    batches = _batches(train_loader, sampler, state, config)
+    batches = batches_forever(train_loader, sampler, state, config)
     task.train()
     status, loss_value = "completed", None
     world_batch = config.batch_size * runtime.world_size
@@ -263,74 +264,6 @@ def _autocast(config: FitConfig, device: torch.device):
     if config.amp and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def _train_loader(dataset: Dataset, config: FitConfig, runtime: Runtime):
-    """The training loader, its resumable sampler (None for iterable data), steps per epoch."""
-    # A private generator seeds the workers' RNGs per epoch, the same on a resumed run.
-    generator = torch.Generator()
-    common = dict(
-        batch_size=config.batch_size,
-        num_workers=config.num_workers,
-        pin_memory=runtime.device.type == "cuda",
-        drop_last=True,  # equal, full batches on every rank: no BatchNorm on a batch of one
-        persistent_workers=config.num_workers > 0,
-        generator=generator,
-    )
-    if isinstance(dataset, IterableDataset):
-        if config.steps is None:
-            raise RckdError(
-                "the training data is a stream without a length; give FitConfig.steps, not epochs"
-            )
-        return DataLoader(dataset, **common), None, None
-    if len(dataset) == 0:
-        raise RckdError(
-            "the training set is empty; point the dataset at images or tiles to learn from"
-        )
-    sampler = ResumableSampler(len(dataset), runtime.rank, runtime.world_size, config.seed)
-    steps_per_epoch = len(sampler.base) // config.batch_size
-    if steps_per_epoch == 0:
-        raise RckdError(
-            f"the training set has {len(dataset)} samples, fewer than one batch of "
-            f"{config.batch_size} per process ({runtime.world_size} processes); lower batch_size"
-        )
-    return DataLoader(dataset, sampler=sampler, **common), sampler, steps_per_epoch
-
-
-def _val_loader(dataset: Dataset, config: FitConfig, runtime: Runtime) -> DataLoader:
-    if isinstance(dataset, IterableDataset):
-        sampler = None  # a stream shards itself
-    elif len(dataset) < runtime.world_size:
-        raise RckdError(
-            f"the validation set has {len(dataset)} samples, fewer than the {runtime.world_size} "
-            "processes; add validation data or run on fewer processes"
-        )
-    else:
-        sampler = ShardSampler(len(dataset), runtime.rank, runtime.world_size)
-    return DataLoader(
-        dataset,
-        batch_size=config.val_batch_size or config.batch_size,
-        sampler=sampler,
-        num_workers=config.num_workers,
-        pin_memory=runtime.device.type == "cuda",
-    )
-
-
-def _batches(loader: DataLoader, sampler, state: TrainState, config: FitConfig) -> Iterator[dict]:
-    """Batches forever, epoch after epoch, starting where ``state`` says the run is."""
-    while True:
-        if sampler is not None:
-            # Skip what this epoch already trained on, without loading it.
-            sampler.set_epoch(state.epoch, skip=state.batch_in_epoch * config.batch_size)
-        loader.generator.manual_seed(config.seed + state.epoch)
-        produced = False
-        for batch in loader:
-            produced = True
-            yield batch
-        if not produced:
-            raise RckdError(
-                "the training data produced no batch; check that the dataset yields samples"
-            )
 
 
 def _any_rank(flag: bool, device: torch.device) -> bool:
