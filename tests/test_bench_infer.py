@@ -104,3 +104,19 @@ def test_naive_baseline_batches_like_the_pipeline(tiny_model, tmp_path):
         predictor.close()
     assert [shape[0] for shape in batches] == [2, 2, 1]
     assert all(shape[1:] == (64, 64, 3) for shape in batches)
+
+
+def test_both_windows_give_output_pixels_and_their_ratio(tiny_model, tmp_path):
+    out = tmp_path / "infer.json"
+    args = ["bench", "infer", str(shared_path("slides/cmu-1-small-region.svs"))]
+    args += ["--checkpoint", str(tiny_model), "--tiles", "4", "--batch-size", "2"]
+    args += ["--repeats", "2", "--sizes", "", "--device", "cpu", "--windows", "both"]
+    assert main([*args, "--json", str(out)]) == 0
+    own, _, wide, _, ratio = json.loads(out.read_text())["rows"]
+    assert (own["windows"], wide["windows"]) == ("model", "whole-slide")
+    assert own["window_px"] == 64 and wide["window_px"] == 512
+    assert wide["core_px"] == 512 - (64 - own["core_px"])  # the same halo around a wider core
+    for row in (own, wide):
+        assert len(row["output_mpx_per_s_rounds"]) == 2 and row["output_mpx_per_s"] > 0
+    assert ratio["ratio_min"] <= ratio["ratio"] <= ratio["ratio_max"]
+    assert ratio["window_px"] == "512 vs 64"

@@ -41,6 +41,8 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+        if isinstance(value, list | tuple):  # per-round values: short, space-separated
+            return " ".join(cell(v) for v in value)
         return "" if value is None else str(value)
 
     body = [[cell(row.get(column)) for column in columns] for row in rows]

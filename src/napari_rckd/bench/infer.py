@@ -42,28 +42,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--windows",
-        choices=("whole-slide", "model"),
+        choices=("whole-slide", "model", "both"),
         default="whole-slide",
-        help="tile as predict does (whole-slide: 512-px windows around the model's halo) or at "
-        "the model's own tile size, as live view does (default whole-slide)",
+        help="tile as predict does (whole-slide: 512-px windows around the model's halo), at "
+        "the model's own tile size as live view does, or both with their output-pixel ratio "
+        "(default whole-slide)",
     )
     parser.add_argument("--device", default="auto")
 
 
-def model_source(args, folder: str, mpp: float):
+def model_source(args, folder: str, mpp: float, windows: str | None = None):
     """The benchmarked model: ``--checkpoint``, or a random-weight dense CSAT at ``mpp``,
-    tiled as `predict` tiles it (``--windows whole-slide``) or as live view does (``model``)."""
+    tiled as `predict` tiles it (``whole-slide``) or as live view does (``model``)."""
     from napari_rckd.inference.sources import RegionSource
 
+    windows = windows or ("model" if args.windows == "model" else "whole-slide")
     if args.checkpoint:
-        return _tiled(RegionSource(args.checkpoint, args.device), args.windows)
+        return _tiled(RegionSource(args.checkpoint, args.device), windows)
     from napari_rckd.models import ModelConfig, create_model, save_checkpoint
 
     path = Path(folder) / f"random-{mpp:g}.safetensors"
     if not path.exists():
         config = ModelConfig(task="dense", num_outputs=2, input_mpp=mpp, tile_size=256)
         save_checkpoint(path, create_model(config), {"note": "random weights for benchmarking"})
-    return _tiled(RegionSource(path, args.device), args.windows)
+    return _tiled(RegionSource(path, args.device), windows)
 
 
 def _tiled(source, windows: str):
@@ -77,15 +79,18 @@ def _tile_counts(text: str) -> list[int | None]:
 
 def run(args: argparse.Namespace) -> int:
     from napari_rckd.bench.infer_memory import whole_slide_rows
-    from napari_rckd.bench.infer_speed import throughput
+    from napari_rckd.bench.infer_speed import output_ratio_row, throughput
     from napari_rckd.io import open_slide
     from napari_rckd.io.samples import synthetic_sample_path
     from napari_rckd.report import report
 
     path = Path(args.slide) if args.slide else synthetic_sample_path()
+    tilings = ["model", "whole-slide"] if args.windows == "both" else [args.windows]
     with tempfile.TemporaryDirectory() as tmp:
         with open_slide(path) as slide:
-            rows = throughput(args, slide, tmp)
+            rows = [row for tiling in tilings for row in throughput(args, slide, tmp, tiling)]
+        if len(tilings) == 2:
+            rows.append(output_ratio_row(rows[0], rows[2]))
         sizes = [int(s) for s in args.sizes.split(",") if s]
         rows += whole_slide_rows(args, sizes, _tile_counts(args.tile_counts), tmp)
     model = "checkpoint" if args.checkpoint else "random-weight rckd_csat (no checkpoint given)"

@@ -9,8 +9,12 @@ import time
 from napari_rckd.bench.infer import model_source
 
 
-def throughput(args, slide, folder: str) -> list[dict]:
+def throughput(args, slide, folder: str, tiling: str) -> list[dict]:
     """Two rows: the pipeline alone, and the pipeline with the slide's tissue detection.
+
+    Rows also give the window and its core (px at the model's mpp) and the output pixels per
+    second: a dense model writes only the core of each window, so larger windows around the
+    same halo give more output per second although fewer windows.
 
     Model-only runs on windows read beforehand; the pipeline reads (cold: the slide's tile
     cache is cleared first), predicts, stitches, writes and rebuilds the pyramid. Rounds are
@@ -28,7 +32,7 @@ def throughput(args, slide, folder: str) -> list[dict]:
     from napari_rckd.inference.wholeslide import tissue_tiles
     from napari_rckd.io.tissue import clear_tissue_cache, detect_tissue
 
-    source = model_source(args, folder, args.mpp)
+    source = model_source(args, folder, args.mpp, tiling)
 
     def predictor():
         return Predictor(slide, [source], batch_size=args.batch_size)
@@ -71,9 +75,17 @@ def throughput(args, slide, folder: str) -> list[dict]:
         models.append(model_only())
         rounds.append((piped, detect, (models[-2] + models[-1]) / 2))
     model_s = statistics.median(m for _, _, m in rounds)
-    shared = dict(tiles=count, distinct_tiles=len(tiles), repeats=len(rounds))
+    shared = dict(
+        windows=tiling,
+        window_px=source.window,
+        core_px=source.core,
+        tiles=count,
+        distinct_tiles=len(tiles),
+        repeats=len(rounds),
+    )
     slide_passes = count / len(tiles)  # whole-slide passes the pipeline made, each one detection
     alone = [(piped, model) for piped, _, model in rounds]
+    output = [count * source.core**2 / 1e6 / piped for piped, _ in alone]
     with_detection = [(piped + detect * slide_passes, model) for piped, detect, model in rounds]
     return [
         dict(
@@ -82,6 +94,8 @@ def throughput(args, slide, folder: str) -> list[dict]:
             torch_threads=torch.get_num_threads(),
             model_tiles_per_s=count / model_s,
             **_rates(alone, count),
+            output_mpx_per_s=statistics.median(output),
+            output_mpx_per_s_rounds=output,
         ),
         dict(
             test="same, with tissue detection per pass",
@@ -95,6 +109,24 @@ def throughput(args, slide, folder: str) -> list[dict]:
             ),
         ),
     ]
+
+
+def output_ratio_row(model_windows: dict, wide_windows: dict) -> dict:
+    """Output pixels per second of whole-slide windows ÷ the model's own, round by round."""
+    ratios = [
+        wide / own
+        for wide, own in zip(
+            wide_windows["output_mpx_per_s_rounds"], model_windows["output_mpx_per_s_rounds"]
+        )
+    ]
+    return dict(
+        test="output px/s, whole-slide windows ÷ the model's own (pipeline, same slide)",
+        window_px=f"{wide_windows['window_px']} vs {model_windows['window_px']}",
+        core_px=f"{wide_windows['core_px']} vs {model_windows['core_px']}",
+        ratio=statistics.median(ratios),
+        ratio_min=min(ratios),
+        ratio_max=max(ratios),
+    )
 
 
 def _rates(rounds: list[tuple[float, float]], count: int) -> dict:
