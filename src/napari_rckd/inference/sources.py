@@ -26,6 +26,7 @@ from napari_rckd.inference.runner import ModelRunner
 from napari_rckd.inference.scheduler import NUCLEI_MIN_SCREEN_PX
 from napari_rckd.inference.store import ResultStore
 from napari_rckd.inference.tiling import Box, TileGrid
+from napari_rckd.teachers.base import INSTANCES_VERSION
 
 # Teachers label a window of core + 2 × halo; 32 px at 0.5 µm/px (16 µm) holds a whole nucleus.
 TEACHER_CORE = 256
@@ -152,6 +153,9 @@ class NucleiSource(Source):
                 spec, "dense", "--nuclei", "nuclei (a stage-1 student)", device
             )
             config = self.runner.model.config
+            # a learned teacher's second output is its contour map (docs/teachers.md)
+            self.boundary = list(config.class_names or [])[1:2] == ["boundary"]
+            self._identity += f":instances={INSTANCES_VERSION}"
             self.mpp = mpp or config.input_mpp
             self.halo = max(16, round(config.tile_size * DENSE_HALO_FRACTION))
             self.core = config.tile_size - 2 * self.halo
@@ -182,13 +186,15 @@ class NucleiSource(Source):
             return [{"nuclei_prob": o.prob, "nuclei_labels": o.labels} for o in outputs]
         from napari_rckd.teachers.base import instances_from_probability
 
-        probs = 1 / (1 + np.exp(-self.runner(windows)[:, 0]))  # channel 0: nuclear logit
+        outputs = 1 / (1 + np.exp(-self.runner(windows)))  # channel 0: nuclear, 1: contour
         return [
             {
-                "nuclei_prob": prob.astype(np.float32),
-                "nuclei_labels": instances_from_probability(prob, self.mpp),
+                "nuclei_prob": out[0].astype(np.float32),
+                "nuclei_labels": instances_from_probability(
+                    out[0], self.mpp, out[1] if self.boundary else None
+                ),
             }
-            for prob in probs
+            for out in outputs
         ]
 
     def write(self, stores, grid, row, col, out):

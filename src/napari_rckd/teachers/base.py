@@ -110,7 +110,7 @@ def split_touching(foreground: np.ndarray, h_px: float, sigma_px: float = 1.0) -
     """
     from scipy import ndimage as ndi
     from skimage.morphology import h_maxima
-    from skimage.segmentation import relabel_sequential, watershed
+    from skimage.segmentation import watershed
 
     if not foreground.any():
         return np.zeros(foreground.shape, np.int32)
@@ -118,11 +118,29 @@ def split_touching(foreground: np.ndarray, h_px: float, sigma_px: float = 1.0) -
     if sigma_px > 0:
         distance = ndi.gaussian_filter(distance, sigma_px)
     markers, n_markers = ndi.label(h_maxima(distance, h_px) & foreground)
+    markers = _orphans_as_markers(markers, n_markers, foreground)
+    return _consecutive(watershed(-distance, markers, mask=foreground))
+
+
+def _orphans_as_markers(markers: np.ndarray, count: int, foreground: np.ndarray) -> np.ndarray:
+    """``markers`` plus one marker for each foreground component that has none."""
+    from scipy import ndimage as ndi
+
     components, _ = ndi.label(foreground)
     orphan = foreground & ~np.isin(components, np.unique(components[markers > 0]))
-    markers[orphan] = components[orphan] + n_markers
-    labels = watershed(-distance, markers, mask=foreground)
+    markers[orphan] = components[orphan] + count
+    return markers
+
+
+def _consecutive(labels: np.ndarray) -> np.ndarray:
+    from skimage.segmentation import relabel_sequential
+
     return relabel_sequential(labels)[0].astype(np.int32)
+
+
+# Bumped whenever instances_from_probability changes what it returns: network teachers put it
+# in their identity, so responses cached under the old rule are not reused.
+INSTANCES_VERSION = 2
 
 
 def instances_from_probability(
@@ -133,20 +151,26 @@ def instances_from_probability(
     min_area_um2: float = 12.0,
     split_h_um: float = 0.5,
 ) -> np.ndarray:
-    """Instance labels from a nuclear probability map (and optionally a boundary probability).
+    """Instance labels from a nuclear probability map (and optionally a contour probability).
 
-    Threshold, drop specks, then split touching nuclei by a distance-transform watershed; a
-    boundary map is subtracted first so that predicted contours separate neighbours.
+    The nuclei are ``prob > threshold`` without specks, and every one of their pixels gets a
+    label. Without contours, touching nuclei are split by a distance-transform watershed.
+    With contours, the cores (``prob × (1 − boundary) > threshold``, split where they still
+    touch) seed a watershed over the contour map inside the nuclei, so predicted contours
+    separate neighbours; a nucleus whose contours leave it no core is one instance. (Growing
+    the cores back by a fixed distance lost every nucleus without a core: on CPM-15 images a
+    model never trained on scored Dice 0.62 that way against 0.77 for its own foreground.)
     """
     from skimage.morphology import remove_small_objects
+    from skimage.segmentation import watershed
 
-    score = prob if boundary is None else prob * (1 - boundary)
-    foreground = score > threshold
-    foreground = remove_small_objects(foreground, max_size=int(min_area_um2 / mpp**2))
-    if boundary is not None:  # grow the cores back over the contour pixels they lost
-        from skimage.segmentation import expand_labels
-
-        cores = split_touching(foreground, split_h_um / mpp)
-        grown = expand_labels(cores, distance=max(1.0, 1.0 / mpp))
-        return np.where(prob > threshold, grown, 0).astype(np.int32)
-    return split_touching(foreground, split_h_um / mpp)
+    min_px = int(min_area_um2 / mpp**2)
+    foreground = remove_small_objects(prob > threshold, max_size=min_px)
+    if boundary is None:
+        return split_touching(foreground, split_h_um / mpp)
+    cores = remove_small_objects(
+        (prob * (1 - boundary) > threshold) & foreground, max_size=min_px // 4
+    )
+    markers = split_touching(cores, split_h_um / mpp)
+    markers = _orphans_as_markers(markers, int(markers.max()), foreground)
+    return _consecutive(watershed(boundary, markers, mask=foreground))

@@ -22,7 +22,12 @@ import numpy as np
 
 from napari_rckd.errors import RckdError
 from napari_rckd.inference.runner import resolve_device
-from napari_rckd.teachers.base import ResamplingTeacher, TeacherOutput, instances_from_probability
+from napari_rckd.teachers.base import (
+    INSTANCES_VERSION,
+    ResamplingTeacher,
+    TeacherOutput,
+    instances_from_probability,
+)
 
 PAD_MULTIPLE = 32
 
@@ -59,7 +64,7 @@ class NetworkTeacher(ResamplingTeacher):
 
     @property
     def identity(self) -> str:
-        return f"{self.name}:{self.digest}:mpp={self.mpp:g}"
+        return f"{self.name}:{self.digest}:mpp={self.mpp:g}:instances={INSTANCES_VERSION}"
 
     def logits(self, tile: np.ndarray) -> np.ndarray:
         """C×H×W float32 logits of one tile."""
