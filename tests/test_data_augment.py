@@ -64,18 +64,3 @@ def test_hed_jitter_is_identity_at_zero_and_keeps_structure():
     )
     correlation = np.corrcoef(jittered[0].flatten(), image[0].flatten())[0, 1]
     assert 0.95 < correlation < 1.0  # new stain, same tissue
-
-
-def test_stain_amount_makes_hematoxylin_paler_and_darker():
-    from skimage.color import rgb2hed
-
-    image = _real_tile()
-    hematoxylin = rgb2hed(image.permute(1, 2, 0).numpy())[..., 0].mean()
-    ratios = []
-    for seed in range(40):
-        out = colour_jitter(np.random.default_rng(seed), image, 0, 0, 0, 0, stain=0.8)
-        ratios.append(rgb2hed(out.permute(1, 2, 0).numpy())[..., 0].mean() / hematoxylin)
-    assert min(ratios) < 0.8 and max(ratios) > 1.25  # both ways, up to ×/÷ 1.8
-    assert min(ratios) > 1 / 1.9 and max(ratios) < 1.9
-    off = colour_jitter(np.random.default_rng(0), image, 0, 0, 0, 0)
-    torch.testing.assert_close(off, image.clamp(0, 1))  # no stain, no hed: untouched

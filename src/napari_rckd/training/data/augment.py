@@ -33,12 +33,7 @@ def item_rng() -> np.random.Generator:
 @dataclass
 class Augment:
     """Random flips, 90° rotations and an optional zoom-in up to ``1 + scale`` on every
-    tensor; HED, brightness, contrast and saturation jitter on the image only.
-
-    ``stain`` scales each stain's amount by a log-uniform factor within ×/÷ ``1 + stain``:
-    pale and dark staining of one tissue (cohorts differ by up to ~2× in hematoxylin
-    density), which a model that has to work on other labs' slides must not depend on.
-    """
+    tensor; HED, brightness, contrast and saturation jitter on the image only."""
 
     flips: bool = True
     rotations: bool = True
@@ -47,7 +42,6 @@ class Augment:
     brightness: float = 0.1
     contrast: float = 0.1
     saturation: float = 0.1
-    stain: float = 0.0
 
     def __call__(
         self, rng: np.random.Generator, image: torch.Tensor, *others: torch.Tensor
@@ -55,13 +49,7 @@ class Augment:
         """``image`` 3×H×W float in [0, 1]; ``others`` C×H×W float or H×W int (nearest)."""
         tensors = geometric(rng, (image, *others), self.flips, self.rotations, self.scale)
         image = colour_jitter(
-            rng,
-            tensors[0],
-            self.hed,
-            self.brightness,
-            self.contrast,
-            self.saturation,
-            stain=self.stain,
+            rng, tensors[0], self.hed, self.brightness, self.contrast, self.saturation
         )
         return (image, *tensors[1:])
 
@@ -113,15 +101,10 @@ def colour_jitter(
     brightness: float = 0.1,
     contrast: float = 0.1,
     saturation: float = 0.1,
-    *,
-    stain: float = 0.0,
 ) -> torch.Tensor:
     """Stain (HED) then brightness, contrast and saturation jitter of a 3×H×W image in [0, 1]."""
-    if hed > 0 or stain > 0:
+    if hed > 0:
         alpha = torch.from_numpy(rng.uniform(1 - hed, 1 + hed, (3, 1))).float()
-        if stain > 0:
-            bound = np.log1p(stain)
-            alpha = alpha * torch.from_numpy(np.exp(rng.uniform(-bound, bound, (3, 1)))).float()
         beta = torch.from_numpy(rng.uniform(-hed, hed, (3, 1))).float()
         od = -torch.log(image.clamp_min(_OD_FLOOR)).reshape(3, -1)  # (3, H*W)
         stains = _HED_FROM_RGB.T @ od  # (3 stains, H*W)
