@@ -63,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
         variants = [("eager", model)]
         if args.compile:
             variants.append(("compiled", torch.compile(model, dynamic=False)))
+        dense = dense_model(name).to(device)
         for size in args.sizes:
             macs = count_macs(model, size, device)
+            encoder = count_macs(dense.backbone, size, device)
+            decoder = count_macs(dense, size, device) - encoder
             for mode, runnable in variants:
                 images_per_s = images_per_second(runnable, size, batch, device, args.seconds)
                 rows.append(
@@ -76,9 +79,13 @@ def run(args: argparse.Namespace) -> int:
                         "GMACs": macs / 1e9,
                         "images_per_s": images_per_s,
                         "GMAC_per_s": macs * images_per_s / 1e9,
+                        # the dense model (nuclei, regions): its decoder and head against
+                        # the encoder it reads, the share a lighter decoder could save
+                        "dense_decoder_GMACs": decoder / 1e9,
+                        "decoder_per_encoder": decoder / encoder,
                     }
                 )
-        del model, variants
+        del model, dense, variants
     peaks.append(matmul_peak_macs(device, min(args.seconds, 1.0)))
     nuclei_rows = [
         {"nuclei_model": spec, "tiles_per_s": nuclei_tiles_per_second(spec, device, args.seconds)}
@@ -164,6 +171,13 @@ def matmul_peak_macs(device, seconds: float) -> float:
             torch.mm(a, b)
 
     return _timed(step, device, seconds) * repeats * n**3
+
+
+def dense_model(backbone: str):
+    """The package's dense model (encoder, FPN decoder, 2-channel head) on ``backbone``."""
+    from napari_rckd.models import ModelConfig, create_model
+
+    return create_model(ModelConfig(task="dense", backbone=backbone, num_outputs=2)).eval()
 
 
 def count_macs(model, size: int, device) -> float:
