@@ -116,7 +116,9 @@ def output_ratio_row(model_windows: dict, wide_windows: dict) -> dict:
     ratios = [
         wide / own
         for wide, own in zip(
-            wide_windows["output_mpx_per_s_rounds"], model_windows["output_mpx_per_s_rounds"]
+            wide_windows["output_mpx_per_s_rounds"],
+            model_windows["output_mpx_per_s_rounds"],
+            strict=True,
         )
     ]
     return dict(
