@@ -1,9 +1,10 @@
 """Which nuclei model runs when the user leaves the choice to us (``auto``, the default).
 
 Measured in docs/teachers.md: on a CPU the classical detector (`builtin`) is the fastest nuclei
-model (about twice the tiles/s of the RCKD-CSAT student) and the only one measured on tissue it
-never saw, where it beat the learned teacher; on a GPU the student runs on the accelerator while
-the classical detector would still run on the CPU, so the student is chosen there.
+model (about twice the tiles/s of the RCKD-CSAT student), and on nuclei sources the learned
+teacher never saw it beat that teacher on two of three; on a GPU the student runs on the
+accelerator while the classical detector would still run on the CPU, so the student is chosen
+there.
 """
 
 from __future__ import annotations
@@ -25,5 +26,6 @@ def choose_nuclei(spec, device: str) -> tuple[object, str | None]:
         )
     return "builtin", (
         "nuclei: the built-in classical detector, chosen for the CPU: the fastest nuclei model "
-        "here and the most accurate measured on tissue it never saw (docs/teachers.md)"
+        "here, and the better one on two of three sources the learned teacher never saw "
+        "(docs/teachers.md)"
     )
