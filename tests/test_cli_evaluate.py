@@ -50,3 +50,23 @@ def test_missing_data_and_unknown_teacher_are_clear_errors(tmp_path):
     (tmp_path / "a_label.tif").write_bytes(b"")
     with pytest.raises(RckdError, match="resolution of .* is unknown"):
         evaluate.run(parse(["nuclei", "--data", str(tmp_path)]))
+
+
+def test_two_checkpoints_of_one_name_keep_apart(tmp_path):
+    """Two runs' best.safetensors would both be `student:run/best`: rows name their files."""
+    import shutil
+
+    from napari_rckd.models.shipped import shipped_weights
+
+    paths = []
+    for holdout in ("a", "b"):
+        folder = tmp_path / holdout / "run"
+        folder.mkdir(parents=True)
+        paths.append(str(shutil.copy(shipped_weights("csat"), folder / "best.safetensors")))
+    data = shared_path("nuclei/cryonuseg")
+    args = parse(["nuclei", "--teacher", paths[0], "--teacher", paths[1], "--data", str(data)])
+    args.json = str(tmp_path / "table.json")
+    assert evaluate.run(args) == 0
+    payload = json.loads((tmp_path / "table.json").read_text())
+    assert sorted(row["teacher"] for row in payload["rows"]) == sorted(paths)
+    assert sorted(payload["teachers"]) == sorted(paths)

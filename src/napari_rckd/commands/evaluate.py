@@ -83,7 +83,12 @@ def run_nuclei(args: argparse.Namespace) -> int:
     from napari_rckd.teachers.evaluation import evaluate_teacher, find_ground_truth
 
     images = find_ground_truth(args.data, mpp=args.mpp)
-    teachers = [get_teacher(spec) for spec in (args.teacher or DEFAULT_TEACHERS)]
+    specs = args.teacher or DEFAULT_TEACHERS
+    teachers = [get_teacher(spec) for spec in specs]
+    names = [teacher.name for teacher in teachers]
+    for spec, teacher in zip(specs, teachers, strict=True):
+        if names.count(teacher.name) > 1:  # e.g. two runs' best.safetensors: say which is which
+            teacher.name = str(spec)
     per_image: list[dict] = []
     rows = [row for teacher in teachers for row in evaluate_teacher(teacher, images, per_image)]
     rows.sort(key=lambda row: (row["source"], row["teacher"]))
