@@ -88,9 +88,10 @@ def run(args: argparse.Namespace) -> int:
     tilings = ["model", "whole-slide"] if args.windows == "both" else [args.windows]
     with tempfile.TemporaryDirectory() as tmp:
         with open_slide(path) as slide:
-            rows = [row for tiling in tilings for row in throughput(args, slide, tmp, tiling)]
-        if len(tilings) == 2:
-            rows.append(output_ratio_row(rows[0], rows[2]))
+            by_tiling = {tiling: throughput(args, slide, tmp, tiling) for tiling in tilings}
+        rows = [row for tiling_rows in by_tiling.values() for row in tiling_rows]
+        if args.windows == "both":  # the first row of each tiling: the pipeline alone
+            rows.append(output_ratio_row(by_tiling["model"][0], by_tiling["whole-slide"][0]))
         sizes = [int(s) for s in args.sizes.split(",") if s]
         rows += whole_slide_rows(args, sizes, _tile_counts(args.tile_counts), tmp)
     model = "checkpoint" if args.checkpoint else "random-weight rckd_csat (no checkpoint given)"

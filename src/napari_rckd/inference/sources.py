@@ -149,12 +149,13 @@ class NucleiSource(Source):
         spec = str(spec)
         self.runner = None
         if spec.endswith(".safetensors"):
+            from napari_rckd.teachers.network import has_contour_channel
+
             self.runner, self._identity, _ = _load_model(
                 spec, "dense", "--nuclei", "nuclei (a stage-1 student)", device
             )
             config = self.runner.model.config
-            # a learned teacher's second output is its contour map (docs/teachers.md)
-            self.boundary = list(config.class_names or [])[1:2] == ["boundary"]
+            self.boundary = has_contour_channel(config)
             self._identity += f":instances={INSTANCES_VERSION}"
             self.mpp = mpp or config.input_mpp
             self.halo = max(16, round(config.tile_size * DENSE_HALO_FRACTION))
@@ -183,19 +184,14 @@ class NucleiSource(Source):
     def predict(self, windows: np.ndarray) -> list[dict[str, np.ndarray]]:
         if self.runner is None:
             outputs = [self.teacher.predict(window, self.mpp) for window in windows]
-            return [{"nuclei_prob": o.prob, "nuclei_labels": o.labels} for o in outputs]
-        from napari_rckd.teachers.base import instances_from_probability
+        else:
+            from napari_rckd.teachers.network import nuclei_from_logits
 
-        outputs = 1 / (1 + np.exp(-self.runner(windows)))  # channel 0: nuclear, 1: contour
-        return [
-            {
-                "nuclei_prob": out[0].astype(np.float32),
-                "nuclei_labels": instances_from_probability(
-                    out[0], self.mpp, out[1] if self.boundary else None
-                ),
-            }
-            for out in outputs
-        ]
+            outputs = [
+                nuclei_from_logits(logits, self.mpp, self.boundary)
+                for logits in self.runner(windows)
+            ]
+        return [{"nuclei_prob": o.prob, "nuclei_labels": o.labels} for o in outputs]
 
     def write(self, stores, grid, row, col, out):
         stitch_instances(stores["nuclei_labels"], grid, row, col, out["nuclei_labels"])

@@ -9,8 +9,9 @@ The TorchScript contract (also in docs/teachers.md):
 * the teacher's resolution is the module's float attribute ``mpp`` when it has one, else the
   ``mpp`` given to :func:`napari_rckd.teachers.get_teacher` (default 0.5 µm/px).
 
-Instances come from the probability by a distance-transform watershed (see
-:func:`napari_rckd.teachers.base.instances_from_probability`).
+Instances come from the probability, separated by the boundary map when there is one (see
+:func:`napari_rckd.teachers.base.instances_from_probability`); `nuclei_from_logits` is that
+step, shared with live inference's batched students.
 """
 
 from __future__ import annotations
@@ -94,13 +95,23 @@ class NetworkTeacher(ResamplingTeacher):
         return output[0, :, :height, :width].float().cpu().numpy()
 
     def _predict_native(self, tile: np.ndarray) -> TeacherOutput:
-        logits = self.logits(tile)
-        prob = 1 / (1 + np.exp(-logits[0]))
-        boundary = None
-        if self.use_boundary and logits.shape[0] >= 2:
-            boundary = 1 / (1 + np.exp(-logits[1]))
-        labels = instances_from_probability(prob, self.mpp, boundary)
-        return TeacherOutput(prob.astype(np.float32), labels)
+        return nuclei_from_logits(self.logits(tile), self.mpp, self.use_boundary)
+
+
+def nuclei_from_logits(logits: np.ndarray, mpp: float, use_boundary: bool) -> TeacherOutput:
+    """Nuclear probability and instances from one tile's C×H×W logits (channel 0 nuclear,
+    channel 1 the contour map when ``use_boundary``)."""
+    prob = 1 / (1 + np.exp(-logits[0]))
+    boundary = None
+    if use_boundary and logits.shape[0] >= 2:
+        boundary = 1 / (1 + np.exp(-logits[1]))
+    return TeacherOutput(prob.astype(np.float32), instances_from_probability(prob, mpp, boundary))
+
+
+def has_contour_channel(config) -> bool:
+    """Whether a dense checkpoint's channel 1 is a contour map (a learned teacher and its
+    students name it ``boundary``); otherwise later channels may be classes."""
+    return list(getattr(config, "class_names", []) or [])[1:2] == ["boundary"]
 
 
 def load_torchscript_teacher(path: Path, mpp: float | None = None, device: str | None = None):
@@ -135,13 +146,11 @@ def load_student_teacher(
         )
     model_mpp = getattr(config, "input_mpp", None) or (metadata or {}).get("input_mpp")
     chosen = mpp if mpp is not None else (model_mpp or 0.5)
-    # Channel 0 is the nuclear probability; later channels may be classes, unless named.
-    names = list(getattr(config, "class_names", []) or [])
     return NetworkTeacher(
         model,
         path,
         chosen,
         name=name or f"student:{path.parent.name}/{path.stem}",
         device=device,
-        use_boundary=names[1:2] == ["boundary"],
+        use_boundary=has_contour_channel(config),
     )
