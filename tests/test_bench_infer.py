@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import queue
+import statistics
 
 import pytest
 
@@ -120,3 +121,32 @@ def test_both_windows_give_output_pixels_and_their_ratio(tiny_model, tmp_path):
         assert len(row["output_mpx_per_s_rounds"]) == 2 and row["output_mpx_per_s"] > 0
     assert ratio["ratio_min"] <= ratio["ratio"] <= ratio["ratio_max"]
     assert ratio["window_px"] == "512 vs 64"
+
+
+def test_against_times_a_second_model_and_gives_its_output_ratio(tiny_model, tmp_path):
+    import torch
+
+    from napari_rckd.models import ModelConfig, create_model, save_checkpoint
+
+    torch.manual_seed(1)
+    config = ModelConfig(
+        task="dense",
+        backbone="efficientnet_b0",
+        decoder="light",
+        num_outputs=2,
+        input_mpp=4.0,
+        tile_size=64,
+    )
+    other = save_checkpoint(tmp_path / "light" / "best.safetensors", create_model(config), {})
+    out = tmp_path / "infer.json"
+    args = ["bench", "infer", str(shared_path("slides/cmu-1-small-region.svs"))]
+    args += ["--checkpoint", str(tiny_model), "--against", str(other), "--tiles", "4"]
+    args += ["--batch-size", "2", "--repeats", "2", "--sizes", "", "--device", "cpu"]
+    assert main([*args, "--json", str(out), "--windows", "model"]) == 0
+    first, _, second, _, ratio = json.loads(out.read_text())["rows"]
+    assert first["model"] == f"{tiny_model.parent.name}/tiny.safetensors"
+    assert second["model"] == "light/best.safetensors"
+    assert ratio["test"].startswith("output px/s, light/best.safetensors ÷ ")
+    assert ratio["ratio_min"] <= ratio["ratio"] <= ratio["ratio_max"]
+    rounds = zip(first["output_mpx_per_s_rounds"], second["output_mpx_per_s_rounds"], strict=True)
+    assert ratio["ratio"] == pytest.approx(statistics.median(b / a for a, b in rounds))

@@ -45,6 +45,7 @@ def _checkpoint(path, **changes):
         ({"config_num_outputs": 10**9}, "config.num_outputs must be an integer from 1"),
         ({"config_num_outputs": None}, "lacks config.num_outputs"),
         ({"config_mean": [0.5, "x", 0.5]}, "config.mean must be three finite numbers"),
+        ({"config_decoder": "huge"}, "config.decoder must be one of standard, light"),
     ],
 )
 def test_checkpoint_header_is_checked_key_by_key(tmp_path, changes, key):

@@ -95,9 +95,11 @@ def test_segmentation_from_a_real_nuclei_mask(tmp_path):
     out = tmp_path / "seg"
     args = ["finetune", "--task", "segment", "--slide", str(image), "--slide-mpp", "0.5"]
     args += ["--masks", str(tmp_path / "mask.tif"), "--classes", "background,nucleus"]
-    assert main([*args, "--out", str(out), "--steps", "2", "--backbone", "resnet18", *TINY]) == 0
+    args += ["--backbone", "efficientnet_b0", "--decoder", "light"]
+    assert main([*args, "--out", str(out), "--steps", "2", *TINY]) == 0
     model, metadata = load_checkpoint(out / "best.safetensors")
     assert model.config.task == "dense" and model.config.num_outputs == 2
+    assert model.config.decoder == "light" and model.decoder.out_channels == 16
     assert 0 <= metadata["provenance"]["validation"]["miou"] <= 1
 
 

@@ -181,3 +181,51 @@ def test_checkpoints_without_a_head_field_are_last_stage_classifiers():
     assert ModelConfig.from_dict(data).head == "last"
     with pytest.raises(RckdError, match="head 'mean' is unknown"):
         ModelConfig(task="classify", num_outputs=2, head="mean")
+
+
+def test_light_decoder_is_as_wide_as_the_encoder_up_to_64(tmp_path):
+    from napari_rckd.bench.models import count_macs
+    from napari_rckd.models import load_checkpoint, save_checkpoint
+    from napari_rckd.models.assembly import decoder_widths
+
+    assert decoder_widths([16, 24, 40, 112, 320], "light") == [16, 24, 40, 64, 64]
+    assert decoder_widths([20, 64], "light") == [24, 64]  # GroupNorm(8) needs multiples of 8
+    assert decoder_widths([16, 24, 40, 112, 320], "standard") == [64] * 5
+    torch.manual_seed(0)
+    models = {
+        kind: create_model(
+            ModelConfig(task="dense", backbone="efficientnet_b0", num_outputs=2, decoder=kind)
+        ).eval()
+        for kind in ("standard", "light")
+    }
+    x = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        assert models["light"](x).shape == (1, 2, 96, 128)
+    decoder_macs = {
+        kind: count_macs(m, 224, "cpu") - count_macs(m.backbone, 224, "cpu")
+        for kind, m in models.items()
+    }
+    encoder_macs = count_macs(models["light"].backbone, 224, "cpu")
+    # the bound: the decoder costs at most the encoder (standard costs 1.75x)
+    assert decoder_macs["light"] < encoder_macs < decoder_macs["standard"]
+    path = save_checkpoint(tmp_path / "light.safetensors", models["light"], {})
+    loaded, metadata = load_checkpoint(path)
+    assert metadata["config"]["decoder"] == "light"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), models["light"](x))
+
+
+def test_standard_decoder_is_what_older_checkpoints_hold():
+    data = ModelConfig(task="dense", num_outputs=2).to_dict()
+    del data["decoder"]  # written before the choice existed
+    assert ModelConfig.from_dict(data).decoder == "standard"
+    with pytest.raises(RckdError, match="decoder 'tiny' is unknown"):
+        ModelConfig(task="dense", decoder="tiny")
+    # the same weights as before the choice: no new tensor in the standard layout, and light is
+    # the same model on a backbone 64 channels wide at every level
+    standard = create_model(ModelConfig(task="dense", backbone="resnet18")).state_dict()
+    light = create_model(ModelConfig(task="dense", backbone="resnet18", decoder="light"))
+    assert not any("narrow" in key for key in standard)
+    assert {k: v.shape for k, v in standard.items()} == {
+        k: v.shape for k, v in light.state_dict().items()
+    }

@@ -28,6 +28,7 @@ def test_bench_models_writes_rows(tmp_path, capsys):
     assert csat["images_per_s"] > 0 and 0 < csat["fraction_of_peak"] < 2
     # CSAT's FPN decoder is a small share of its encoder (0.16 at 160 px, docs/performance.md)
     assert 0.05 < csat["decoder_per_encoder"] < 0.5 and csat["dense_decoder_GMACs"] > 0
+    assert csat["decoder"] == "standard"
     assert payload["matmul_peak_GMAC_per_s"] > 0
     nuclei = {row["nuclei_model"]: row["tiles_per_s"] for row in payload["nuclei_models"]}
     assert set(nuclei) == {"builtin", "csat"} and min(nuclei.values()) > 0

@@ -110,6 +110,27 @@ def test_train_teacher_writes_a_teacher_that_separates_with_contours(tmp_path):
         train_teacher(data, tmp_path / "run", steps=3, tile_size=64, workers=0)
 
 
+def test_train_teacher_builds_the_decoder_asked_for(tmp_path):
+    from napari_rckd.models import load_checkpoint
+    from napari_rckd.training.teacher import train_teacher
+
+    data = _synthetic_source(tmp_path / "data")
+    result = train_teacher(
+        data,
+        tmp_path / "run",
+        backbone="efficientnet_b0",
+        decoder="light",
+        steps=1,
+        tile_size=64,
+        batch_size=2,
+        workers=0,
+        val_fraction=0.34,
+    )
+    model, metadata = load_checkpoint(result.best_checkpoint)
+    assert metadata["config"]["decoder"] == "light"
+    assert model.decoder.out_channels == 16  # EfficientNet-B0's stride-2 width
+
+
 def test_train_teacher_refuses_bad_input_before_writing(tmp_path):
     from napari_rckd.training.teacher import train_teacher
 

@@ -16,5 +16,8 @@ DEFAULT_EXPORTS = ("geojson", "csv")
 # Classifier heads (ModelConfig.head) and the one stage 2 trains when none is named.
 HEADS = ("last", "pyramid")
 STAGE2_HEAD = "pyramid"
+# Dense decoders (ModelConfig.decoder): 64 channels at every level, or the encoder's own widths
+# up to 64 (`models.assembly.decoder_widths`). "standard" is what older checkpoints hold.
+DECODERS = ("standard", "light")
 # Stage 2's learning-rate scale for a backbone that starts pretrained (1: like the head).
 PRETRAINED_BACKBONE_LR = 1.0

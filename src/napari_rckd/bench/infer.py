@@ -23,6 +23,12 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("slide", nargs="?", help="a slide (default: the synthetic sample slide)")
     parser.add_argument("--checkpoint", help="a dense .safetensors model (default: random CSAT)")
+    parser.add_argument(
+        "--against",
+        metavar="CHECKPOINT",
+        help="a second dense model timed right after the first on the same tiles; adds the "
+        "output-pixel ratio against ÷ first for each tiling (e.g. two decoders)",
+    )
     parser.add_argument("--tiles", type=int, default=32, help="tiles for the throughput test")
     parser.add_argument(
         "--repeats", type=int, default=3, help="throughput rounds; ratios are their median"
@@ -51,14 +57,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
 
 
-def model_source(args, folder: str, mpp: float, windows: str | None = None):
-    """The benchmarked model: ``--checkpoint``, or a random-weight dense CSAT at ``mpp``,
-    tiled as `predict` tiles it (``whole-slide``) or as live view does (``model``)."""
+def model_source(
+    args, folder: str, mpp: float, windows: str | None = None, checkpoint: str | None = None
+):
+    """The benchmarked model: ``checkpoint``, else ``--checkpoint``, else a random-weight dense
+    CSAT at ``mpp``, tiled as `predict` tiles it (``whole-slide``) or as live view does
+    (``model``)."""
     from napari_rckd.inference.sources import RegionSource
 
     windows = windows or ("model" if args.windows == "model" else "whole-slide")
-    if args.checkpoint:
-        return _tiled(RegionSource(args.checkpoint, args.device), windows)
+    checkpoint = checkpoint or args.checkpoint
+    if checkpoint:
+        return _tiled(RegionSource(checkpoint, args.device), windows)
     from napari_rckd.models import ModelConfig, create_model, save_checkpoint
 
     path = Path(folder) / f"random-{mpp:g}.safetensors"
@@ -66,6 +76,13 @@ def model_source(args, folder: str, mpp: float, windows: str | None = None):
         config = ModelConfig(task="dense", num_outputs=2, input_mpp=mpp, tile_size=256)
         save_checkpoint(path, create_model(config), {"note": "random weights for benchmarking"})
     return _tiled(RegionSource(path, args.device), windows)
+
+
+def model_label(checkpoint: str | None) -> str:
+    """A checkpoint by its folder and name (runs keep best.safetensors in their own folders)."""
+    if not checkpoint:
+        return "random rckd_csat"
+    return f"{Path(checkpoint).parent.name}/{Path(checkpoint).name}"
 
 
 def _tiled(source, windows: str):
@@ -80,18 +97,43 @@ def _tile_counts(text: str) -> list[int | None]:
 def run(args: argparse.Namespace) -> int:
     from napari_rckd.bench.infer_memory import whole_slide_rows
     from napari_rckd.bench.infer_speed import output_ratio_row, throughput
+    from napari_rckd.errors import RckdError
     from napari_rckd.io import open_slide
     from napari_rckd.io.samples import synthetic_sample_path
     from napari_rckd.report import report
 
     path = Path(args.slide) if args.slide else synthetic_sample_path()
     tilings = ["model", "whole-slide"] if args.windows == "both" else [args.windows]
+    models = [args.checkpoint] + ([args.against] if args.against else [])
+    if args.against and Path(args.against) == Path(args.checkpoint or ""):
+        raise RckdError(f"--against {args.against} is the --checkpoint; give another model.")
     with tempfile.TemporaryDirectory() as tmp:
         with open_slide(path) as slide:
-            by_tiling = {tiling: throughput(args, slide, tmp, tiling) for tiling in tilings}
-        rows = [row for tiling_rows in by_tiling.values() for row in tiling_rows]
-        if args.windows == "both":  # the first row of each tiling: the pipeline alone
-            rows.append(output_ratio_row(by_tiling["model"][0], by_tiling["whole-slide"][0]))
+            runs = {
+                (model, tiling): throughput(args, slide, tmp, tiling, model)
+                for model in models
+                for tiling in tilings
+            }
+        rows = [row for run_rows in runs.values() for row in run_rows]
+        # ratios of the first row of each run: the pipeline alone
+        if args.windows == "both":
+            for model in models:
+                rows.append(
+                    output_ratio_row(
+                        runs[model, "model"][0],
+                        runs[model, "whole-slide"][0],
+                        "whole-slide windows ÷ the model's own",
+                    )
+                )
+        if args.against:
+            for tiling in tilings:
+                rows.append(
+                    output_ratio_row(
+                        runs[args.checkpoint, tiling][0],
+                        runs[args.against, tiling][0],
+                        f"{model_label(args.against)} ÷ {model_label(args.checkpoint)}",
+                    )
+                )
         sizes = [int(s) for s in args.sizes.split(",") if s]
         rows += whole_slide_rows(args, sizes, _tile_counts(args.tile_counts), tmp)
     model = "checkpoint" if args.checkpoint else "random-weight rckd_csat (no checkpoint given)"

@@ -6,10 +6,10 @@ from __future__ import annotations
 import statistics
 import time
 
-from napari_rckd.bench.infer import model_source
+from napari_rckd.bench.infer import model_label, model_source
 
 
-def throughput(args, slide, folder: str, tiling: str) -> list[dict]:
+def throughput(args, slide, folder: str, tiling: str, checkpoint: str | None) -> list[dict]:
     """Two rows: the pipeline alone, and the pipeline with the slide's tissue detection.
 
     Rows also give the window and its core (px at the model's mpp) and the output pixels per
@@ -32,7 +32,7 @@ def throughput(args, slide, folder: str, tiling: str) -> list[dict]:
     from napari_rckd.inference.wholeslide import tissue_tiles
     from napari_rckd.io.tissue import clear_tissue_cache, detect_tissue
 
-    source = model_source(args, folder, args.mpp, tiling)
+    source = model_source(args, folder, args.mpp, tiling, checkpoint)
 
     def predictor():
         return Predictor(slide, [source], batch_size=args.batch_size)
@@ -76,6 +76,7 @@ def throughput(args, slide, folder: str, tiling: str) -> list[dict]:
         rounds.append((piped, detect, (models[-2] + models[-1]) / 2))
     model_s = statistics.median(m for _, _, m in rounds)
     shared = dict(
+        model=model_label(checkpoint),
         windows=tiling,
         window_px=source.window,
         core_px=source.core,
@@ -111,20 +112,18 @@ def throughput(args, slide, folder: str, tiling: str) -> list[dict]:
     ]
 
 
-def output_ratio_row(model_windows: dict, wide_windows: dict) -> dict:
-    """Output pixels per second of whole-slide windows ÷ the model's own, round by round."""
+def output_ratio_row(base: dict, other: dict, what: str) -> dict:
+    """Output pixels per second of ``other``'s pipeline ÷ ``base``'s, round by round."""
     ratios = [
-        wide / own
-        for wide, own in zip(
-            wide_windows["output_mpx_per_s_rounds"],
-            model_windows["output_mpx_per_s_rounds"],
-            strict=True,
+        mine / theirs
+        for mine, theirs in zip(
+            other["output_mpx_per_s_rounds"], base["output_mpx_per_s_rounds"], strict=True
         )
     ]
     return dict(
-        test="output px/s, whole-slide windows ÷ the model's own (pipeline, same slide)",
-        window_px=f"{wide_windows['window_px']} vs {model_windows['window_px']}",
-        core_px=f"{wide_windows['core_px']} vs {model_windows['core_px']}",
+        test=f"output px/s, {what} (pipeline, same slide)",
+        window_px=f"{other['window_px']} vs {base['window_px']}",
+        core_px=f"{other['core_px']} vs {base['core_px']}",
         ratio=statistics.median(ratios),
         ratio_min=min(ratios),
         ratio_max=max(ratios),

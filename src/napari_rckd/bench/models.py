@@ -13,6 +13,8 @@ import argparse
 import os
 import time
 
+from napari_rckd.defaults import DECODERS
+
 DEFAULT_MODELS = ["rckd_csat", "efficientnet_b0", "convnextv2_atto", "resnet18"]
 DEFAULT_NUCLEI = ["builtin", "learned", "csat"]
 NUCLEI_TILE = 256  # px at the sample's 0.5 µm/px, the tile `evaluate nuclei` counts in
@@ -31,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.add_argument(
         "--compile", action="store_true", help="also time torch.compile'd models (slow to start)"
+    )
+    parser.add_argument(
+        "--decoder",
+        choices=DECODERS,
+        default="standard",
+        help="the dense decoder whose MACs are set against the encoder's (default standard)",
     )
     parser.add_argument(
         "--nuclei",
@@ -63,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         variants = [("eager", model)]
         if args.compile:
             variants.append(("compiled", torch.compile(model, dynamic=False)))
-        dense = dense_model(name).to(device)
+        dense = dense_model(name, args.decoder).to(device)
         for size in args.sizes:
             macs = count_macs(model, size, device)
             encoder = count_macs(dense.backbone, size, device)
@@ -81,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
                         "GMAC_per_s": macs * images_per_s / 1e9,
                         # the dense model (nuclei, regions): its decoder and head against
                         # the encoder it reads, the share a lighter decoder could save
+                        "decoder": args.decoder,
                         "dense_decoder_GMACs": decoder / 1e9,
                         "decoder_per_encoder": decoder / encoder,
                     }
@@ -173,11 +182,12 @@ def matmul_peak_macs(device, seconds: float) -> float:
     return _timed(step, device, seconds) * repeats * n**3
 
 
-def dense_model(backbone: str):
+def dense_model(backbone: str, decoder: str = "standard"):
     """The package's dense model (encoder, FPN decoder, 2-channel head) on ``backbone``."""
     from napari_rckd.models import ModelConfig, create_model
 
-    return create_model(ModelConfig(task="dense", backbone=backbone, num_outputs=2)).eval()
+    config = ModelConfig(task="dense", backbone=backbone, num_outputs=2, decoder=decoder)
+    return create_model(config).eval()
 
 
 def count_macs(model, size: int, device) -> float:

@@ -1,4 +1,5 @@
-"""argparse types that refuse impossible numbers while the command line is parsed.
+"""argparse types that refuse impossible numbers while the command line is parsed, and flags
+several commands share.
 
 Checked there, a bad ``--lr`` or ``--steps`` stops the command before it writes anything
 into ``--out`` (a teacher cache, a config), and argparse names the flag in its message.
@@ -9,7 +10,20 @@ from __future__ import annotations
 import argparse
 import math
 
+from napari_rckd.defaults import DECODERS
 from napari_rckd.limits import MAX_LR
+
+
+def add_decoder_argument(parser: argparse.ArgumentParser) -> None:
+    """``--decoder`` of the commands that build dense models (`models.assembly.decoder_widths`)."""
+    parser.add_argument(
+        "--decoder",
+        choices=DECODERS,
+        default="standard",
+        help="dense decoder: 64 channels at every level (standard) or the encoder's own widths "
+        "up to 64 (light: an eighth of the decoder MACs on EfficientNet-B0; the same model "
+        "for backbones 64 wide throughout; default standard)",
+    )
 
 
 def positive_int(text: str) -> int:

@@ -18,7 +18,12 @@ import threading
 from collections.abc import Iterator
 
 from napari_rckd.commands import checks
-from napari_rckd.commands.arguments import learning_rate, positive_float, positive_int
+from napari_rckd.commands.arguments import (
+    add_decoder_argument,
+    learning_rate,
+    positive_float,
+    positive_int,
+)
 
 EPILOG = """examples:
   # a first student from a folder of slides (CSAT, 256-px tiles at 0.5 µm/px)
@@ -48,6 +53,7 @@ def add_shared_training_arguments(
         default="rckd_csat",
         help="timm backbone of the student (default rckd_csat; e.g. resnet18)",
     )
+    add_decoder_argument(parser)
     parser.add_argument(
         "--mpp",
         type=positive_float,
@@ -167,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
             args.out,
             teacher=args.teacher,
             backbone=args.backbone,
+            decoder=args.decoder,
             mpp=args.mpp,
             tile_size=args.tile_size,
             tiles=args.tiles,

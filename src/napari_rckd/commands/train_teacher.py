@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from napari_rckd.commands.arguments import add_decoder_argument
 from napari_rckd.commands.pretrain import stop_on_signals, summary
 
 TEACHER_BACKBONE = "resnet10t"  # napari_rckd.training.teacher's default; kept here torch-free
@@ -42,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backbone", default=TEACHER_BACKBONE, help=f"timm backbone (default {TEACHER_BACKBONE})"
     )
+    add_decoder_argument(parser)
     parser.add_argument("--mpp", type=float, default=0.5, help="µm/px of the model (default 0.5)")
     parser.add_argument("--tile-size", type=int, default=192, help="crop side in px (default 192)")
     parser.add_argument("--steps", type=int, default=800, help="optimizer steps (default 800)")
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
             args.out,
             holdout=args.holdout,
             backbone=args.backbone,
+            decoder=args.decoder,
             mpp=args.mpp,
             tile_size=args.tile_size,
             steps=args.steps,

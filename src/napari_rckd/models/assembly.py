@@ -18,33 +18,52 @@ from napari_rckd.models.config import ModelConfig
 DECODER_CHANNELS = 64
 
 
-class UNetDecoder(nn.Module):
-    """Light FPN/U-Net decoder: project every scale to one width, merge top-down, refine (3×3).
+def decoder_widths(encoder_channels: list[int], decoder: str) -> list[int]:
+    """Channels of the decoder at each encoder level.
 
-    Returns features at the finest encoder scale; one width for all levels keeps it cheap (about
-    0.2M parameters) next to a 3M-parameter backbone.
+    ``standard``: 64 everywhere. ``light``: as wide as the encoder's own features at that level
+    (rounded up to a multiple of 8 for GroupNorm), at most 64, so a backbone with thin
+    high-resolution stages (EfficientNet-B0: 16 channels at stride 2) is not refined at 4× its
+    width where the maps are largest; for backbones at least 64 wide everywhere it is standard.
+    """
+    if decoder == "standard":
+        return [DECODER_CHANNELS] * len(encoder_channels)
+    return [min(DECODER_CHANNELS, -(-c // 8) * 8) for c in encoder_channels]
+
+
+class UNetDecoder(nn.Module):
+    """Light FPN/U-Net decoder: project every scale to its width, merge top-down, refine (3×3).
+
+    Returns features at the finest encoder scale. With one width for all levels (standard) it
+    costs about 0.2M parameters next to a 3M-parameter backbone; a coarser level narrower or
+    wider than the next finer one is projected (1×1) before it is upsampled.
     """
 
-    def __init__(self, encoder_channels: list[int], channels: int = DECODER_CHANNELS):
+    def __init__(self, encoder_channels: list[int], widths: list[int] | None = None):
         super().__init__()
+        widths = widths or [DECODER_CHANNELS] * len(encoder_channels)
         self.lateral = nn.ModuleList(
-            nn.Conv2d(c, channels, kernel_size=1) for c in encoder_channels
+            nn.Conv2d(c, w, kernel_size=1) for c, w in zip(encoder_channels, widths, strict=True)
+        )
+        self.narrow = nn.ModuleList(
+            nn.Identity() if coarse == fine else nn.Conv2d(coarse, fine, kernel_size=1)
+            for fine, coarse in zip(widths[:-1], widths[1:], strict=True)
         )
         self.refine = nn.ModuleList(
             nn.Sequential(
-                nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False),
-                nn.GroupNorm(8, channels),  # batch-size independent: training batches are small
+                nn.Conv2d(w, w, kernel_size=3, padding=1, bias=False),
+                nn.GroupNorm(8, w),  # batch-size independent: training batches are small
                 nn.ReLU(inplace=True),
             )
-            for _ in encoder_channels[:-1]
+            for w in widths[:-1]
         )
-        self.out_channels = channels
+        self.out_channels = widths[0]
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = self.lateral[-1](features[-1])
         for i in reversed(range(len(features) - 1)):
             skip = self.lateral[i](features[i])
-            x = F.interpolate(x, size=skip.shape[-2:], mode="nearest") + skip
+            x = F.interpolate(self.narrow[i](x), size=skip.shape[-2:], mode="nearest") + skip
             x = self.refine[i](x)
         return x
 
@@ -122,7 +141,8 @@ class DenseModel(_BackboneModel):
 
     def __init__(self, config: ModelConfig, backbone: nn.Module):
         super().__init__(config, backbone)
-        self.decoder = UNetDecoder(backbone.feature_info.channels())
+        channels = backbone.feature_info.channels()
+        self.decoder = UNetDecoder(channels, decoder_widths(channels, config.decoder))
         self.head = SegmentationHead(self.decoder.out_channels, config.num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

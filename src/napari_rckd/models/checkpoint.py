@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from napari_rckd import __version__
-from napari_rckd.defaults import HEADS
+from napari_rckd.defaults import DECODERS, HEADS
 from napari_rckd.errors import RckdError
 from napari_rckd.models.config import ModelConfig
 from napari_rckd.models.factory import create_model
@@ -146,6 +146,7 @@ CONFIG_SCHEMA = {
     "mean": (False, _rgb, "three finite numbers"),
     "std": (False, _rgb, "three finite numbers"),
     "head": (False, lambda v: v in HEADS, f"one of {', '.join(HEADS)}"),
+    "decoder": (False, lambda v: v in DECODERS, f"one of {', '.join(DECODERS)}"),
 }
 
 

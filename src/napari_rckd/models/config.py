@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from napari_rckd.defaults import HEADS
+from napari_rckd.defaults import DECODERS, HEADS
 from napari_rckd.errors import RckdError
 
 TASKS = ("dense", "classify")
@@ -50,12 +50,19 @@ class ModelConfig:
     # classify: pool the deepest features ("last") or every stage's ("pyramid"). "last" is the
     # default because checkpoints written before the choice existed are "last" models.
     head: str = "last"
+    # dense: the decoder's widths (`models.assembly.decoder_widths`); "standard" is the default
+    # for the same reason.
+    decoder: str = "standard"
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise RckdError(f"ModelConfig task {self.task!r} is unknown; use one of {TASKS}.")
         if self.head not in HEADS:
             raise RckdError(f"ModelConfig head {self.head!r} is unknown; use one of {HEADS}.")
+        if self.decoder not in DECODERS:
+            raise RckdError(
+                f"ModelConfig decoder {self.decoder!r} is unknown; use one of {DECODERS}."
+            )
         if not isinstance(self.num_outputs, int) or self.num_outputs < 1:
             raise RckdError(
                 f"ModelConfig num_outputs={self.num_outputs!r} must be an integer >= 1."

@@ -63,6 +63,7 @@ class Recipe:
     workers: int = DEFAULT_WORKERS
     seed: int = 0
     head: str = STAGE2_HEAD  # classify: ModelConfig.head
+    decoder: str = "standard"  # segment: ModelConfig.decoder
     pretrained_backbone_lr: float = PRETRAINED_BACKBONE_LR  # lr scale of a pretrained backbone
     compile: bool = False  # torch.compile the training step
 
@@ -162,6 +163,7 @@ def train_stage2(
         input_mpp=recipe.mpp,
         tile_size=recipe.tile_size,
         head=recipe.head if recipe.task == "classify" else "last",
+        decoder="standard" if recipe.task == "classify" else recipe.decoder,
     )
     torch.manual_seed(recipe.seed)  # the new head's weights: the same for every init
     model = create_model(config, pretrained=start.imagenet)

@@ -88,6 +88,7 @@ def pretrain(
     *,
     teacher: str = "builtin",
     backbone: str = "rckd_csat",
+    decoder: str = "standard",
     mpp: float = 0.5,
     tile_size: int = 256,
     tiles: int = 1000,
@@ -153,6 +154,7 @@ def pretrain(
     config = ModelConfig(
         task="dense",
         backbone=backbone,
+        decoder=decoder,
         num_outputs=channels,
         class_names=names,
         input_mpp=mpp,

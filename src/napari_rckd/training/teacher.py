@@ -33,6 +33,7 @@ def train_teacher(
     *,
     holdout: Sequence[str] = (),
     backbone: str = TEACHER_BACKBONE,
+    decoder: str = "standard",
     mpp: float = 0.5,
     tile_size: int = 192,
     steps: int = 800,
@@ -84,6 +85,7 @@ def train_teacher(
     config = ModelConfig(
         task="dense",
         backbone=backbone,
+        decoder=decoder,
         num_outputs=2,
         class_names=OUTPUT_NAMES,
         input_mpp=mpp,
