@@ -188,3 +188,16 @@ def test_bad_inputs_are_explained(tmp_path, crop_path, checkpoints):
     assert resolve_device("auto") in ("cpu", "cuda", "mps")
     with pytest.raises(RckdError, match="unknown"):
         resolve_device("tpu")
+
+
+def test_runner_gives_contiguous_logits_and_softmax_matches_numpy(checkpoints):
+    from napari_rckd.inference.runner import softmax
+
+    region = RegionSource(checkpoints["region"])
+    logits = region.runner(np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), np.uint8))
+    assert logits.shape == (2, 2, 64, 64) and logits.flags.c_contiguous  # not channels_last
+    probs, best, winner = softmax(logits * 3)
+    expected = np.exp(logits * 3) / np.exp(logits * 3).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probs, expected, rtol=1e-5)
+    np.testing.assert_array_equal(winner, expected.argmax(axis=1))
+    np.testing.assert_allclose(best, expected.max(axis=1), rtol=1e-5)

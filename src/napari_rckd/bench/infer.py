@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
                     output_ratio_row(
                         runs[model, "model"][0],
                         runs[model, "whole-slide"][0],
-                        "whole-slide windows ÷ the model's own",
+                        f"whole-slide windows ÷ the model's own, {model_label(model)}",
                     )
                 )
         if args.against:

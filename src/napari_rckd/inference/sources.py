@@ -22,7 +22,7 @@ import numpy as np
 
 from napari_rckd.errors import RckdError
 from napari_rckd.inference.instances import label_dtype, stitch_instances
-from napari_rckd.inference.runner import ModelRunner
+from napari_rckd.inference.runner import ModelRunner, softmax
 from napari_rckd.inference.scheduler import NUCLEI_MIN_SCREEN_PX
 from napari_rckd.inference.store import ResultStore
 from napari_rckd.inference.tiling import Box, TileGrid
@@ -223,16 +223,14 @@ class SubtypeSource(Source):
         ]
 
     def predict(self, windows: np.ndarray) -> list[dict[str, np.ndarray]]:
-        logits = self.runner(windows)
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
+        probs, _, winners = softmax(self.runner(windows))
         return [
             {
                 # 0 = not computed, k + 1 = class k
-                "subtype_class": np.array([[p.argmax() + 1]], np.uint8),
-                "subtype_prob": p.astype(np.float32)[:, None, None],
+                "subtype_class": np.array([[winner + 1]], np.uint8),
+                "subtype_prob": p[:, None, None],
             }
-            for p in probs
+            for p, winner in zip(probs, winners, strict=True)
         ]
 
     def write(self, stores, grid, row, col, out):
@@ -277,11 +275,10 @@ class RegionSource(Source):
             probs = 1 / (1 + np.exp(-logits))
             masks = (probs[:, 0] >= self.threshold).astype(np.uint8)
         else:  # classes: softmax, the mask is the winning class (k + 1) where it is confident
-            probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-            probs /= probs.sum(axis=1, keepdims=True)
-            masks = np.where(probs.max(axis=1) >= self.threshold, probs.argmax(axis=1) + 1, 0)
+            probs, best, winners = softmax(logits)
+            masks = np.where(best >= self.threshold, winners + 1, 0).astype(np.uint8)
         return [
-            {"region_prob": p.astype(np.float32), "region_mask": m.astype(np.uint8)}
+            {"region_prob": p.astype(np.float32, copy=False), "region_mask": m}
             for p, m in zip(probs, masks, strict=True)
         ]
 
