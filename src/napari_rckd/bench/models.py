@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
                         "GMACs": macs / 1e9,
                         "images_per_s": images_per_s,
                         "GMAC_per_s": macs * images_per_s / 1e9,
-                        # the dense model (nuclei, regions): its decoder and head against
-                        # the encoder it reads, the share a lighter decoder could save
+                        # the dense model (nuclei, regions) with --decoder: its decoder and
+                        # head against the encoder it reads
                         "decoder": args.decoder,
                         "dense_decoder_GMACs": decoder / 1e9,
                         "decoder_per_encoder": decoder / encoder,
