@@ -8,7 +8,8 @@ cleared before every pass (the file may still be in the operating system's page 
 tissue-detection row times the detection from scratch (its cache cleared) in every round.
 
 Without --checkpoint a dense CSAT with random weights is used (said in the output): speed and
-memory do not depend on the weights. Each whole-slide run happens in a fresh process so its peak
+memory do not depend on the weights. --against times a second model on the same tiles right
+after the first and adds its output-pixel ratio, round by round (two decoders, two backbones). Each whole-slide run happens in a fresh process so its peak
 RSS is its own. Time to the first visible tile and to a full viewport need the napari glue and are
 measured by `bench viewport`.
 """
