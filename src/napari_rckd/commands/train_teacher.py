@@ -14,8 +14,7 @@ import argparse
 
 from napari_rckd.commands.arguments import add_decoder_argument
 from napari_rckd.commands.pretrain import stop_on_signals, summary
-
-TEACHER_BACKBONE = "resnet10t"  # napari_rckd.training.teacher's default; kept here torch-free
+from napari_rckd.defaults import TEACHER_BACKBONE, TEACHER_MPP
 
 EPILOG = """examples:
   # the shipped teacher: every source of the shared nuclei data
@@ -44,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backbone", default=TEACHER_BACKBONE, help=f"timm backbone (default {TEACHER_BACKBONE})"
     )
     add_decoder_argument(parser)
-    parser.add_argument("--mpp", type=float, default=0.5, help="µm/px of the model (default 0.5)")
+    parser.add_argument(
+        "--mpp", type=float, default=TEACHER_MPP, help=f"µm/px of the model (default {TEACHER_MPP})"
+    )
     parser.add_argument("--tile-size", type=int, default=192, help="crop side in px (default 192)")
     parser.add_argument("--steps", type=int, default=800, help="optimizer steps (default 800)")
     parser.add_argument("--batch-size", type=int, default=12, help="crops per step (default 12)")
