@@ -1,6 +1,6 @@
-"""Make docs/images/nuclei-classical-learned-csat.png: live nuclei on the same CMU-1 view from
-the classical detector, the learned teacher and the RCKD-CSAT student, each a real napari
-screenshot by make_analyze_screenshot.py. Run under a display, e.g.
+"""Make docs/images/nuclei-comparison.png: live nuclei on the same CMU-1 view from the
+classical detector, the learned teacher, the built-in teacher (the two averaged) and the
+RCKD-CSAT student, 2 × 2, each a real napari screenshot by make_analyze_screenshot.py. Run under a display, e.g.
 ``xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_nuclei_comparison.py SLIDE``."""
 
 from __future__ import annotations
@@ -10,12 +10,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-OUT = Path("docs/images/nuclei-classical-learned-csat.png")
+OUT = Path("docs/images/nuclei-comparison.png")
 SHOTS = (
     ("classical", "classical detector"),
     ("learned", "learned teacher"),
+    ("builtin", "builtin: learned + classical"),
     ("csat", "RCKD-CSAT student"),
 )
+COLUMNS = 2
 
 
 def main(slide: str) -> None:
@@ -33,10 +35,11 @@ def main(slide: str) -> None:
                 canvas = image.convert("RGB")
             ImageDraw.Draw(canvas).text((12, 12), title, fill=(255, 255, 0))
             panels.append(canvas)
-    width, height = sum(p.width for p in panels), max(p.height for p in panels)
-    sheet = Image.new("RGB", (width, height))
+    width, height = max(p.width for p in panels), max(p.height for p in panels)
+    rows = -(-len(panels) // COLUMNS)
+    sheet = Image.new("RGB", (width * COLUMNS, height * rows))
     for index, panel in enumerate(panels):
-        sheet.paste(panel, (sum(p.width for p in panels[:index]), 0))
+        sheet.paste(panel, (index % COLUMNS * width, index // COLUMNS * height))
     sheet.quantize(colors=128).save(OUT, optimize=True)
     print(f"wrote {OUT} ({OUT.stat().st_size // 1024} KB)")
 

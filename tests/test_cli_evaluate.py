@@ -70,3 +70,21 @@ def test_two_checkpoints_of_one_name_keep_apart(tmp_path):
     payload = json.loads((tmp_path / "table.json").read_text())
     assert sorted(row["teacher"] for row in payload["rows"]) == sorted(paths)
     assert sorted(payload["teachers"]) == sorted(paths)
+
+
+def test_a_checkpoint_with_the_classical_prior(tmp_path, capsys):
+    """`FILE+classical` averages a network with the classical detector (what `builtin` is);
+    a missing FILE is named without the suffix."""
+    from napari_rckd.errors import RckdError
+    from napari_rckd.models.shipped import shipped_weights
+
+    data = shared_path("nuclei/cryonuseg")
+    weights = str(shipped_weights("csat"))
+    args = parse(["nuclei", "--teacher", weights + "+classical", "--data", str(data)])
+    args.json = str(tmp_path / "table.json")
+    assert evaluate.run(args) == 0
+    (row,) = json.loads((tmp_path / "table.json").read_text())["rows"]
+    assert row["teacher"] == "student:shipped/rckd-csat-stage1+classical" and row["dice"] > 0.3
+    missing = str(tmp_path / "gone.safetensors")
+    with pytest.raises(RckdError, match=r"gone.safetensors does not exist; check the path"):
+        evaluate.run(parse(["nuclei", "--teacher", missing + "+classical", "--data", str(data)]))

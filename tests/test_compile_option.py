@@ -37,7 +37,7 @@ def test_predict_compiles_each_network_source_once(
 ):
     out = tmp_path / "out"
     argv = ["predict", str(crop_path), "--slide-mpp", "0.499", "--out", str(out)]
-    argv += ["--region", str(checkpoints["region"]), "--nuclei", "builtin", "--export", "csv"]
+    argv += ["--region", str(checkpoints["region"]), "--nuclei", "classical", "--export", "csv"]
     assert main([*argv, "--compile"]) == 0
     # the region checkpoint compiles; the classical nuclei detector has no network
     assert [options for _, options in compiled] == [{"dynamic": False}]

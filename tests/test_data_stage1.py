@@ -21,7 +21,7 @@ SIZE = 128
 
 
 class RefusingTeacher:
-    """Claims the builtin teacher's identity but must never be asked: proves cache hits."""
+    """Claims the classical teacher's identity but must never be asked: proves cache hits."""
 
     def __init__(self, identity):
         self.identity = identity
@@ -38,9 +38,9 @@ def svs():
 
 @pytest.fixture(scope="module")
 def warm(svs, tmp_path_factory):
-    """Six tiles with their builtin-teacher responses cached."""
+    """Six tiles with their classical-teacher responses cached."""
     cache = tmp_path_factory.mktemp("cache")
-    dataset = TissueTileDataset(svs, get_teacher("builtin"), cache, count=6, size=SIZE, seed=3)
+    dataset = TissueTileDataset(svs, get_teacher("classical"), cache, count=6, size=SIZE, seed=3)
     progress = list(dataset.precompute())
     assert progress[-1] == (6, 6)
     return dataset, cache
@@ -124,7 +124,7 @@ def test_dataloader_workers_reopen_slides(warm):
 
 def test_slide_without_mpp_needs_one(tmp_path):
     jp2k = shared_path("slides/tcga-cr-7395-jp2k.svs")
-    teacher = get_teacher("builtin")
+    teacher = get_teacher("classical")
     with pytest.raises(RckdError, match="tcga-cr-7395-jp2k.svs has no mpp.*pass --slide-mpp"):
         TissueTileDataset(jp2k, teacher, tmp_path, count=2, size=64)
     dataset = TissueTileDataset(jp2k, teacher, tmp_path, count=2, size=64, slide_mpp=0.25)

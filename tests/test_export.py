@@ -32,7 +32,7 @@ def rasterise(region, shape, d):
 
 
 def test_nuclei_geojson_round_trip_and_csv(tmp_path, crop):  # noqa: F811
-    with Predictor(crop, [NucleiSource("builtin")]) as predictor:
+    with Predictor(crop, [NucleiSource("classical")]) as predictor:
         predictor.compute([("nuclei", 1, 1), ("nuclei", 1, 2)])
         labels = predictor.stores["nuclei_labels"]
         count = export_nuclei(labels, crop, tmp_path / "n.geojson", tmp_path / "n.csv")

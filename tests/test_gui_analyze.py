@@ -70,7 +70,7 @@ def test_live_callbacks_fill_layers_and_toggle(widget, checkpoints, qtbot):
     widget.live_box.setChecked(True)  # the toggled signal calls _on_live_toggled(True)
     live = widget.live
     assert live is not None and live.enabled
-    assert "classical detector, chosen for the CPU" in widget.status.toolTip()  # auto on CPU
+    assert "(learned + classical), chosen for the CPU" in widget.status.toolTip()  # auto on CPU
     qtbot.waitUntil(lambda: bool(live.predictor.tiles_done("nuclei")), timeout=20000)
     qtbot.waitUntil(lambda: "tiles/s" in widget.status.text(), timeout=5000)
     assert widget.status.text().startswith("auto")

@@ -90,7 +90,7 @@ def test_classifier_picked_as_nuclei_model_is_a_message(viewer, tmp_path, qtbot)
         assert not any(layer.name.endswith(" nuclei") for layer in viewer.layers)
         _still_usable(viewer)
 
-        widget.set_model("nuclei", "builtin")  # recovering needs no restart
+        widget.set_model("nuclei", "classical")  # recovering needs no restart
         widget.live_box.setChecked(True)
         assert widget.live is not None and "nuclei" in widget.live.predictor.sources
     finally:

@@ -25,7 +25,7 @@ def slide():
 def small_nuclei():
     from napari_rckd.inference.sources import NucleiSource
 
-    source = NucleiSource("builtin")
+    source = NucleiSource("classical")
     source.core = SMALL_CORE
     return source
 

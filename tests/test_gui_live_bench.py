@@ -17,7 +17,7 @@ def test_bench_viewport_times_a_pan_on_a_real_slide(qapp, tmp_path, capsys):
     slide = shared_path("slides/cmu-1-small-region.svs")
     out = tmp_path / "viewport.json"
     argv = ["bench", "viewport", str(slide), "--width", "480", "--height", "640"]
-    argv += ["--path-steps", "3", "--tail-ms", "100"]
+    argv += ["--path-steps", "3", "--tail-ms", "100", "--nuclei", "classical"]
     assert main([*argv, "--json", str(out)]) == 0
     figures = json.loads(out.read_text())
     steps = {row["step"]: row for row in figures["rows"]}

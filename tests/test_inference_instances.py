@@ -19,6 +19,7 @@ from napari_rckd.inference.instances import (
 )
 from napari_rckd.inference.store import ResultStore, open_root
 from napari_rckd.inference.tiling import Box, TileGrid
+from napari_rckd.teachers.classical import ClassicalTeacher
 
 
 def blob_labels(image: np.ndarray) -> np.ndarray:
@@ -164,20 +165,10 @@ def test_owned_instances_and_duplicates():
         stitch_instances(store, grid, 0, 0, np.arange(48 * 48).reshape(48, 48) + 1, stride=16)
 
 
-def _builtin_teacher():
-    try:
-        from napari_rckd.teachers import get_teacher
-
-        return get_teacher("builtin")
-    except ImportError:
-        classical = pytest.importorskip("napari_rckd.teachers.classical")
-        return classical.ClassicalTeacher()
-
-
-def test_real_nuclei_seams_with_the_builtin_teacher():
+def test_real_nuclei_seams_with_the_classical_teacher():
     """MoNuSeg at 0.5 µm/px, 128² cores with a 64 px (32 µm) halo, against one untiled pass.
 
-    The built-in teacher thresholds against statistics of the whole tile, so the windows see
+    The classical detector thresholds against statistics of the whole tile, so the windows see
     slightly different thresholds than the full image: that is the border effect we bound.
     """
     from skimage.io import imread
@@ -187,7 +178,7 @@ def test_real_nuclei_seams_with_the_builtin_teacher():
     full = imread(path)[..., :3]
     image = rescale(full, 0.2527 / 0.5, channel_axis=-1, anti_aliasing=True, preserve_range=True)
     image = image.astype(np.uint8)
-    teacher = _builtin_teacher()
+    teacher = ClassicalTeacher()
     labeller = lambda tile: teacher.predict(tile, 0.5).labels  # noqa: E731
     reference = labeller(image)
     grid = TileGrid(shape=image.shape[:2], tile=128, halo=64)

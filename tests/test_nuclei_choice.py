@@ -7,9 +7,9 @@ import pytest
 from napari_rckd.inference.nuclei_choice import choose_nuclei
 
 
-def test_auto_on_cpu_is_the_classical_detector_with_its_reason():
+def test_auto_on_cpu_is_the_builtin_teacher_with_its_reason():
     spec, note = choose_nuclei("auto", "cpu")
-    assert spec == "builtin" and "chosen for the CPU" in note
+    assert spec == "builtin" and "learned + classical), chosen for the CPU" in note
 
 
 def test_auto_on_a_gpu_is_the_student(monkeypatch):

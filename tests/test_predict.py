@@ -60,7 +60,7 @@ def all_tiles(predictor, name):
 
 
 def test_builtin_nuclei_worker_equals_synchronous(crop):
-    source = NucleiSource("builtin")
+    source = NucleiSource("classical")
     events = []
     with Predictor(crop, [source], on_tile_done=events.append) as live:
         plan = live.plan_view(Box(0, 0, 768, 768), screen_px_per_level0_px=1.0)
@@ -86,7 +86,7 @@ def test_builtin_nuclei_worker_equals_synchronous(crop):
 def test_worker_shows_the_centre_tile_first_then_grows_its_batches(crop, monkeypatch):
     """After a camera move one tile of model time puts the centre tile on screen; later
     batches double up to the configured size, reading ahead while the model runs."""
-    source = NucleiSource("builtin")
+    source = NucleiSource("classical")
     sizes, firsts = [], []
     with Predictor(crop, [source], batch_size=4) as live:
         original = live.run_batch
@@ -109,7 +109,7 @@ def test_worker_shows_the_centre_tile_first_then_grows_its_batches(crop, monkeyp
 
 
 def test_stale_requests_are_dropped(crop):
-    with Predictor(crop, [NucleiSource("builtin")]) as predictor:
+    with Predictor(crop, [NucleiSource("classical")]) as predictor:
         old = predictor.plan_view(Box(0, 0, 256, 256), 1.0)
         predictor.plan_view(Box(512, 512, 768, 768), 1.0)  # the camera moved on
         assert predictor.compute(old.requests, drop_stale=True) == 0
@@ -124,7 +124,7 @@ def _must_not_run(windows):
 
 
 def test_shared_cache_is_reused_and_bounded(crop):
-    source = NucleiSource("builtin")
+    source = NucleiSource("classical")
     small = ResultCache(max_bytes=1_000_000)  # ~one 320² window pair
     with Predictor(crop, [source], cache=small) as first:
         first.compute(all_tiles(first, "nuclei")[:3])
@@ -184,7 +184,7 @@ def test_bad_inputs_are_explained(tmp_path, crop_path, checkpoints):
     with pytest.raises(RckdError, match="not a .safetensors checkpoint"):
         RegionSource(tmp_path / "missing.safetensors")
     with open_slide(crop_path) as slide, pytest.raises(RckdError, match="pixel size"):
-        Predictor(slide, [NucleiSource("builtin")])
+        Predictor(slide, [NucleiSource("classical")])
     assert resolve_device("auto") in ("cpu", "cuda", "mps")
     with pytest.raises(RckdError, match="unknown"):
         resolve_device("tpu")

@@ -17,7 +17,9 @@ def cpm_tile() -> np.ndarray:
     return read_rgb(shared_path("nuclei/cpm15/image02.png"))[:256, :320]
 
 
-@pytest.mark.parametrize("spec", ["builtin", "learned", "csat", "classical", "otsu"])
+@pytest.mark.parametrize(
+    "spec", ["builtin", "learned", "csat", "csat+classical", "classical", "otsu"]
+)
 def test_output_contract(spec, cpm_tile):
     teacher = get_teacher(spec)
     assert isinstance(teacher, Teacher)
@@ -31,19 +33,37 @@ def test_output_contract(spec, cpm_tile):
     assert output.prob[output.labels > 0].mean() > 0.5 > output.prob[output.labels == 0].mean()
 
 
-def test_builtin_probability_is_consistent_with_labels(cpm_tile):
+def test_classical_probability_is_consistent_with_labels(cpm_tile):
     output = ClassicalTeacher().predict(cpm_tile, 0.5)
     np.testing.assert_array_equal(output.prob > 0.5, output.labels > 0)
 
 
 def test_identity_is_stable_and_follows_parameters():
     assert get_teacher("classical").identity == ClassicalTeacher().identity
-    assert get_teacher("builtin").identity == ClassicalTeacher(name="builtin").identity
     assert get_teacher("classical").identity != ClassicalTeacher(block_um=30).identity
-    assert get_teacher("builtin").identity != get_teacher("classical").identity
-    assert get_teacher("builtin", mpp=0.25).identity != get_teacher("builtin").identity
-    assert get_teacher("builtin").name == "builtin" and get_teacher("builtin").mpp == 0.5
+    assert get_teacher("classical", mpp=0.25).identity != get_teacher("classical").identity
     assert get_teacher("learned").use_boundary  # the learned teacher separates by contours
+
+
+def test_builtin_is_the_learned_teacher_averaged_with_the_classical_detector(cpm_tile):
+    from napari_rckd.teachers.base import instances_from_probability
+
+    builtin, learned = get_teacher("builtin"), get_teacher("learned")
+    assert builtin.name == "builtin" and builtin.mpp == learned.mpp == 0.25
+    assert builtin.identity.startswith("builtin:") and builtin.identity.endswith(
+        "+" + ClassicalTeacher(mpp=0.25).identity
+    )
+    assert get_teacher("hybrid").identity.replace("hybrid:", "builtin:") == builtin.identity
+    assert get_teacher("csat+classical").identity != get_teacher("csat").identity
+    tile = cpm_tile[:128, :160]
+    alone = learned._predict_native(tile).prob
+    prior = ClassicalTeacher(mpp=0.25)._predict_native(tile).prob
+    blended = builtin._predict_native(tile)
+    np.testing.assert_allclose(blended.prob, (alone + prior) / 2, atol=1e-6)
+    contours = 1 / (1 + np.exp(-learned.logits(tile)[1]))
+    np.testing.assert_array_equal(
+        blended.labels, instances_from_probability(blended.prob, 0.25, contours)
+    )
 
 
 def test_missing_shipped_weights_name_the_file_and_the_fix(monkeypatch, tmp_path):
@@ -110,6 +130,8 @@ def test_bad_specs_are_clear_errors(tmp_path):
     broken.write_bytes(b"not a model")
     with pytest.raises(RckdError, match="not a TorchScript model"):
         get_teacher(broken)
+    with pytest.raises(RckdError, match="only a network teacher.*use 'otsu' or classical"):
+        get_teacher("otsu+classical")
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from test_predict import checkpoints, crop  # noqa: F401  (fixtures)
 
 
 def test_whole_slide_equals_union_of_viewports(tmp_path, crop, checkpoints):  # noqa: F811
-    sources = [NucleiSource("builtin"), RegionSource(checkpoints["region"])]
+    sources = [NucleiSource("classical"), RegionSource(checkpoints["region"])]
     tissue = detect_tissue(crop)
     target = create_output(tmp_path / "crop.zarr", crop, sources)
     with Predictor(crop, sources, open_root(target), tissue=tissue) as whole:
@@ -75,7 +75,7 @@ def test_cancel_stops_after_the_batch_in_flight(crop, checkpoints):  # noqa: F81
 def test_no_tissue_is_an_error(crop):  # noqa: F811
     empty = TissueMask(np.zeros((4, 4), bool), downsample=192)
     with (
-        Predictor(crop, [NucleiSource("builtin")]) as predictor,
+        Predictor(crop, [NucleiSource("classical")]) as predictor,
         pytest.raises(RckdError, match="no tissue"),
     ):
         next(run_whole_slide(predictor, empty))
@@ -93,7 +93,7 @@ def test_whole_slide_runs_use_larger_dense_windows_without_seams(tmp_path, crop,
     assert wide.halo == live.halo and wide.core == WHOLE_SLIDE_WINDOW - 2 * live.halo
     assert (wide.core / wide.window) ** 2 >= 0.75 > (live.core / live.window) ** 2
     assert wide.identity != live.identity and wide.runner is live.runner  # one model, two keys
-    assert NucleiSource("builtin").for_whole_slide().window == NucleiSource("builtin").window
+    assert NucleiSource("classical").for_whole_slide().window == NucleiSource("classical").window
     analysis = Analysis(crop, sources=[live])
     list(analysis.run_whole_slide(tmp_path / "wide.zarr"))
     grid = analysis.results.grids["region"]

@@ -18,9 +18,10 @@ log = logging.getLogger(__name__)
 # The packaged nuclei models, as (label, spec): the default first (docs/teachers.md compares them).
 NUCLEI_MODELS = (
     ("automatic (by device)", DEFAULT_NUCLEI),
-    ("built-in classical detector", "builtin"),
-    ("learned teacher", "learned"),
+    ("built-in (learned teacher + classical detector)", "builtin"),
+    ("learned teacher alone", "learned"),
     ("RCKD-CSAT student", "csat"),
+    ("classical detector (fastest)", "classical"),
 )
 RECENT_LIMIT = 8
 __all__ = ["KINDS", "NUCLEI_MODELS", "DeviceChoice", "RecentModels", "detect_devices"]

@@ -16,7 +16,7 @@ import time
 from napari_rckd.defaults import DECODERS
 
 DEFAULT_MODELS = ["rckd_csat", "efficientnet_b0", "convnextv2_atto", "resnet18"]
-DEFAULT_NUCLEI = ["builtin", "learned", "csat"]
+DEFAULT_NUCLEI = ["builtin", "learned", "csat", "classical"]
 NUCLEI_TILE = 256  # px at the sample's 0.5 µm/px, the tile `evaluate nuclei` counts in
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from napari_rckd.defaults import NAMED_NUCLEI
+from napari_rckd.defaults import NAMED_NUCLEI, PRIOR_SUFFIX
 from napari_rckd.errors import RckdError
 
 # Specs that name something built in rather than a file.
@@ -38,9 +38,14 @@ def model_file(spec: str | None, what: str) -> None:
         existing([spec], what, folder=False)
 
 
+def teacher_spec(spec: str | None, what: str) -> None:
+    """A nuclei teacher: a model spec, possibly with the classical detector's ``+classical``."""
+    model_file(None if spec is None else str(spec).strip().removesuffix(PRIOR_SUFFIX), what)
+
+
 def pretrain(args) -> None:
     existing(args.slides, "slide or folder")
-    model_file(args.teacher, "--teacher")
+    teacher_spec(args.teacher, "--teacher")
 
 
 def finetune(args) -> None:
@@ -60,4 +65,4 @@ def evaluate(args) -> None:
     if getattr(args, "checkpoint", None) is not None:
         existing([args.checkpoint], "checkpoint", folder=False)
     for spec in getattr(args, "teacher", None) or []:
-        model_file(spec, "--teacher")
+        teacher_spec(spec, "--teacher")

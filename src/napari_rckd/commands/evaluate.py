@@ -2,9 +2,10 @@
 
 `napari-rckd evaluate nuclei --teacher builtin --teacher classical --data DIR` prints, for every
 source folder under DIR, the mean and the worst image's pixel Dice, AJI and PQ (IoU > 0.5) and
-the speed, one row per teacher; --json adds every image's scores. A teacher is `builtin`,
-`csat`, `classical`, `otsu`, `cellpose`, `instanseg`, a TorchScript file or a `.safetensors`
-checkpoint (see docs/teachers.md).
+the speed, one row per teacher; --json adds every image's scores. A teacher is `builtin`
+(`hybrid`), `learned`, `csat`, `classical`, `otsu`, `cellpose`, `instanseg`, a TorchScript file
+or a `.safetensors` checkpoint, a network one optionally with `+classical` (see
+docs/teachers.md).
 
 `napari-rckd evaluate tiles CHECKPOINT --data DIR` scores a fine-tuned classifier on a folder
 of labelled tiles (see docs/rckd.md).
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_TEACHERS = ("learned", "csat", "classical", "otsu")
+DEFAULT_TEACHERS = ("builtin", "learned", "csat", "classical", "otsu")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,9 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--teacher",
         action="append",
         metavar="SPEC",
-        help="builtin (default: the classical detector), learned, csat, classical, otsu, cellpose, "
-        "instanseg, a TorchScript file or a .safetensors checkpoint; repeat to compare "
-        "(default: learned, csat, classical and otsu)",
+        help="builtin (the learned teacher averaged with the classical detector, also named "
+        "hybrid), learned, csat, classical, otsu, cellpose, instanseg, a TorchScript file or a "
+        ".safetensors checkpoint (append +classical to average it with the classical detector); "
+        "repeat to compare (default: builtin, learned, csat, classical and otsu)",
     )
     nuclei.add_argument(
         "--data", required=True, metavar="DIR", help="ground-truth folder, e.g. data/nuclei"

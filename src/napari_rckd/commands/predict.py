@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--nuclei",
         metavar="SPEC",
         default=DEFAULT_NUCLEI,
-        help=f"nuclei model: {DEFAULT_NUCLEI} (default: the classical detector on CPU, the "
+        help=f"nuclei model: {DEFAULT_NUCLEI} (default: the built-in teacher on CPU, the "
         "RCKD-CSAT student on a GPU), builtin, learned, csat, classical, otsu, a TorchScript "
         "teacher, a dense student .safetensors, or none",
     )

@@ -1,7 +1,7 @@
 """RCKD stage 1: distil a nuclei teacher into a student on unlabeled tissue tiles.
 
-Random tissue tiles are cut from the slides at --mpp; the teacher (the built-in classical
-H&E nuclei detector by default) answers each tile once, its answers are cached in
+Random tissue tiles are cut from the slides at --mpp; the teacher (`builtin` by default: the
+shipped learned nuclei teacher averaged with the classical detector) answers each tile once, its answers are cached in
 OUT/teacher-cache, and the student learns to reproduce them (BCE + soft Dice). OUT ends up
 with best.safetensors (best Dice against the teacher on held-out tiles), last.safetensors
 and last.state.pt (for --resume). The student is itself a nuclei model: use it with
@@ -125,8 +125,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--teacher",
         default="builtin",
-        help="builtin (default), otsu, cellpose, instanseg, a TorchScript file or a student "
-        ".safetensors checkpoint",
+        help="builtin (default: the learned teacher averaged with the classical detector), "
+        "learned, csat, classical, otsu, cellpose, instanseg, a TorchScript file or a student "
+        ".safetensors checkpoint (+classical averages a network with the classical detector)",
     )
     # Workers matter here: in the main process the augmentation's small tensor ops share
     # torch's thread pool with the model and ran ~20x slower (see docs/performance.md).

@@ -76,6 +76,14 @@ class ClassicalTeacher(ResamplingTeacher):
         return "classical:" + json.dumps(asdict(self), sort_keys=True)
 
     def _predict_native(self, tile: np.ndarray) -> TeacherOutput:
+        prob, foreground = self._probability_and_mask(tile)
+        return TeacherOutput(prob, split_touching(foreground, self.split_h_um / self.mpp))
+
+    def nuclear_probability(self, tile: np.ndarray) -> np.ndarray:
+        """The probability alone, all a prior needs: no watershed."""
+        return self._probability_and_mask(tile)[0]
+
+    def _probability_and_mask(self, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from scipy import ndimage as ndi
         from skimage.filters import threshold_local, threshold_otsu
         from skimage.morphology import disk, remove_small_holes, remove_small_objects
@@ -83,9 +91,7 @@ class ClassicalTeacher(ResamplingTeacher):
         px = 1 / self.mpp  # pixels per µm
         density = hematoxylin(tile, self.sigma_um * px)
         if np.ptp(density) <= 1e-6:
-            return TeacherOutput(
-                np.zeros(density.shape, np.float32), np.zeros(density.shape, np.int32)
-            )
+            return np.zeros(density.shape, np.float32), np.zeros(density.shape, bool)
         spread = float(np.std(density))
         otsu = threshold_otsu(density)
         background = float(np.median(density[density < otsu])) if (density < otsu).any() else 0.0
@@ -99,9 +105,8 @@ class ClassicalTeacher(ResamplingTeacher):
             foreground = ndi.binary_opening(foreground, disk(radius))
         foreground = remove_small_holes(foreground, max_size=int(self.hole_area_um2 * px * px))
         foreground = remove_small_objects(foreground, max_size=int(self.min_area_um2 * px * px))
-        labels = split_touching(foreground, self.split_h_um * px)
         # Logistic of the margin over the per-pixel threshold, folded so that
         # prob > 0.5 exactly where the cleaned mask says nucleus.
         margin = 1 / (1 + np.exp(-(density - threshold) / (0.25 * spread)))
-        prob = np.where(labels > 0, 0.5 + 0.5 * margin, 0.5 * margin)
-        return TeacherOutput(prob.astype(np.float32), labels)
+        prob = np.where(foreground, 0.5 + 0.5 * margin, 0.5 * margin).astype(np.float32)
+        return prob, foreground

@@ -12,6 +12,11 @@ The TorchScript contract (also in docs/teachers.md):
 Instances come from the probability, separated by the boundary map when there is one (see
 :func:`napari_rckd.teachers.base.instances_from_probability`); `nuclei_from_logits` is that
 step, shared with live inference's batched students.
+
+A network teacher can carry a *prior*, another teacher whose nuclear probability is averaged
+with its own before instances are found (`with_classical_prior`). Left out of training, the
+learned teacher and the classical detector fail on different images, and their average beat
+both on every held-out source (docs/teachers.md); the network's contours still split nuclei.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from napari_rckd.teachers.base import (
     TeacherOutput,
     instances_from_probability,
 )
+from napari_rckd.teachers.classical import ClassicalTeacher
 
 PAD_MULTIPLE = 32
 
@@ -62,10 +68,12 @@ class NetworkTeacher(ResamplingTeacher):
         self.device = resolve_device(device)  # None and "auto" pick the best available
         self.module.to(self.device)
         self.digest = file_digest(path)
+        self.prior: ClassicalTeacher | None = None  # averaged in by with_classical_prior
 
     @property
     def identity(self) -> str:
-        return f"{self.name}:{self.digest}:mpp={self.mpp:g}:instances={INSTANCES_VERSION}"
+        own = f"{self.name}:{self.digest}:mpp={self.mpp:g}:instances={INSTANCES_VERSION}"
+        return own if self.prior is None else f"{own}+{self.prior.identity}"
 
     def logits(self, tile: np.ndarray) -> np.ndarray:
         """C×H×W float32 logits of one tile."""
@@ -95,17 +103,31 @@ class NetworkTeacher(ResamplingTeacher):
         return output[0, :, :height, :width].float().cpu().numpy()
 
     def _predict_native(self, tile: np.ndarray) -> TeacherOutput:
-        return nuclei_from_logits(self.logits(tile), self.mpp, self.use_boundary)
+        prior = None if self.prior is None else self.prior.nuclear_probability(tile)
+        return nuclei_from_logits(self.logits(tile), self.mpp, self.use_boundary, prior)
 
 
-def nuclei_from_logits(logits: np.ndarray, mpp: float, use_boundary: bool) -> TeacherOutput:
+def nuclei_from_logits(
+    logits: np.ndarray, mpp: float, use_boundary: bool, prior: np.ndarray | None = None
+) -> TeacherOutput:
     """Nuclear probability and instances from one tile's C×H×W logits (channel 0 nuclear,
-    channel 1 the contour map when ``use_boundary``)."""
+    channel 1 the contour map when ``use_boundary``), the probability averaged with ``prior``'s
+    when one is given."""
     prob = 1 / (1 + np.exp(-logits[0]))
+    if prior is not None:
+        prob = (prob + prior) / 2
     boundary = None
     if use_boundary and logits.shape[0] >= 2:
         boundary = 1 / (1 + np.exp(-logits[1]))
     return TeacherOutput(prob.astype(np.float32), instances_from_probability(prob, mpp, boundary))
+
+
+def with_classical_prior(teacher: NetworkTeacher, name: str) -> NetworkTeacher:
+    """``teacher`` averaging its nuclear probability with the classical detector's, which runs
+    at the teacher's mpp on the same resampled tile (spec ``hybrid``, ``X+classical``)."""
+    teacher.prior = ClassicalTeacher(mpp=teacher.mpp)
+    teacher.name = name
+    return teacher
 
 
 def has_contour_channel(config) -> bool:
