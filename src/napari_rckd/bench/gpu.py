@@ -76,7 +76,7 @@ def forward_rows(device, size: int, batch: int, seconds: float) -> list[dict]:
 
     networks = {
         spec: get_teacher(spec, device=str(device)).module
-        for spec in ("csat", "learned")  # the shipped RCKD-CSAT student and its teacher
+        for spec in ("csat", "learned")  # the shipped student and the network inside builtin
     }
     rows = []
     for name, model in networks.items():
