@@ -26,12 +26,6 @@ def test_timm_pretrained_loads_the_shipped_student_with_a_fresh_head():
     assert "LC25000" in metadata["provenance"]["training_data"]
 
 
-def test_the_shipped_student_copies_the_shipped_builtin_teacher():
-    """A retrained teacher needs the student distilled again (docs/teachers.md says how)."""
-    _, metadata = read_weights(shipped_weights("csat"))
-    assert metadata["provenance"]["teacher"] == get_teacher("builtin").identity
-
-
 def test_stage_2_starts_from_csat_unless_told_otherwise():
     assert resolve_init(None, None).name == "csat"
     assert resolve_init(None, "rckd_csat").path == shipped_weights("csat")

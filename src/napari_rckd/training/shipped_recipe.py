@@ -1,6 +1,6 @@
 """How the weights shipped in the package were made, as one command (docs/teachers.md).
 
-    python -m napari_rckd.training.shipped_recipe DATA OUT [--package] [--teacher builtin]
+    python -m napari_rckd.training.shipped_recipe DATA OUT [--package] [--teacher learned]
 
 DATA is a data folder laid out like the project's shared data (``nuclei/`` ground truth,
 ``slides/``, ``tiles/`` and a ``manifest.csv`` with each file's mpp). It trains the nuclei
@@ -8,10 +8,8 @@ teacher on every labelled nuclei source (``OUT/teacher``), then distils it into 
 on all the unlabeled H&E in DATA (``OUT/csat``): slides and tiles whose pixel size is known
 from the manifest, and LC25000 tiles at an assumed pixel size (one tile per source
 image: the others are rotations and flips of it). Both stages resume when run again.
-The student copies what ``builtin`` is: the trained teacher averaged with the classical
-detector (``+classical``). ``--package`` then writes the best checkpoints into the package as
-fp16 (`package`); ``--teacher builtin`` distils the already-shipped teacher instead of
-training one.
+``--package`` then writes the best checkpoints into the package as fp16 (`package`);
+``--teacher learned`` distils the already-shipped teacher instead of training one.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ import csv
 import logging
 from pathlib import Path
 
-from napari_rckd.defaults import PRIOR_SUFFIX
 from napari_rckd.errors import RckdError
 
 log = logging.getLogger(__name__)
@@ -82,7 +79,7 @@ STUDENT_DATA = (
     "unlabeled H&E with a known pixel size from the project's shared data: the CMU-1 region, "
     "MoNuSeg, CPM-15 and CryoNuSeg images, CRC-VAL-HE-7K, NCT-CRC-HE-100K and BRACS tiles, "
     f"one LC25000 lung tile per source image (assumed {LC25000_ASSUMED_MPP} µm/px); "
-    "targets from the built-in teacher (the learned teacher averaged with the classical detector)"
+    "targets from the learned teacher"
 )
 LICENCE = "non-commercial research only (trained on CC BY-NC-SA 4.0 data)"
 
@@ -137,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--teacher",
         default=None,
-        help="distil this nuclei teacher (e.g. 'builtin', the shipped one) instead of training one",
+        help="distil this nuclei teacher (e.g. 'learned', the shipped one) instead of training one",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -147,10 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     if teacher is None:
         teacher_dir = args.out / "teacher"
         train_teacher(args.data / "nuclei", teacher_dir, resume=True, **common)  # no-op once done
-        best = teacher_dir / "best.safetensors"
+        teacher = str(teacher_dir / "best.safetensors")
         if args.package:
-            package(best, "learned", TEACHER_DATA)
-        teacher = f"{best}{PRIOR_SUFFIX}"  # what builtin is
+            package(Path(teacher), "learned", TEACHER_DATA)
     paths, table = stage1_sources(args.data)
     log.info("stage 1 on %d unlabeled files", len(paths))
     student = args.out / ("csat" if args.backbone == "rckd_csat" else args.backbone)
