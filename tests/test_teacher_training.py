@@ -170,3 +170,54 @@ def test_shipped_recipe_distils_on_unlabeled_tissue_of_known_scale_only():
     lung = [p for p in paths if p.parent.parent.name == "lc25000-lung-dev"]
     assert 200 < len(lung) < 300  # one tile per source image, not its rotations and flips
     assert {table[str(p.resolve())] for p in lung} == {LC25000_ASSUMED_MPP}
+
+
+def test_mixed_dataset_replaces_a_fixed_share_with_pseudo_labelled_tiles():
+    from napari_rckd.training.data.mixed import MixedDataset
+
+    labelled = [{"image": torch.zeros(3, 4, 4), "target": torch.zeros(2, 4, 4), "mask": None}] * 400
+    pseudo = [{"image": torch.ones(3, 4, 4), "target": torch.full((2, 4, 4), 0.7)}] * 5
+    mixed = MixedDataset(labelled, pseudo, share=0.3, seed=2)
+    items = [mixed[i] for i in range(len(mixed))]
+    from_pseudo = [bool(item["image"].any()) for item in items]
+    assert len(mixed) == 400 and 0.22 < np.mean(from_pseudo) < 0.38
+    assert all(item["mask"].all() for item, p in zip(items, from_pseudo, strict=True) if p)
+    again = MixedDataset(labelled, pseudo, share=0.3, seed=2)  # a resumed run: the same stream
+    assert [bool(again[i]["image"].any()) for i in range(400)] == from_pseudo
+    for bad in (0, 1):
+        with pytest.raises(RckdError, match="between 0 and 1"):
+            MixedDataset(labelled, pseudo, share=bad)
+
+
+def test_train_teacher_learns_from_unlabeled_tissue_answered_by_a_teacher(tmp_path):
+    from napari_rckd.models import load_checkpoint
+    from napari_rckd.training.teacher import train_teacher
+
+    data = _synthetic_source(tmp_path / "data")
+    slide = shared_path("slides/cmu-1-small-region.svs")
+    result = train_teacher(
+        data,
+        tmp_path / "run",
+        steps=2,
+        tile_size=64,
+        batch_size=4,
+        workers=0,
+        val_fraction=0.34,
+        unlabeled=[slide],
+        pseudo_teacher="classical",
+        pseudo_share=0.5,
+        pseudo_tiles=3,
+    )
+    _, metadata = load_checkpoint(result.best_checkpoint)
+    provenance = metadata["provenance"]
+    assert provenance["unlabeled"] == [slide.name] and provenance["pseudo_tiles"] == 3
+    assert provenance["pseudo_teacher"].startswith("classical")
+    assert len(list((tmp_path / "run" / "teacher-cache").rglob("*.npz"))) == 3  # answered once
+
+
+def test_train_teacher_command_refuses_a_bad_pseudo_share(capsys):
+    from napari_rckd.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train-teacher", "data", "--out", "run", "--pseudo-share", "1.5"])
+    assert "--pseudo-share: must be between 0 and 1" in capsys.readouterr().err

@@ -26,6 +26,21 @@ def add_decoder_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_pixel_size_arguments(parser: argparse.ArgumentParser, what: str = "slides") -> None:
+    """``--slide-mpp`` and ``--mpp-table``: the pixel size of files that do not record it."""
+    parser.add_argument(
+        "--slide-mpp",
+        type=float,
+        help=f"µm per pixel of {what} whose file does not say it (e.g. 0.25 at 40x)",
+    )
+    parser.add_argument(
+        "--mpp-table",
+        metavar="CSV",
+        help="µm per pixel per file for images whose file does not say it: a CSV with path "
+        "and mpp columns, paths relative to it (e.g. a data set's manifest.csv)",
+    )
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -52,4 +67,12 @@ def learning_rate(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"must be at most {MAX_LR:g} (typical: 1e-4 to 1e-2), got {text!r}"
         )
+    return value
+
+
+def share(text: str) -> float:
+    """A proportion strictly between 0 and 1 (a share of training crops)."""
+    value = positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (e.g. 0.3), got {text!r}")
     return value

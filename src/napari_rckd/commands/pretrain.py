@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from napari_rckd.commands import checks
 from napari_rckd.commands.arguments import (
     add_decoder_argument,
+    add_pixel_size_arguments,
     learning_rate,
     positive_float,
     positive_int,
@@ -141,17 +142,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--val-tiles", type=int, help="held-out validation tiles (default 10%% of --tiles)"
     )
-    parser.add_argument(
-        "--slide-mpp",
-        type=float,
-        help="µm per pixel of slides whose file does not say it (e.g. 0.25 at 40x)",
-    )
-    parser.add_argument(
-        "--mpp-table",
-        metavar="CSV",
-        help="µm per pixel per file for images whose file does not say it: a CSV with path "
-        "and mpp columns, paths relative to it (e.g. a data set's manifest.csv)",
-    )
+    add_pixel_size_arguments(parser)
     parser.add_argument(
         "--boundaries",
         action="store_true",

@@ -5,14 +5,21 @@ X_label.tif or a binary mask X_mask.png, with each image's mpp in a manifest.csv
 one of its two parents. Every image is resampled to --mpp; --holdout SOURCE (a folder-name
 prefix, repeatable) leaves sources out for leave-one-source-out evaluation. OUT ends up with
 best.safetensors (best nuclear Dice on held-out training images), usable as
-`--teacher OUT/best.safetensors` anywhere a teacher is named.
+`--teacher OUT/best.safetensors` anywhere a teacher is named. --unlabeled SLIDES adds
+tissue no one annotated, answered by --pseudo-teacher (self-training, docs/teachers.md).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from napari_rckd.commands.arguments import add_decoder_argument
+from napari_rckd.commands import checks
+from napari_rckd.commands.arguments import (
+    add_decoder_argument,
+    add_pixel_size_arguments,
+    positive_int,
+    share,
+)
 from napari_rckd.commands.pretrain import stop_on_signals, summary
 from napari_rckd.defaults import TEACHER_BACKBONE, TEACHER_MPP
 
@@ -24,6 +31,10 @@ EPILOG = """examples:
   napari-rckd train-teacher ../shared/data/nuclei --holdout monuseg --out runs/loso-monuseg
   napari-rckd evaluate nuclei --teacher runs/loso-monuseg/best.safetensors --teacher classical \\
       --data ../shared/data/nuclei/monuseg-train
+
+  # self-training: also learn the built-in teacher's answers on unlabeled slides
+  napari-rckd train-teacher ../shared/data/nuclei --out runs/teacher-st \\
+      --unlabeled ../shared/data/slides/cmu-1-small-region.svs --unlabeled my_slides/
 """
 
 
@@ -54,10 +65,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue the run already in --out")
+    group = parser.add_argument_group("self-training on unlabeled tissue")
+    group.add_argument(
+        "--unlabeled",
+        action="append",
+        default=[],
+        metavar="SLIDES",
+        help="slide file or folder of H&E without labels (repeatable)",
+    )
+    group.add_argument(
+        "--pseudo-teacher",
+        default="builtin",
+        metavar="SPEC",
+        help="nuclei teacher that answers the unlabeled tiles (default builtin)",
+    )
+    group.add_argument(
+        "--pseudo-share",
+        type=share,
+        default=0.3,
+        help="share of training crops taken from the unlabeled tiles (default 0.3)",
+    )
+    group.add_argument(
+        "--pseudo-tiles",
+        type=positive_int,
+        default=1500,
+        help="unlabeled tiles drawn and answered once (default 1500)",
+    )
+    add_pixel_size_arguments(group, "unlabeled slides")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.unlabeled:
+        checks.teacher_spec(args.pseudo_teacher, "--pseudo-teacher")
     from napari_rckd.training import TqdmProgress
+    from napari_rckd.training.data.sampling import read_mpp_table
     from napari_rckd.training.teacher import train_teacher
 
     with stop_on_signals() as stop:
@@ -76,6 +117,12 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             seed=args.seed,
             resume=args.resume,
+            unlabeled=args.unlabeled,
+            pseudo_teacher=args.pseudo_teacher,
+            pseudo_share=args.pseudo_share,
+            pseudo_tiles=args.pseudo_tiles,
+            slide_mpp=args.slide_mpp,
+            mpp_table=read_mpp_table(args.mpp_table) if args.mpp_table else None,
             callbacks=[TqdmProgress()],
             stop_event=stop,
         )

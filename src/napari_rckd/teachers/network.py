@@ -81,6 +81,7 @@ class NetworkTeacher(ResamplingTeacher):
         import torch.nn.functional as F
 
         height, width = tile.shape[:2]
+        tile = np.require(tile, requirements="W")  # a read-only slide tile: copy, do not warn
         image = torch.from_numpy(tile).to(self.device).permute(2, 0, 1)[None].float() / 255
         pad_y, pad_x = -height % PAD_MULTIPLE, -width % PAD_MULTIPLE
         mode = "reflect" if pad_y < height and pad_x < width else "replicate"

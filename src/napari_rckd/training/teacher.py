@@ -4,7 +4,9 @@ A dense network with two outputs, the nuclear pixel logit and the nuclear-contou
 TorchScript teacher contract of docs/teachers.md), trained with the stage-1 objective on hard
 targets. Instances come from contour-separated cores grown over the nuclei
 (`napari_rckd.teachers.base.instances_from_probability`). ``holdout`` leaves sources out, so
-the same command makes the leave-one-source-out models and the shipped one.
+the same command makes the leave-one-source-out models and the shipped one. ``unlabeled``
+slides, answered by ``pseudo_teacher``, replace a share of the crops (self-training,
+`napari_rckd.training.data.mixed`).
 """
 
 from __future__ import annotations
@@ -42,13 +44,22 @@ def train_teacher(
     workers: int = 2,
     seed: int = 0,
     resume: bool = False,
+    unlabeled: Sequence[str | os.PathLike] = (),
+    pseudo_teacher: str = "builtin",
+    pseudo_share: float = 0.3,
+    pseudo_tiles: int = 1500,
+    slide_mpp: float | None = None,
+    mpp_table: dict[str, float] | None = None,
+    cache_dir: str | os.PathLike | None = None,
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | None = None,
 ) -> FitResult:
     """Train a nuclei teacher on the labelled images under ``data`` except ``holdout`` sources.
 
     A share of the training images (``val_fraction``, whole images) validates the run and
-    picks ``best.safetensors``; held-out sources are never read.
+    picks ``best.safetensors``; held-out sources are never read. With ``unlabeled``,
+    ``pseudo_tiles`` tissue tiles of them are answered once by ``pseudo_teacher`` (cached in
+    ``cache_dir``, default ``out_dir/teacher-cache``) and make up ``pseudo_share`` of the crops.
     """
     from napari_rckd.models import ModelConfig, create_model
     from napari_rckd.training.data.augment import Augment
@@ -78,6 +89,18 @@ def train_teacher(
     )
     augment = Augment(scale=0.2, hed=0.05, brightness=0.15, contrast=0.15, saturation=0.15)
     train = NucleiCropDataset(train_images, tile_size, mpp, steps * batch_size, seed, augment)
+    pseudo = {}
+    if unlabeled:
+        train, pseudo = _with_pseudo_labels(
+            train,
+            unlabeled,
+            pseudo_teacher,
+            pseudo_share,
+            Path(cache_dir) if cache_dir is not None else out_dir / "teacher-cache",
+            dict(count=pseudo_tiles, size=tile_size, mpp=mpp, seed=seed, augment=augment),
+            slide_mpp,
+            mpp_table,
+        )
     val = NucleiCropDataset(val_images, tile_size, mpp, max(batch_size, 96), seed + 1)
 
     config = ModelConfig(
@@ -106,8 +129,42 @@ def train_teacher(
             "val_images": [i.image_path.name for i in val_images],
             "mpp": mpp,
             "tile_size": tile_size,
+            **pseudo,
         },
     )
     # The contour channel is thin and rare: weigh it like the nuclei so it is learned at all.
     task = DistillationTask(create_model(config), channel_weights=(1.0, 1.0))
     return fit(task, train, val, fit_config, out_dir, callbacks, stop_event)
+
+
+def _with_pseudo_labels(
+    train, unlabeled, teacher_spec, share, cache_dir, tiles, slide_mpp, mpp_table
+) -> tuple:
+    """``train`` mixed with tissue tiles of ``unlabeled`` answered by ``teacher_spec``, and the
+    provenance that says so."""
+    from napari_rckd.teachers import get_teacher
+    from napari_rckd.training.data.mixed import MixedDataset
+    from napari_rckd.training.data.sampling import find_slides
+    from napari_rckd.training.data.stage1 import TissueTileDataset
+    from napari_rckd.training.recipes import check_slides_have_mpp, fill_cache
+
+    paths = find_slides(unlabeled)
+    check_slides_have_mpp(paths, slide_mpp, mpp_table)
+    teacher = get_teacher(teacher_spec)
+    pseudo = TissueTileDataset(
+        paths,
+        teacher,
+        cache_dir,
+        slide_mpp=slide_mpp,
+        mpp_table=mpp_table,
+        boundaries=True,
+        **tiles,
+    )
+    fill_cache([pseudo])
+    provenance = {
+        "pseudo_teacher": teacher.identity,
+        "pseudo_share": share,
+        "pseudo_tiles": len(pseudo),
+        "unlabeled": sorted({p.name for p in paths}),
+    }
+    return MixedDataset(train, pseudo, share, tiles["seed"]), provenance
