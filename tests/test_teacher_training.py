@@ -141,6 +141,9 @@ def test_train_teacher_refuses_bad_input_before_writing(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(RckdError, match="no labelled nuclei images"):
         train_teacher(tmp_path, tmp_path / "run")
+    data = _synthetic_source(tmp_path / "data")
+    with pytest.raises(RckdError, match="typo.svs does not exist"):
+        train_teacher(data, tmp_path / "run", unlabeled=[tmp_path / "typo.svs"])
     assert not (tmp_path / "run").exists()
 
 

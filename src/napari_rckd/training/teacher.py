@@ -76,6 +76,8 @@ def train_teacher(
         )
     check_out_dir(out_dir, resume)
     images = find_nuclei_images(data, holdout)
+    if unlabeled:  # checked before the labelled images load: a typo answers at once
+        slides, answering = _check_unlabeled(unlabeled, pseudo_teacher, slide_mpp, mpp_table)
     train_idx, val_idx = split_by_group(
         [str(i.image_path) for i in images], None, val_fraction, seed
     )
@@ -93,8 +95,8 @@ def train_teacher(
     if unlabeled:
         train, pseudo = _with_pseudo_labels(
             train,
-            unlabeled,
-            pseudo_teacher,
+            slides,
+            answering,
             pseudo_share,
             Path(cache_dir) if cache_dir is not None else out_dir / "teacher-cache",
             dict(count=pseudo_tiles, size=tile_size, mpp=mpp, seed=seed, augment=augment),
@@ -137,20 +139,26 @@ def train_teacher(
     return fit(task, train, val, fit_config, out_dir, callbacks, stop_event)
 
 
-def _with_pseudo_labels(
-    train, unlabeled, teacher_spec, share, cache_dir, tiles, slide_mpp, mpp_table
-) -> tuple:
-    """``train`` mixed with tissue tiles of ``unlabeled`` answered by ``teacher_spec``, and the
-    provenance that says so."""
+def _check_unlabeled(unlabeled, teacher_spec, slide_mpp, mpp_table) -> tuple:
+    """The unlabeled slide files, each with a known pixel size, and the teacher that answers."""
     from napari_rckd.teachers import get_teacher
-    from napari_rckd.training.data.mixed import MixedDataset
     from napari_rckd.training.data.sampling import find_slides
-    from napari_rckd.training.data.stage1 import TissueTileDataset
-    from napari_rckd.training.recipes import check_slides_have_mpp, fill_cache
+    from napari_rckd.training.recipes import check_slides_have_mpp
 
     paths = find_slides(unlabeled)
     check_slides_have_mpp(paths, slide_mpp, mpp_table)
-    teacher = get_teacher(teacher_spec)
+    return paths, get_teacher(teacher_spec)
+
+
+def _with_pseudo_labels(
+    train, paths, teacher, share, cache_dir, tiles, slide_mpp, mpp_table
+) -> tuple:
+    """``train`` mixed with tissue tiles of ``paths`` answered by ``teacher``, and the
+    provenance that says so."""
+    from napari_rckd.training.data.mixed import MixedDataset
+    from napari_rckd.training.data.stage1 import TissueTileDataset
+    from napari_rckd.training.recipes import fill_cache
+
     pseudo = TissueTileDataset(
         paths,
         teacher,
