@@ -224,3 +224,5 @@ def test_train_teacher_command_refuses_a_bad_pseudo_share(capsys):
     with pytest.raises(SystemExit):
         main(["train-teacher", "data", "--out", "run", "--pseudo-share", "1.5"])
     assert "--pseudo-share: must be between 0 and 1" in capsys.readouterr().err
+    assert main(["train-teacher", "data", "--out", "run", "--pseudo-tiles", "9"]) != 0
+    assert "--pseudo-tiles only apply with --unlabeled" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from napari_rckd.commands.arguments import (
 )
 from napari_rckd.commands.pretrain import stop_on_signals, summary
 from napari_rckd.defaults import TEACHER_BACKBONE, TEACHER_MPP
+from napari_rckd.errors import RckdError
 
 EPILOG = """examples:
   # the shipped teacher: every source of the shared nuclei data
@@ -75,32 +76,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--pseudo-teacher",
-        default="builtin",
         metavar="SPEC",
         help="nuclei teacher that answers the unlabeled tiles (default builtin)",
     )
     group.add_argument(
         "--pseudo-share",
         type=share,
-        default=0.3,
         help="share of training crops taken from the unlabeled tiles (default 0.3)",
     )
     group.add_argument(
         "--pseudo-tiles",
         type=positive_int,
-        default=1500,
         help="unlabeled tiles drawn and answered once (default 1500)",
     )
     add_pixel_size_arguments(group, "unlabeled slides")
 
 
+# Options of self-training; given without --unlabeled they would do nothing, so they are refused.
+PSEUDO_OPTIONS = ("pseudo_teacher", "pseudo_share", "pseudo_tiles", "slide_mpp", "mpp_table")
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.unlabeled:
+    pseudo = {n: getattr(args, n) for n in PSEUDO_OPTIONS if getattr(args, n) is not None}
+    if pseudo and not args.unlabeled:
+        flags = ", ".join("--" + name.replace("_", "-") for name in pseudo)
+        raise RckdError(f"{flags} only apply with --unlabeled SLIDES; add it or leave them out")
+    if "pseudo_teacher" in pseudo:
         checks.teacher_spec(args.pseudo_teacher, "--pseudo-teacher")
     from napari_rckd.training import TqdmProgress
     from napari_rckd.training.data.sampling import read_mpp_table
     from napari_rckd.training.teacher import train_teacher
 
+    if args.mpp_table:
+        pseudo["mpp_table"] = read_mpp_table(args.mpp_table)
     with stop_on_signals() as stop:
         result = train_teacher(
             args.data,
@@ -118,11 +126,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             resume=args.resume,
             unlabeled=args.unlabeled,
-            pseudo_teacher=args.pseudo_teacher,
-            pseudo_share=args.pseudo_share,
-            pseudo_tiles=args.pseudo_tiles,
-            slide_mpp=args.slide_mpp,
-            mpp_table=read_mpp_table(args.mpp_table) if args.mpp_table else None,
+            **pseudo,
             callbacks=[TqdmProgress()],
             stop_event=stop,
         )
