@@ -60,13 +60,18 @@ class NetworkTeacher(ResamplingTeacher):
         device: str | None = None,
         use_boundary: bool = True,
     ):
+        import torch
+
         self.module = module.eval()
         self.use_boundary = use_boundary
         self.path = path
         self.mpp = float(mpp)
         self.name = name
         self.device = resolve_device(device)  # None and "auto" pick the best available
-        self.module.to(self.device)
+        # channels_last: the memory format convolutions run fastest in, as in training and
+        # `inference.runner` (the learned teacher's forward 1.2-1.4x on one CPU thread)
+        self.memory_format = torch.channels_last
+        self.module.to(self.device, memory_format=self.memory_format)
         self.digest = file_digest(path)
         self.prior: ClassicalTeacher | None = None  # averaged in by with_classical_prior
 
@@ -86,6 +91,7 @@ class NetworkTeacher(ResamplingTeacher):
         pad_y, pad_x = -height % PAD_MULTIPLE, -width % PAD_MULTIPLE
         mode = "reflect" if pad_y < height and pad_x < width else "replicate"
         image = F.pad(image, (0, pad_x, 0, pad_y), mode=mode)
+        image = image.contiguous(memory_format=self.memory_format)
         with torch.inference_mode():
             output = self.module(image)
         if not isinstance(output, torch.Tensor) or output.ndim != 4 or output.shape[0] != 1:
