@@ -34,6 +34,7 @@ class MixedDataset(Dataset):
         return len(self.labelled)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        # 7919 keeps this stream apart from the crops' own (seed, index) generator
         rng = np.random.default_rng([self.seed, 7919, index])
         if rng.random() >= self.share:
             return self.labelled[index]
