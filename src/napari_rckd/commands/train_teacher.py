@@ -21,7 +21,7 @@ from napari_rckd.commands.arguments import (
     share,
 )
 from napari_rckd.commands.pretrain import stop_on_signals, summary
-from napari_rckd.defaults import TEACHER_BACKBONE, TEACHER_MPP
+from napari_rckd.defaults import TEACHER_BACKBONE, TEACHER_MPP, TEACHER_STEPS
 from napari_rckd.errors import RckdError
 
 EPILOG = """examples:
@@ -59,7 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mpp", type=float, default=TEACHER_MPP, help=f"µm/px of the model (default {TEACHER_MPP})"
     )
     parser.add_argument("--tile-size", type=int, default=192, help="crop side in px (default 192)")
-    parser.add_argument("--steps", type=int, default=800, help="optimizer steps (default 800)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=TEACHER_STEPS,
+        help=f"optimizer steps (default {TEACHER_STEPS})",
+    )
     parser.add_argument("--batch-size", type=int, default=12, help="crops per step (default 12)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")

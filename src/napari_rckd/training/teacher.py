@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from napari_rckd.defaults import TEACHER_BACKBONE, TEACHER_MPP
+from napari_rckd.defaults import TEACHER_BACKBONE, TEACHER_MPP, TEACHER_STEPS
 from napari_rckd.errors import RckdError
 from napari_rckd.training.callbacks import Callback
 from napari_rckd.training.config import FitResult
@@ -36,7 +36,7 @@ def train_teacher(
     decoder: str = "standard",
     mpp: float = TEACHER_MPP,
     tile_size: int = 192,
-    steps: int = 800,
+    steps: int = TEACHER_STEPS,
     batch_size: int = 12,
     lr: float = 2e-3,
     val_fraction: float = 0.15,
