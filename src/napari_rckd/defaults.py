@@ -44,5 +44,5 @@ TEACHER_BACKBONE = "resnet10t"
 TEACHER_MPP = 0.25
 # Its optimizer steps: 2,400 rather than 800 lifted MoNuSeg, left out of training, from AJI 0.41
 # to 0.45 (0.46 to 0.48 with the classical half), and CPM-15 and CryoNuSeg held out lost no
-# metric by more than 0.01 (docs/teachers.md). About an hour on a 2-core CPU.
+# metric by more than 0.01 (docs/teachers.md). About 1.5 hours alone on a 2-core CPU.
 TEACHER_STEPS = 2400
