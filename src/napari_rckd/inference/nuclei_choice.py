@@ -3,8 +3,8 @@
 Measured in docs/teachers.md: `builtin` (the learned teacher averaged with the classical
 detector) is the best nuclei model on sources it never saw. On a GPU the RCKD-CSAT student
 runs on the accelerator, while `builtin`'s classical half would run on the CPU, so the student
-is chosen there. On a CPU the student is 4-5x faster but not of equal quality (83-97 % of
-`builtin`'s Dice, AJI 0.09-0.13 lower), so `builtin` is chosen.
+is chosen there. On a CPU the student is 4-5x faster but not of equal quality (88-96 % of
+`builtin`'s Dice, AJI 0.10-0.14 lower), so `builtin` is chosen.
 """
 
 from __future__ import annotations
@@ -26,6 +26,6 @@ def choose_nuclei(spec, device: str) -> tuple[object, str | None]:
         )
     return "builtin", (
         "nuclei: the built-in teacher (learned + classical), chosen for the CPU: the best on "
-        "tissue it never saw; csat (3-5x faster, less exact) or classical (fastest) are quicker "
+        "tissue it never saw; csat (4-5x faster, less exact) or classical (fastest) are quicker "
         "(docs/teachers.md)"
     )
