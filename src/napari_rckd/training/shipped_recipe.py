@@ -30,7 +30,7 @@ LC25000_ASSUMED_MPP = 0.4
 UNLABELED_KINDS = ("slide", "nuclei-image", "region", "tile")
 # Same pixels in other containers, and the one IHC slide: left out of stage 1.
 SKIPPED = ("pyramid-deflate", "pyramid-jpeg", "ihc-", "dicom/")
-STAGE1 = dict(tile_size=160, tiles=3000, steps=1000, batch_size=16, lr=2e-3, boundaries=True)
+STAGE1 = dict(tile_size=160, tiles=3000, steps=2000, batch_size=16, lr=2e-3, boundaries=True)
 STAGE1_SIDE_UM = STAGE1["tile_size"] * 0.5  # pretrain's default 0.5 µm/px
 
 
