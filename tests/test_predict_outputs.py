@@ -140,7 +140,7 @@ def _snapshot(folder):
 def test_predict_refuses_then_overwrites_then_survives_a_full_disk(
     tmp_path, crop_path, capsys, monkeypatch
 ):
-    from napari_rckd.inference.analysis import Analysis
+    from napari_rckd.inference.export import NucleiFiles
 
     out = tmp_path / "out"
     assert _predict(crop_path, out) == 0
@@ -156,10 +156,10 @@ def test_predict_refuses_then_overwrites_then_survives_a_full_disk(
     second = _snapshot(out)
     csv = (out / "crop.nuclei.csv").read_bytes()
 
-    def disk_full(self, stem, exports):
+    def disk_full(self, records):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Analysis, "write_exports", disk_full)
+    monkeypatch.setattr(NucleiFiles, "write", disk_full)  # the export streams during the run
     assert _predict(crop_path, out, "--overwrite") == 2
     assert "the disk is full" in capsys.readouterr().err
     assert _snapshot(out) == second and (out / "crop.nuclei.csv").read_bytes() == csv

@@ -163,12 +163,13 @@ def predict_slide(path: Path, models, device, out: Path, exports, args, sources=
             )
         damaged = 0
         with tqdm(desc=path.name, unit="tile") as bar:
-            for progress in analysis.run_whole_slide(staging / f"{path.stem}.zarr"):
+            run = analysis.run_whole_slide(
+                staging / f"{path.stem}.zarr", exports_stem=staging / path.stem, exports=exports
+            )
+            for progress in run:  # nuclei exports stream while the tiles run; the rest follow
                 bar.total = progress.total
                 bar.update(progress.done - bar.n)
                 damaged = progress.damaged
         if damaged:
             print(f"{path.name}: {damaged} damaged tiles skipped (predicted as glass)")
-        if exports:
-            analysis.write_exports(staging / path.stem, exports)
     return analysis.sources

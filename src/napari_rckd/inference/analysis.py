@@ -13,13 +13,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 from napari_rckd.defaults import DEFAULT_EXPORTS, DEFAULT_NUCLEI, EXPORTS, KINDS
 from napari_rckd.errors import RckdError
 from napari_rckd.inference.cache import ResultCache
-from napari_rckd.inference.export import export_results, export_targets
+from napari_rckd.inference.export import (
+    NucleiFiles,
+    export_results,
+    export_targets,
+    write_targets,
+)
 from napari_rckd.inference.nuclei_choice import choose_nuclei
+from napari_rckd.inference.nuclei_stream import NucleiStream
 from napari_rckd.inference.outputs import recover, staged_outputs
 from napari_rckd.inference.predictor import DEFAULT_BATCH, Predictor
 from napari_rckd.inference.sources import REGION_THRESHOLD, Source
@@ -27,6 +34,11 @@ from napari_rckd.inference.store import open_root
 from napari_rckd.inference.wholeslide import Progress, create_output, run_whole_slide
 
 log = logging.getLogger(__name__)
+
+
+class _Cancelled(Exception):
+    """A whole-slide run stopped by the user: its streamed exports are dropped."""
+
 
 __all__ = ["DEFAULT_EXPORTS", "DEFAULT_NUCLEI", "EXPORTS", "KINDS", "Analysis", "build_sources"]
 
@@ -131,11 +143,18 @@ class Analysis:
         return self.results
 
     def run_whole_slide(
-        self, out: str | Path, stop: threading.Event | None = None
+        self,
+        out: str | Path,
+        stop: threading.Event | None = None,
+        exports_stem: str | Path | None = None,
+        exports: Sequence[str] = (),
     ) -> Iterator[Progress]:
         """Every tissue tile into the OME-Zarr folder ``out``, yielding progress after each batch.
 
-        The generator's return value is the finished predictor (its stores stay readable).
+        With ``exports_stem``, ``exports`` are written as ``<stem>.<result>.<ext>`` too: the
+        nuclei GeoJSON and CSV while the tiles are predicted (`NucleiStream`), the others once
+        they are done; a cancelled or failed run leaves none of them. The generator's return
+        value is the finished predictor (its stores stay readable).
         """
         out = Path(out)
         sources = [source.for_whole_slide() for source in self.sources]  # larger dense windows
@@ -143,12 +162,38 @@ class Analysis:
         predictor = Predictor(
             self.slide, sources, open_root(out), self.cache, self.tissue, self.batch_size
         )
+        targets = export_targets(predictor.sources, exports_stem, exports) if exports_stem else {}
+        streamed = [targets.pop(("nuclei", s), None) for s in ("geojson", "csv")]
         try:
-            yield from run_whole_slide(predictor, self.tissue, stop)
+            with ExitStack() as files:
+                stream = None
+                if any(streamed):
+                    nuclei = files.enter_context(NucleiFiles(*streamed))
+                    stream = NucleiStream(nuclei, *self._nuclei_export_stores(predictor))
+                for progress in run_whole_slide(predictor, self.tissue, stop, listener=stream):
+                    yield progress
+                    if progress.cancelled:  # the files above are dropped, not published
+                        raise _Cancelled
+                if stream is not None:
+                    stream.finish()
+        except _Cancelled:
+            return predictor
         finally:
             predictor.close()
         self.results = predictor
+        if targets:
+            write_targets(predictor.stores, predictor.sources, self.slide, targets)
         return predictor
+
+    def _nuclei_export_stores(self, predictor: Predictor) -> tuple:
+        """(labels, slide, classes, class names) of a nuclei export from ``predictor``."""
+        subtype = predictor.sources.get("subtype")
+        return (
+            predictor.stores["nuclei_labels"],
+            self.slide,
+            predictor.stores.get("subtype_class"),
+            subtype.class_names if subtype is not None else None,
+        )
 
     def export(
         self, stem: str | Path, exports: Sequence[str] = DEFAULT_EXPORTS, overwrite: bool = False

@@ -16,8 +16,7 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -26,109 +25,20 @@ from scipy import ndimage as ndi
 from napari_rckd.atomic import atomic_open, atomic_path
 from napari_rckd.defaults import EXPORTS
 from napari_rckd.errors import RckdError
-from napari_rckd.inference.instances import ID_STRIDE
+from napari_rckd.inference.nuclei_table import CSV_COLUMNS, iter_nuclei, outline, to_level0
 from napari_rckd.inference.outputs import RESULT_NAMES
 from napari_rckd.inference.store import ResultStore
 from napari_rckd.inference.tiling import Box
 from napari_rckd.io.annotations import Region, write_annotations
-from napari_rckd.io.slide import DamagedSlideError
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = (
-    "id",
-    "centroid_x_um",
-    "centroid_y_um",
-    "area_um2",
-    "eccentricity",
-    "hematoxylin_mean",
-    "class",
-)
-NUCLEUS_CLASS = "Nucleus"
 REGION_MAX_SIDE = 4096  # class maps are traced at the first pyramid level no larger than this
 
 
 def _optional(path):
     """An atomic file for ``path``, or a throw-away buffer when it is not wanted."""
     return atomic_open(path, "w", newline="") if path is not None else nullcontext(io.StringIO())
-
-
-def _outline(mask: np.ndarray) -> np.ndarray:
-    """The longest closed contour (N×2, y/x array coordinates) of a bool mask."""
-    from skimage.measure import find_contours
-
-    contours = find_contours(np.pad(mask, 1).astype(np.float32), 0.5)
-    return max(contours, key=len) - 1
-
-
-def _to_level0(points: np.ndarray, offset: tuple[float, float], d: float) -> np.ndarray:
-    return (points + np.asarray(offset) + 0.5) * d
-
-
-def iter_nuclei(
-    labels: ResultStore,
-    slide,
-    classes: ResultStore | None = None,
-    class_names: list[str] | None = None,
-) -> Iterator[dict]:
-    """One record per nucleus of a stitched labels store: measurements and a level-0 polygon.
-
-    Instances are visited per owning tile (``id // ID_STRIDE``), whose window holds them whole,
-    so nothing slide-sized is ever read. ``classes`` (a class map, value k+1 = class k) names
-    each nucleus by the class under its centroid; otherwise it is a plain ``Nucleus``.
-    """
-    from skimage.color import rgb2hed
-    from skimage.measure import regionprops
-
-    tile, d = labels.tile, labels.mpp / labels.slide_mpp
-    margin = tile // 2
-    rows, cols = -(-labels.shape[0] // tile), -(-labels.shape[1] // tile)
-    for row in range(rows):
-        for col in range(cols):
-            window = Box(row * tile - margin, col * tile - margin, 0, 0)
-            size = tile + 2 * margin
-            window = Box(window.y0, window.x0, window.y0 + size, window.x0 + size)
-            region = window.intersect(Box(0, 0, *labels.shape))
-            ids = labels.read(region)
-            owner = ids // ID_STRIDE == row * cols + col
-            if not (owner & (ids > 0)).any():
-                continue
-            local = np.zeros((size, size), ids.dtype)
-            local[
-                int(region.y0 - window.y0) : int(region.y1 - window.y0),
-                int(region.x0 - window.x0) : int(region.x1 - window.x0),
-            ] = np.where(owner, ids, 0)
-            try:
-                rgb = slide.read_at_mpp(window.y0 * d, window.x0 * d, size, labels.mpp)
-            except DamagedSlideError:  # prediction skipped and counted it; no measurements here
-                continue
-            hematoxylin = rgb2hed(rgb)[..., 0]
-            for nucleus in regionprops(local.astype(np.int64), intensity_image=hematoxylin):
-                y0, x0 = nucleus.bbox[:2]
-                polygon = _to_level0(_outline(nucleus.image), (window.y0 + y0, window.x0 + x0), d)
-                cy, cx = (np.asarray(nucleus.centroid) + (window.y0, window.x0) + 0.5) * labels.mpp
-                yield dict(
-                    id=int(nucleus.label),
-                    centroid_x_um=round(float(cx), 3),
-                    centroid_y_um=round(float(cy), 3),
-                    area_um2=round(float(nucleus.area) * labels.mpp**2, 3),
-                    eccentricity=round(float(nucleus.eccentricity), 4),
-                    hematoxylin_mean=round(float(nucleus.intensity_mean), 5),
-                    **{"class": _class_at(classes, class_names, cy, cx)},
-                    polygon=polygon,
-                )
-
-
-def _class_at(classes: ResultStore | None, names, y_um: float, x_um: float) -> str:
-    if classes is None:
-        return NUCLEUS_CLASS
-    i, j = int(y_um // classes.mpp), int(x_um // classes.mpp)
-    value = (
-        int(classes.read(Box(i, j, i + 1, j + 1)).reshape(-1)[0])
-        if (i < classes.shape[0] and j < classes.shape[1])
-        else 0
-    )
-    return names[value - 1] if value and names else NUCLEUS_CLASS
 
 
 def nucleus_feature(record: dict) -> dict:
@@ -148,6 +58,43 @@ def nucleus_feature(record: dict) -> dict:
     }
 
 
+class NucleiFiles:
+    """The nuclei GeoJSON and/or CSV of one result, written as a stream of records.
+
+    A context manager: the files are atomic and appear complete when the block ends without
+    an error; nothing is held per nucleus, so a million nuclei cost no memory.
+    """
+
+    def __init__(self, geojson: str | Path | None = None, csv_path: str | Path | None = None):
+        if geojson is None and csv_path is None:
+            raise RckdError("nuclei export needs a GeoJSON or a CSV path (or both).")
+        self._paths = (geojson, csv_path)
+        self.count = 0
+
+    def __enter__(self) -> NucleiFiles:
+        self._stack = ExitStack()
+        geojson, csv_path = self._paths
+        self._geojson = self._stack.enter_context(_optional(geojson))
+        self._table = csv.DictWriter(
+            self._stack.enter_context(_optional(csv_path)), CSV_COLUMNS, extrasaction="ignore"
+        )
+        self._table.writeheader()
+        self._geojson.write('{"type": "FeatureCollection", "features": [\n')
+        return self
+
+    def write(self, records) -> None:
+        for record in records:
+            self._geojson.write((",\n" if self.count else "") + json.dumps(nucleus_feature(record)))
+            self._table.writerow(record)
+            self.count += 1
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self._geojson.write("\n]}\n")
+            log.info("exported %d nuclei", self.count)
+        self._stack.__exit__(*exc)
+
+
 def export_nuclei(
     labels: ResultStore,
     slide,
@@ -157,20 +104,9 @@ def export_nuclei(
     class_names: list[str] | None = None,
 ) -> int:
     """Write nuclei as a GeoJSON FeatureCollection and/or a measurements CSV in one pass."""
-    if geojson is None and csv_path is None:
-        raise RckdError("export_nuclei needs a GeoJSON or a CSV path (or both).")
-    count = 0
-    with _optional(geojson) as gj, _optional(csv_path) as table:
-        writer = csv.DictWriter(table, CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        gj.write('{"type": "FeatureCollection", "features": [\n')
-        for record in iter_nuclei(labels, slide, classes, class_names):
-            gj.write((",\n" if count else "") + json.dumps(nucleus_feature(record)))
-            writer.writerow(record)
-            count += 1
-        gj.write("\n]}\n")
-    log.info("exported %d nuclei", count)
-    return count
+    with NucleiFiles(geojson, csv_path) as files:
+        files.write(iter_nuclei(labels, slide, classes, class_names))
+    return files.count
 
 
 def class_regions(
@@ -203,10 +139,10 @@ def _polygons(mask: np.ndarray, d: float) -> list[list[np.ndarray]]:
         part = components[found] == index
         filled = ndi.binary_fill_holes(part)
         offset = (found[0].start, found[1].start)
-        rings = [_to_level0(_outline(filled), offset, d)]
+        rings = [to_level0(outline(filled), offset, d)]
         holes, n_holes = ndi.label(filled & ~part)
         for hole in range(1, n_holes + 1):
-            rings.append(_to_level0(_outline(holes == hole), offset, d))
+            rings.append(to_level0(outline(holes == hole), offset, d))
         polygons.append(rings)
     return polygons
 
@@ -290,6 +226,12 @@ def export_results(stores: dict[str, ResultStore], sources, slide, stem, exports
     """
     by_name = {source.name: source for source in sources}
     targets = export_targets(by_name, stem, exports)
+    write_targets(stores, by_name, slide, targets)
+    return list(targets.values())
+
+
+def write_targets(stores, by_name: dict, slide, targets: dict[tuple[str, str], Path]) -> None:
+    """Write the `export_targets` files ``targets`` from ``stores`` (sources ``by_name``)."""
     nuclei_geojson, nuclei_csv = targets.get(("nuclei", "geojson")), targets.get(("nuclei", "csv"))
     if nuclei_geojson or nuclei_csv:
         names = by_name["subtype"].class_names if "subtype" in by_name else None
@@ -303,7 +245,6 @@ def export_results(stores: dict[str, ResultStore], sources, slide, stem, exports
             export_ome_tiff(path, store)
         elif suffix == "geojson" and name != "nuclei":
             export_regions(path, store, by_name[name].class_names, by_name[name].class_colors)
-    return list(targets.values())
 
 
 def export_targets(sources, stem, exports) -> dict[tuple[str, str], Path]:

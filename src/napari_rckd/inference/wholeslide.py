@@ -37,9 +37,10 @@ class Progress:
 
 
 def tissue_tiles(predictor: Predictor, tissue, min_tissue: float = MIN_TISSUE):
-    """(source, row, col) of every tile whose core holds at least ``min_tissue`` tissue."""
+    """(source, row, col) of every tile whose core holds at least ``min_tissue`` tissue, nuclei
+    last: a streamed nuclei export names each nucleus by a subtype map already complete."""
     requests = []
-    for name, grid in predictor.grids.items():
+    for name, grid in sorted(predictor.grids.items(), key=lambda item: item[0] == "nuclei"):
         for row in range(grid.rows):
             for col in range(grid.cols):
                 core = grid.to_level0(grid.core(row, col))
@@ -55,14 +56,20 @@ def run_whole_slide(
     tissue,
     stop: threading.Event | None = None,
     min_tissue: float = MIN_TISSUE,
+    listener=None,
 ) -> Iterator[Progress]:
-    """Compute all tissue tiles not yet done, yielding progress after every batch."""
+    """Compute all tissue tiles not yet done, yielding progress after every batch.
+
+    A ``listener`` (e.g. a `NucleiStream`) hears ``planned(requests)`` before the first batch
+    and ``written(source, tiles)`` after each batch is in the stores."""
     todo = [r for r in tissue_tiles(predictor, tissue, min_tissue) if not predictor.is_done(*r)]
     if not todo:
         raise RckdError(
             f"no tissue tiles to predict in {predictor.slide.path.name}: the tissue mask is empty "
             "at the models' tile size; check the slide or lower min_tissue."
         )
+    if listener is not None:
+        listener.planned(todo)
     done, name = 0, todo[0][0]
     for name, batch, _ in predictor.run_batches(todo, stop, cache_results=False):
         done += len(batch)
@@ -72,6 +79,8 @@ def run_whole_slide(
                 f"{predictor.slide.path.name} is damaged: {damaged} of its {len(todo)} tissue "
                 "tiles could not be decoded, too many for useful results; copy or export it again."
             )
+        if listener is not None:
+            listener.written(name, [(request.row, request.col) for request in batch])
         yield Progress(done, len(todo), name, damaged=damaged)
     if done < len(todo):
         log.info("whole-slide run cancelled after %d of %d tiles", done, len(todo))
