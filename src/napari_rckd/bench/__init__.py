@@ -1,6 +1,6 @@
 """Benchmarks: each prints a table of figures and can write them as JSON.
 
-`napari-rckd bench read|models|train|infer|transfer|fuzz|faults|viewport|gpu ...`; every target is a module in this
+`napari-rckd bench read|models|train|infer|transfer|fuzz|faults|scale|viewport|gpu ...`; every target is a module in this
 package with ``add_arguments(parser)`` and ``run(args)``, imported only when chosen.
 """
 
@@ -43,6 +43,10 @@ TARGETS: dict[str, tuple[str, str]] = {
     "gpu": (
         "napari_rckd.bench.gpu",
         "one GPU session's figures: forward, whole-slide predict, stage-1 training, DDP, live",
+    ),
+    "scale": (
+        "napari_rckd.bench.scale",
+        "predict at growing slide sizes: tiles/s, export s per 1,000 nuclei, peak RSS, napari open",
     ),
     "viewport": (
         "napari_rckd.bench.viewport",

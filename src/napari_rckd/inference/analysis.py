@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -119,6 +120,7 @@ class Analysis:
         self.batch_size = batch_size
         self.cache = cache if cache is not None else ResultCache()
         self.results: Predictor | None = None  # what export() writes: the latest run's predictor
+        self.last_run: dict | None = None  # where the latest whole-slide run's time went
         self._tissue = None
 
     @property
@@ -164,13 +166,16 @@ class Analysis:
         )
         targets = export_targets(predictor.sources, exports_stem, exports) if exports_stem else {}
         streamed = [targets.pop(("nuclei", s), None) for s in ("geojson", "csv")]
+        clock = {"start": time.perf_counter()}
         try:
             with ExitStack() as files:
                 stream = None
                 if any(streamed):
                     nuclei = files.enter_context(NucleiFiles(*streamed))
                     stream = NucleiStream(nuclei, *self._nuclei_export_stores(predictor))
+                    files.callback(stream.close)  # before the files close, on any exit
                 for progress in run_whole_slide(predictor, self.tissue, stop, listener=stream):
+                    clock["predicted"] = time.perf_counter()
                     yield progress
                     if progress.cancelled:  # the files above are dropped, not published
                         raise _Cancelled
@@ -180,10 +185,27 @@ class Analysis:
             return predictor
         finally:
             predictor.close()
+        clock["streamed"] = time.perf_counter()
         self.results = predictor
         if targets:
             write_targets(predictor.stores, predictor.sources, self.slide, targets)
+        self.last_run = self._run_figures(progress, stream, clock)
+        log.info("whole-slide run: %s", self.last_run)
         return predictor
+
+    @staticmethod
+    def _run_figures(progress: Progress, stream: NucleiStream | None, clock: dict) -> dict:
+        """Where a whole-slide run's time went, for the log and ``bench scale``."""
+        end = time.perf_counter()
+        return dict(
+            tiles=progress.total,
+            predict_s=clock["predicted"] - clock["start"],  # tissue, models, stitching
+            nuclei=stream.files.count if stream else None,
+            nuclei_export_thread_s=stream.busy_s if stream else None,  # beside the models
+            nuclei_export_tail_s=clock["streamed"] - clock["predicted"],  # after the last tile
+            other_exports_s=end - clock["streamed"],
+            whole_s=end - clock["start"],
+        )
 
     def _nuclei_export_stores(self, predictor: Predictor) -> tuple:
         """(labels, slide, classes, class names) of a nuclei export from ``predictor``."""

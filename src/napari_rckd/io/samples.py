@@ -31,13 +31,17 @@ def cache_dir() -> Path:
 
 def synthetic_sample_path() -> Path:
     """The synthetic slide, generated (about 20 s) on first use and reused afterwards."""
+    return synthetic_slide_path(SYNTHETIC_SIZE, SYNTHETIC_SEED)
+
+
+def synthetic_slide_path(size: int, seed: int) -> Path:
+    """A synthetic slide of ``size``² px in the cache, generated once (minutes for 64k px)."""
     from napari_rckd.io.synthetic import make_synthetic_slide
 
-    name = f"synthetic-he-{SYNTHETIC_SIZE}-seed{SYNTHETIC_SEED}-v{SYNTHETIC_VERSION}.ome.tif"
-    path = cache_dir() / name
+    path = cache_dir() / f"synthetic-he-{size}-seed{seed}-v{SYNTHETIC_VERSION}.ome.tif"
     if not path.exists():
-        logger.info("generating the synthetic sample slide in %s (once)", path.parent)
-        make_synthetic_slide(path, size=SYNTHETIC_SIZE, seed=SYNTHETIC_SEED)
+        logger.info("generating a %d² synthetic slide in %s (once)", size, path.parent)
+        make_synthetic_slide(path, size=size, seed=seed)
     return path
 
 

@@ -71,7 +71,8 @@ def make_synthetic_slide(
         tile=(TILE, TILE), compression="jpeg", compressionargs={"level": 90}, photometric="rgb"
     )
     pixels_per_cm = (int(1e4 / MPP), 1)
-    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=False, ome=True) as tif:
+    # a 64k² slide's JPEG tiles may pass classic TIFF's 4 GB offsets: BigTIFF beyond 32k px
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=size > 32768, ome=True) as tif:
         tif.write(
             level0_tiles(),
             shape=(size, size, 3),
