@@ -19,7 +19,7 @@ from pathlib import Path
 
 from napari_rckd.defaults import DEFAULT_EXPORTS, DEFAULT_NUCLEI, EXPORTS, KINDS
 from napari_rckd.errors import RckdError
-from napari_rckd.inference.cache import ResultCache
+from napari_rckd.inference.cache import LIVE_RESULTS_BYTES, ResultCache
 from napari_rckd.inference.export import (
     NucleiFiles,
     export_results,
@@ -141,6 +141,7 @@ class Analysis:
             tissue=self.tissue,
             batch_size=self.batch_size,
             on_tile_done=on_tile_done,
+            memory_budget=LIVE_RESULTS_BYTES,
         )
         return self.results
 

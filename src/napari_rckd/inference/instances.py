@@ -172,3 +172,13 @@ def stitch_instances(
         if (pixels == old).any():
             store.write(elsewhere, np.where(pixels == old, 0, pixels))
     return count
+
+
+def clear_owned(store: ResultStore, grid: TileGrid, row: int, col: int, stride: int = ID_STRIDE):
+    """Remove the instances tile (row, col) owns (a live tile evicted to bound memory); the
+    rest stay whole, and stitching the tile again gives the same labels as before."""
+    region = grid.window(row, col).intersect(grid.extent())
+    pixels = store.read(region)
+    mine = (pixels // stride == grid.index(row, col)) & (pixels > 0)
+    if mine.any():
+        store.write(region, np.where(mine, 0, pixels))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from napari_rckd.io.slide import DamagedSlideError
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 4
+# Eviction frees memory down to this share of the budget, so it runs once per many batches.
+EVICT_TO = 0.8
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Predictor:
         tissue=None,
         batch_size: int = DEFAULT_BATCH,
         on_tile_done: Callable[[TileDone], None] | None = None,
+        memory_budget: int | None = None,
     ):
         if slide.mpp is None:
             raise RckdError(
@@ -85,6 +89,12 @@ class Predictor:
             [ModelTiles(s.name, self.grids[s.name], s.min_screen_px) for s in sources], tissue
         )
         self._done: set[tuple[str, int, int]] = set()
+        # Live results in memory are bounded: past ``memory_budget`` bytes, the tiles seen
+        # least recently (written, or needed by a view) are evicted and computed again, or
+        # taken from the result cache, when a view needs them again. None: never evicted.
+        self.memory_budget = memory_budget
+        self._seen: OrderedDict[tuple[str, int, int], int] = OrderedDict()  # -> generation
+        self._seen_lock = threading.Lock()
         self._pending: list[TileRequest] = []
         self._wake = threading.Condition()
         self._closing = False
@@ -126,8 +136,53 @@ class Predictor:
         return sorted((r, c) for s, r, c in self._done if s == source)
 
     def plan_view(self, view: Box, screen_px_per_level0_px: float) -> Plan:
-        """The scheduler's plan for a view (level-0 box), leaving out tiles already computed."""
-        return self.scheduler.plan(view, screen_px_per_level0_px, self.is_done)
+        """The scheduler's plan for a view (level-0 box), leaving out tiles already computed
+        (which the view keeps fresh in memory)."""
+        generation = self.scheduler.generation + 1  # the plan's, once it starts
+
+        def done(source: str, row: int, col: int) -> bool:
+            if not self.is_done(source, row, col):
+                return False
+            self._touch((source, row, col), generation)
+            return True
+
+        return self.scheduler.plan(view, screen_px_per_level0_px, done)
+
+    # -- bounded memory -----------------------------------------------------------------------
+
+    @property
+    def results_nbytes(self) -> int:
+        """Bytes the in-memory result stores hold (0 for a whole-slide run on disk)."""
+        return sum(store.nbytes_in_memory for store in self.stores.values())
+
+    def _touch(self, key: tuple[str, int, int], generation: int) -> None:
+        if self.memory_budget is None or not self.sources[key[0]].evictable:
+            return
+        with self._seen_lock:
+            self._seen[key] = generation
+            self._seen.move_to_end(key)
+
+    def evict_over_budget(self) -> int:
+        """Evict the least recently seen tiles until the results fit in ``EVICT_TO`` of the
+        budget, never a tile the current view needs; returns how many were evicted."""
+        if self.memory_budget is None or self.results_nbytes <= self.memory_budget:
+            return 0
+        evicted, current = 0, self.scheduler.generation
+        while self.results_nbytes > EVICT_TO * self.memory_budget:
+            with self._seen_lock:
+                if not self._seen or next(iter(self._seen.values())) >= current:
+                    break  # what is left is on screen now
+                key, _ = self._seen.popitem(last=False)
+            name, row, col = key
+            source, grid = self.sources[name], self.grids[name]
+            box = source.evict(self.stores, grid, row, col)
+            self._done.discard(key)
+            for spec in source.results(grid):
+                self.stores[spec.name].release(box)
+            evicted += 1
+        if evicted:
+            log.debug("evicted %d live tiles: results now %d bytes", evicted, self.results_nbytes)
+        return evicted
 
     # -- synchronous computation --------------------------------------------------------------
 
@@ -243,12 +298,14 @@ class Predictor:
                     self.stores, self.grids[name], request.row, request.col, outputs[request]
                 )
                 self._done.add((name, request.row, request.col))
+                self._touch((name, request.row, request.col), request.generation)
                 written += 1
             shown.append(request)
         for spec in source.results(self.grids[name]):  # one pyramid rebuild per batch
             self.stores[spec.name].flush()
         for request in shown:
             self._announce(name, request)
+        self.evict_over_budget()
         return written
 
     def _cached(self, source: Source, key: str, request: TileRequest) -> dict | None:

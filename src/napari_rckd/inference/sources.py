@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_rckd.errors import RckdError
-from napari_rckd.inference.instances import label_dtype, stitch_instances
+from napari_rckd.inference.instances import clear_owned, label_dtype, stitch_instances
 from napari_rckd.inference.runner import ModelRunner, softmax
 from napari_rckd.inference.scheduler import NUCLEI_MIN_SCREEN_PX
 from napari_rckd.inference.store import ResultStore
@@ -59,6 +59,7 @@ class Source:
     core: int
     halo: int
     min_screen_px: float = 0.0
+    evictable = True  # live results of its tiles may be evicted to bound memory (`evict`)
 
     @property
     def identity(self) -> str:
@@ -84,6 +85,13 @@ class Source:
 
     def write(self, stores: dict[str, ResultStore], grid: TileGrid, row: int, col: int, out):
         raise NotImplementedError
+
+    def evict(self, stores: dict[str, ResultStore], grid: TileGrid, row: int, col: int) -> Box:
+        """Clear tile (row, col)'s results (live memory is bounded); returns the box of result
+        pixels that may now hold nothing (for ``ResultStore.release``)."""
+        for spec in self.results(grid):
+            _clear_core(stores[spec.name], grid, row, col)
+        return grid.core(row, col)
 
 
 def _load_model(path: str | Path, task: str, option: str, what: str, device: str):
@@ -137,6 +145,12 @@ def compile_models(sources) -> int:
 
 def _write_core(store: ResultStore, grid: TileGrid, row: int, col: int, window_array):
     store.write(grid.core(row, col), grid.crop_core(window_array, row, col))
+
+
+def _clear_core(store: ResultStore, grid: TileGrid, row: int, col: int) -> None:
+    core = grid.core(row, col)
+    lead = store.levels[0].shape[:-2]
+    store.write(core, np.zeros((*lead, int(core.height), int(core.width)), store.levels[0].dtype))
 
 
 class NucleiSource(Source):
@@ -197,11 +211,17 @@ class NucleiSource(Source):
         stitch_instances(stores["nuclei_labels"], grid, row, col, out["nuclei_labels"])
         _write_core(stores["nuclei_prob"], grid, row, col, out["nuclei_prob"])
 
+    def evict(self, stores, grid, row, col) -> Box:
+        clear_owned(stores["nuclei_labels"], grid, row, col)  # its nuclei reach into the halo
+        _clear_core(stores["nuclei_prob"], grid, row, col)
+        return grid.window(row, col)
+
 
 class SubtypeSource(Source):
     """Tissue subtype per tile from a classification checkpoint (no halo: one label per tile)."""
 
     name = "subtype"
+    evictable = False  # one pixel per tile: evicting it would give back nothing
 
     def __init__(self, path: str | Path, device: str = "cpu"):
         self.runner, self._identity, _ = _load_model(

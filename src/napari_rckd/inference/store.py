@@ -248,6 +248,24 @@ class ResultStore:
             for level in self.levels
         ]
 
+    @property
+    def nbytes_in_memory(self) -> int:
+        """Bytes of the in-memory (live) levels' tiles; 0 for a store on disk."""
+        return sum(level.nbytes for level in self.levels if isinstance(level, TileArray))
+
+    def release(self, box: Box) -> int:
+        """Rebuild the pyramid, then give back the in-memory tiles under level-0 ``box`` that
+        hold only zeros, at every level (a live result evicted there); returns the bytes."""
+        self.flush()
+        released = 0
+        for k, level in enumerate(self.levels):
+            if isinstance(level, TileArray):
+                f = 2**k
+                released += level.release_empty(
+                    int(box.y0) // f, int(box.x0) // f, -(-int(box.y1) // f), -(-int(box.x1) // f)
+                )
+        return released
+
     def nbytes_stored(self) -> int:
         """Bytes the result occupies in its store (compressed chunks and metadata)."""
         self.flush()

@@ -25,11 +25,24 @@ class TileArray:
         self.tile = int(tile)
         self._lead = self.shape[:-2]
         self._tiles: dict[tuple[int, int], np.ndarray] = {}
+        self._tile_bytes = math.prod(self._lead) * self.tile**2 * self.dtype.itemsize
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the tiles written so far."""
-        return sum(t.nbytes for t in list(self._tiles.values()))
+        """Bytes held by the tiles written so far (and not released)."""
+        return len(self._tiles) * self._tile_bytes
+
+    def release_empty(self, y0: int, x0: int, y1: int, x1: int) -> int:
+        """Drop the tiles touching [y0, y1) × [x0, x1) that hold only zeros (they read as
+        zeros anyway); returns the bytes given back."""
+        size, released = self.tile, 0
+        for row in range(max(0, y0) // size, -(-y1 // size)):
+            for col in range(max(0, x0) // size, -(-x1 // size)):
+                tile = self._tiles.get((row, col))
+                if tile is not None and not tile.any():
+                    del self._tiles[(row, col)]
+                    released += self._tile_bytes
+        return released
 
     def put(self, y: int, x: int, data: np.ndarray) -> None:
         """Write ``data`` (*lead, h, w) with its top-left pixel at (y, x), inside the array."""
