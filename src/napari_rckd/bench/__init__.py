@@ -1,6 +1,6 @@
 """Benchmarks: each prints a table of figures and can write them as JSON.
 
-`napari-rckd bench read|models|train|infer|transfer|fuzz|faults|scale|viewport|gpu ...`; every target is a module in this
+`napari-rckd bench read|models|train|infer|transfer|fuzz|faults|scale|browse|viewport|gpu ...`; every target is a module in this
 package with ``add_arguments(parser)`` and ``run(args)``, imported only when chosen.
 """
 
@@ -47,6 +47,10 @@ TARGETS: dict[str, tuple[str, str]] = {
     "scale": (
         "napari_rckd.bench.scale",
         "predict at growing slide sizes: tiles/s, export s per 1,000 nuclei, peak RSS, napari open",
+    ),
+    "browse": (
+        "napari_rckd.bench.browse",
+        "live nuclei over many views of a large slide in napari: RSS against the memory budget",
     ),
     "viewport": (
         "napari_rckd.bench.viewport",
