@@ -4,7 +4,9 @@ The synthetic slide (seed 1, 0.5 µm/px) at each ``--sizes`` (generated once int
 cache: minutes for 64k px), `predict`'s whole-slide run end to end with a fast model
 (``--nuclei classical``) in a fresh process per size, so each peak RSS is its own. Per size:
 
-* tiles and tiles/s of the predict part (reads, model, stitching, pyramid), tissue detection;
+* tiles and tiles/s of the predict part (reads, model, stitching, pyramid), the model's share
+  of it and the rest per tile (``cpu_side_ms_per_tile``: what a GPU would not make faster),
+  and tissue detection;
 * the nuclei GeoJSON + CSV, written in one stream beside the model: the exporter thread's
   seconds per 1,000 nuclei, and what is left after the last tile (``export_tail_s``);
 * OME-TIFF of the nuclei labels after the run, seconds per 1,000 nuclei;
@@ -92,6 +94,7 @@ def _predict_child(model: str, batch_size: int, path: str, out: str, queue) -> N
 
     with open_slide(path) as slide:
         analysis = Analysis(slide, {"nuclei": model}, batch_size=batch_size)
+        model_s = _time_calls(analysis.sources[0], "predict")
         started = time.perf_counter()
         analysis.tissue  # noqa: B018  (detected once here, so it is timed on its own)
         tissue_s = time.perf_counter() - started
@@ -112,6 +115,10 @@ def _predict_child(model: str, batch_size: int, path: str, out: str, queue) -> N
             tissue_s=round(tissue_s, 1),
             predict_s=round(figures["predict_s"], 1),
             tiles_per_s=round(figures["tiles"] / figures["predict_s"], 2),
+            model_share=round(model_s[0] / figures["predict_s"], 3),
+            cpu_side_ms_per_tile=round(
+                1000 * (figures["predict_s"] - model_s[0]) / figures["tiles"], 1
+            ),
             nuclei_export_s_per_1k=round(figures["nuclei_export_thread_s"] * per_1k, 3),
             export_tail_s=round(figures["nuclei_export_tail_s"], 1),
             whole_s=round(figures["whole_s"], 1),
@@ -122,6 +129,21 @@ def _predict_child(model: str, batch_size: int, path: str, out: str, queue) -> N
             peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         )
     )
+
+
+def _time_calls(instance, method: str) -> list[float]:
+    """Wrap ``instance.method`` to add its seconds to the returned one-item list."""
+    spent, original = [0.0], getattr(instance, method)
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - started
+
+    setattr(instance, method, timed)
+    return spent
 
 
 def _napari_child(results: str, slide_path: str, queue) -> None:
