@@ -37,6 +37,10 @@ def slide_layer_data(slide) -> tuple:
         "multiscale": True,
         "contrast_limits": (0, 255),
         "metadata": slide_metadata(slide),
+        # napari's own dask cache (a quarter of the machine's RAM by default) would keep every
+        # slide pixel ever shown: browsing a large slide grew by gigabytes. The slide's bounded
+        # tile cache serves repeated reads instead.
+        "cache": False,
     }
     if slide.mpp is not None:
         kwargs["scale"] = (slide.mpp, slide.mpp)
