@@ -16,7 +16,7 @@ def choose_nuclei(spec, device: str) -> tuple[object, str | None]:
     """``spec`` unchanged with no note, or for ``auto`` the model for ``device`` and why."""
     if str(spec).lower() != AUTO:
         return spec, None
-    from napari_rckd.inference.runner import resolve_device
+    from napari_rckd.devices import resolve_device
 
     kind = resolve_device(device).split(":")[0]
     if kind in ("cuda", "mps"):
