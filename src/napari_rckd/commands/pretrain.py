@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Iterator
 
+from napari_rckd import zoo
 from napari_rckd.commands import checks
 from napari_rckd.commands.arguments import (
     add_decoder_argument,
@@ -126,9 +127,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--teacher",
         default="builtin",
-        help="builtin (default: the learned teacher averaged with the classical detector), "
-        "learned, csat, classical, otsu, cellpose, instanseg, a TorchScript file or a student "
-        ".safetensors checkpoint (+classical averages a network with the classical detector)",
+        help=f"{', '.join(zoo.names())} (default builtin: the learned teacher averaged with "
+        "the classical detector), a TorchScript file or a student .safetensors checkpoint "
+        "(+classical averages a network with the classical detector)",
     )
     # Workers matter here: in the main process the augmentation's small tensor ops share
     # torch's thread pool with the model and ran ~20x slower (see docs/performance.md).
