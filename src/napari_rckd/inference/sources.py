@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_rckd.errors import RckdError
+from napari_rckd.files import sha256_prefix
 from napari_rckd.inference.instances import label_dtype, stitch_instances
 from napari_rckd.inference.runner import ModelRunner, softmax
 from napari_rckd.inference.scheduler import NUCLEI_MIN_SCREEN_PX
@@ -100,9 +101,7 @@ def _load_model(path: str | Path, task: str, option: str, what: str, device: str
             f"{option} {path} is a {model.config.task!r} checkpoint but {what} needs a {task!r} "
             f"model; pass it to the option for its task instead."
         )
-    from napari_rckd.teachers.network import file_digest
-
-    return ModelRunner(model, device), f"{path.stem}:{file_digest(path)}", metadata
+    return ModelRunner(model, device), f"{path.stem}:{sha256_prefix(path)}", metadata
 
 
 def widen(source: Source) -> Source:

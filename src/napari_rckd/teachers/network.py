@@ -23,7 +23,6 @@ both on every held-out source (docs/teachers.md); the network's contours still s
 
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_rckd.errors import RckdError
+from napari_rckd.files import sha256_prefix
 from napari_rckd.models.runner import ModelRunner, to_numpy
 from napari_rckd.teachers.base import (
     INSTANCES_VERSION,
@@ -41,15 +41,6 @@ from napari_rckd.teachers.base import (
 from napari_rckd.teachers.classical import ClassicalTeacher
 
 PAD_MULTIPLE = 32
-
-
-def file_digest(path: Path) -> str:
-    """First 16 hex digits of the file's sha256: a teacher identity that follows the weights."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 class NetworkTeacher(ResamplingTeacher):
@@ -72,7 +63,7 @@ class NetworkTeacher(ResamplingTeacher):
         self.path = path
         self.mpp = float(mpp)
         self.name = name
-        self.digest = file_digest(path)
+        self.digest = sha256_prefix(path)  # an identity that follows the weights
         self.prior: ClassicalTeacher | None = None  # averaged in by with_classical_prior
 
     @property

@@ -8,16 +8,15 @@ file and a summary of the checkpoint's own provenance.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_rckd import zoo
 from napari_rckd.errors import RckdError
+from napari_rckd.files import sha256_prefix
 
 DEFAULT_BACKBONE = "rckd_csat"
-HASH_CHARS = 16  # a sha256 prefix: enough to tell files apart, short enough to read
 
 
 @dataclass(frozen=True)
@@ -95,14 +94,6 @@ def default_init(backbone: str | None) -> str:
     if backbone not in (None, DEFAULT_BACKBONE):
         return "none"
     return next(m.name for m in zoo.models() if m.stage2_init)
-
-
-def sha256_prefix(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:HASH_CHARS]
 
 
 def summary(provenance: dict) -> dict:
