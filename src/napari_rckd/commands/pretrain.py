@@ -156,9 +156,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     checks.pretrain(args)  # before torch loads: a typo answers at once
+    from napari_rckd.devices import launch
     from napari_rckd.training import TqdmProgress
     from napari_rckd.training.data.sampling import read_mpp_table
-    from napari_rckd.training.recipes import pretrain, rank
+    from napari_rckd.training.recipes import pretrain
 
     with stop_on_signals() as stop:
         result = pretrain(
@@ -186,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
             callbacks=[TqdmProgress()],
             stop_event=stop,
         )
-    if rank() == 0:
+    if launch().rank == 0:
         print(summary(result))
     return 0
 
