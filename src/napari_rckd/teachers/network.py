@@ -10,7 +10,7 @@ The TorchScript contract (also in docs/teachers.md):
   ``mpp`` given to :func:`napari_rckd.teachers.get_teacher` (default 0.5 µm/px).
 
 Instances come from the probability, separated by the boundary map when there is one (see
-:func:`napari_rckd.teachers.base.instances_from_probability`); `nuclei_from_logits` is that
+:func:`napari_rckd.teachers.instances.instances_from_probability`); `nuclei_from_logits` is that
 step. Every network, named (``learned``, ``csat``) or given as a file, runs through the same
 batched `napari_rckd.models.runner.ModelRunner` as the other checkpoints: ``predict`` for one
 tile at any mpp, ``predict_batch`` for a batch of windows at the teacher's own.
@@ -32,13 +32,9 @@ import numpy as np
 from napari_rckd.errors import RckdError
 from napari_rckd.files import sha256_prefix
 from napari_rckd.models.runner import ModelRunner, to_numpy
-from napari_rckd.teachers.base import (
-    INSTANCES_VERSION,
-    ResamplingTeacher,
-    TeacherOutput,
-    instances_from_probability,
-)
+from napari_rckd.teachers.base import ResamplingTeacher, TeacherOutput
 from napari_rckd.teachers.classical import ClassicalTeacher
+from napari_rckd.teachers.instances import INSTANCES_VERSION, instances_from_probability
 
 PAD_MULTIPLE = 32
 
