@@ -109,10 +109,10 @@ def pretrain(
     validation Dice against the teacher is ``out_dir/best.safetensors``: a nuclei model that
     `napari_rckd.teachers.get_teacher` accepts.
     """
+    from napari_rckd.io import find_slides
     from napari_rckd.models import ModelConfig, create_model
     from napari_rckd.teachers import get_teacher
     from napari_rckd.training.data.augment import Augment
-    from napari_rckd.training.data.sampling import find_slides
     from napari_rckd.training.data.stage1 import TissueTileDataset
     from napari_rckd.training.loop import fit
     from napari_rckd.training.tasks import DistillationTask

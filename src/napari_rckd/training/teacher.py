@@ -141,8 +141,8 @@ def train_teacher(
 
 def _check_unlabeled(unlabeled, teacher_spec, slide_mpp, mpp_table) -> tuple:
     """The unlabeled slide files, each with a known pixel size, and the teacher that answers."""
+    from napari_rckd.io import find_slides
     from napari_rckd.teachers import get_teacher
-    from napari_rckd.training.data.sampling import find_slides
     from napari_rckd.training.recipes import check_slides_have_mpp
 
     paths = find_slides(unlabeled)
