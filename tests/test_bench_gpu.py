@@ -26,8 +26,9 @@ def check_rows(rows) -> None:
         assert row.get("status", "ok") == "ok", row
     assert all(row["tiles_per_s"] > 0 for row in rows[:4])
     assert rows[2]["ratio"] > 0 and rows[3]["steps_per_s"] > 0
-    live = rows[5]
-    assert live["model_1_tile_s"] > 0 and live["first_tile_s"] > 0.5 * live["model_1_tile_s"]
+    live = rows[5]  # two timings: its row holds them and their ratio, never compared here
+    assert live["model_1_tile_s"] > 0 and live["first_tile_s"] > 0 and live["view_tiles"] >= 1
+    assert live["first_tile_ratio"] == pytest.approx(live["first_tile_s"] / live["model_1_tile_s"])
 
 
 def test_every_step_runs_at_toy_sizes_on_the_cpu(tmp_path):

@@ -60,8 +60,8 @@ def test_every_named_nuclei_model_passes_the_path_checks():
     """A name such as ``learned`` is a model, not a missing file (it once was refused)."""
     import argparse
 
+    from napari_rckd import zoo
     from napari_rckd.commands import checks
-    from napari_rckd.defaults import NAMED_NUCLEI
 
-    for name in NAMED_NUCLEI:
+    for name in zoo.names():
         checks.evaluate(argparse.Namespace(command="nuclei", teacher=[name], data="."))

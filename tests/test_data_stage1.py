@@ -11,10 +11,10 @@ import torch
 
 from conftest import shared_path
 from napari_rckd.errors import RckdError
+from napari_rckd.io import find_slides
 from napari_rckd.io.tissue import tissue_fraction
 from napari_rckd.teachers import TeacherOutput, get_teacher
 from napari_rckd.training.data.augment import Augment
-from napari_rckd.training.data.sampling import find_slides
 from napari_rckd.training.data.stage1 import TissueTileDataset
 
 SIZE = 128

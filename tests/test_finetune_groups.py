@@ -178,10 +178,10 @@ def test_csat_names_the_shipped_student(tmp_path, monkeypatch, two_inits_named_a
     monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path)
     with pytest.raises(RckdError, match="shipped 'csat' weights .* are missing"):
         resolve_init("csat", None)
-    shutil.copy(two_inits_named_alike[0], tmp_path / shipped.SHIPPED["csat"])
+    shutil.copy(two_inits_named_alike[0], tmp_path / shipped.weights_path("csat").name)
     start = resolve_init("csat", None)
     assert start.backbone == "rckd_csat" and start.trained_mpp == 0.5
     identity = start.identity()
-    assert identity["path"] == "csat" and identity["name"] == shipped.SHIPPED["csat"]
+    assert identity["path"] == "csat" and identity["name"] == shipped.weights_path("csat").name
     with pytest.raises(RckdError, match="--init rckd-csat-stage1.safetensors holds a 'rckd_csat'"):
         resolve_init("csat", "resnet18")

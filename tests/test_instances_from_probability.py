@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_rckd.teachers.base import instances_from_probability
+from napari_rckd.teachers.instances import instances_from_probability
 
 
 def _disc(shape, centre, radius):

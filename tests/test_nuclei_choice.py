@@ -13,9 +13,9 @@ def test_auto_on_cpu_is_the_builtin_teacher_with_its_reason():
 
 
 def test_auto_on_a_gpu_is_the_student(monkeypatch):
-    import napari_rckd.inference.runner as runner
+    import napari_rckd.devices as devices
 
-    monkeypatch.setattr(runner, "resolve_device", lambda device: "cuda:0")
+    monkeypatch.setattr(devices, "resolve_device", lambda device: "cuda:0")
     spec, note = choose_nuclei("auto", "auto")
     assert spec == "csat" and "cuda GPU" in note
 

@@ -162,15 +162,23 @@ def test_subtype_and_region_sources(crop, checkpoints):
         np.testing.assert_array_equal(mask, prob.argmax(axis=0) + 1)
 
 
-def test_dense_student_as_nuclei_source_runs_batched(crop, checkpoints):
+def test_dense_student_as_nuclei_source_runs_batched(crop, checkpoints, monkeypatch):
+    from napari_rckd.inference.sources import TEACHER_CORE, TEACHER_HALO
+    from napari_rckd.models.runner import ModelRunner
+
     source = NucleiSource(checkpoints["student"])
-    assert (
-        source.runner is not None and source.window == 96 and source.identity.startswith("nuclei:")
+    assert source.runner is source.teacher.runner and source.identity.startswith("nuclei:")
+    assert (source.core, source.halo) == (TEACHER_CORE, TEACHER_HALO)  # as every nuclei model
+    calls = []
+    forward = ModelRunner.forward
+    monkeypatch.setattr(
+        ModelRunner, "forward", lambda self, batch: calls.append(len(batch)) or forward(self, batch)
     )
     with Predictor(crop, [source], batch_size=4) as predictor:
         tiles = all_tiles(predictor, "nuclei")[:4]
         assert predictor.compute(tiles) == 4
-        prob = predictor.stores["nuclei_prob"].read(Box(0, 0, 64, 256))  # row 0, tiles 0-3
+        assert calls == [4]  # one model call for the batch
+        prob = predictor.stores["nuclei_prob"].read(Box(0, 0, TEACHER_CORE, TEACHER_CORE))
         assert prob.min() > 0 and prob.max() < 1  # a sigmoid was applied
 
 

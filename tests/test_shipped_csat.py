@@ -44,3 +44,30 @@ def test_missing_csat_weights_are_one_sentence(monkeypatch, tmp_path):
     ):
         with pytest.raises(RckdError, match=r"rckd-csat-stage1.safetensors are missing.*reinstall"):
             load()
+
+
+def test_csat_by_name_and_by_file_run_one_batched_path(crop_path, monkeypatch):
+    import numpy as np
+
+    from napari_rckd.inference.sources import NucleiSource
+    from napari_rckd.io import open_slide
+    from napari_rckd.models.runner import ModelRunner
+
+    calls = []
+    forward = ModelRunner.forward
+    monkeypatch.setattr(
+        ModelRunner, "forward", lambda self, batch: calls.append(len(batch)) or forward(self, batch)
+    )
+    by_name, by_file = NucleiSource("csat", "cpu"), NucleiSource(shipped_weights("csat"), "cpu")
+    for source in (by_name, by_file):
+        assert isinstance(source.runner, ModelRunner) and source.runner is source.teacher.runner
+    assert (by_name.mpp, by_name.core, by_name.halo) == (by_file.mpp, by_file.core, by_file.halo)
+    with open_slide(crop_path, mpp=0.5) as slide:
+        size = by_name.window
+        windows = np.stack([slide.read_region(0, 0, x, size, size) for x in (0, 300)])
+    named, filed = by_name.predict(windows), by_file.predict(windows)
+    assert calls == [2, 2]  # one model call per batch of two windows, by either spec
+    for a, b in zip(named, filed, strict=True):
+        np.testing.assert_array_equal(a["nuclei_prob"], b["nuclei_prob"])
+        np.testing.assert_array_equal(a["nuclei_labels"], b["nuclei_labels"])
+        assert a["nuclei_labels"].max() > 5  # real nuclei were found

@@ -73,7 +73,8 @@ def test_torchscript_output_of_the_wrong_size_is_a_clear_error(tmp_path, tile):
 
 
 def test_student_checkpoint_teaches(tmp_path, tile):
-    models = pytest.importorskip("napari_rckd.models")
+    from napari_rckd import models
+
     config = models.ModelConfig(task="dense", num_outputs=1, input_mpp=0.5)
     model = models.create_model(config)
     path = models.save_checkpoint(tmp_path / "student.safetensors", model, {"stage": "test"})
@@ -87,7 +88,8 @@ def test_student_checkpoint_teaches(tmp_path, tile):
 
 
 def test_classifier_checkpoint_is_refused(tmp_path):
-    models = pytest.importorskip("napari_rckd.models")
+    from napari_rckd import models
+
     config = models.ModelConfig(task="classify", num_outputs=2, class_names=["a", "b"])
     path = models.save_checkpoint(
         tmp_path / "classifier.safetensors", models.create_model(config), {}

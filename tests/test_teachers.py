@@ -46,7 +46,7 @@ def test_identity_is_stable_and_follows_parameters():
 
 
 def test_builtin_is_the_learned_teacher_averaged_with_the_classical_detector(cpm_tile):
-    from napari_rckd.teachers.base import instances_from_probability
+    from napari_rckd.teachers.instances import instances_from_probability
 
     builtin, learned = get_teacher("builtin"), get_teacher("learned")
     assert builtin.name == "builtin" and builtin.mpp == learned.mpp == 0.25

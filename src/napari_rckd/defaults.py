@@ -7,17 +7,6 @@ the engine (``inference.analysis``) and the widgets use the same names.
 # The nuclei model that runs when none is chosen: "auto" picks one for the device
 # (`napari_rckd.inference.nuclei_choice`: the built-in teacher on CPU, the student on a GPU).
 DEFAULT_NUCLEI = "auto"
-# Nuclei models named rather than given as a file (`napari_rckd.teachers.get_teacher`).
-NAMED_NUCLEI = (
-    "builtin",
-    "hybrid",
-    "learned",
-    "csat",
-    "classical",
-    "otsu",
-    "cellpose",
-    "instanseg",
-)
 # Appended to a network teacher's spec: its nuclear probability averaged with the classical
 # detector's (`builtin` is "learned" + this; docs/teachers.md).
 PRIOR_SUFFIX = "+classical"

@@ -1,11 +1,13 @@
-"""Checks before reading a file the user named: it exists, is a regular file, may be read.
+"""Checks before reading a file the user named (it exists, is a regular file, may be read),
+and the short hash that names a file's contents.
 
-Without them a pipe blocks the reader forever (or reads as empty), and a file the user
+Without the checks a pipe blocks the reader forever (or reads as empty), and a file the user
 may not read is reported as corrupt, sending them to delete a good checkpoint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -22,3 +24,15 @@ def check_readable(path: Path, what: str) -> None:
         raise RckdError(
             f"{what} {path} cannot be read: permission denied; ask for read access or copy it."
         )
+
+
+HASH_CHARS = 16  # a sha256 prefix: enough to tell files apart, short enough to read
+
+
+def sha256_prefix(path: Path, chars: int = HASH_CHARS) -> str:
+    """The first ``chars`` hex digits of the file's sha256 (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:chars]

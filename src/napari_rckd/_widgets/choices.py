@@ -11,17 +11,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from napari_rckd import zoo
 from napari_rckd.defaults import DEFAULT_NUCLEI, KINDS
 
 log = logging.getLogger(__name__)
 
-# The packaged nuclei models, as (label, spec): the default first (docs/teachers.md compares them).
+# The zoo's nuclei models for a list, as (label, spec): the default first (docs/teachers.md
+# compares them).
 NUCLEI_MODELS = (
     ("automatic (by device)", DEFAULT_NUCLEI),
-    ("built-in (learned teacher + classical detector)", "builtin"),
-    ("learned teacher alone", "learned"),
-    ("RCKD-CSAT student", "csat"),
-    ("classical detector (fastest)", "classical"),
+    *((model.label, model.name) for model in zoo.models() if model.menu),
 )
 RECENT_LIMIT = 8
 __all__ = ["KINDS", "NUCLEI_MODELS", "DeviceChoice", "RecentModels", "detect_devices"]

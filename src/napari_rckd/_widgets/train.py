@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_rckd import zoo
 from napari_rckd._widgets.annotate import DEFAULT_CLASSES
 from napari_rckd._widgets.loss_plot import LossPlot
 from napari_rckd._widgets.train_job import (
@@ -39,7 +40,6 @@ from napari_rckd._widgets.train_job import (
     format_eta,
     prepare_job,
 )
-from napari_rckd.defaults import NAMED_NUCLEI
 from napari_rckd.errors import RckdError
 from napari_rckd.training.subprocess_runner import TrainingProcess
 
@@ -73,7 +73,7 @@ class TrainWidget(QWidget):
         self.slide_list.setMaximumHeight(90)
         self.add_files_button = QPushButton("Add slides…")
         self.teacher = QComboBox(editable=True)
-        self.teacher.addItems(list(NAMED_NUCLEI))
+        self.teacher.addItems(list(zoo.names()))
         self.backbone = QComboBox(editable=True)
         self.backbone.addItems(["rckd_csat", "resnet18"])
         self.tile_size = QSpinBox(minimum=32, maximum=1024, singleStep=32, value=256)

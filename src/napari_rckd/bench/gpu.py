@@ -75,7 +75,7 @@ def forward_rows(device, size: int, batch: int, seconds: float) -> list[dict]:
     from napari_rckd.teachers import get_teacher
 
     networks = {
-        spec: get_teacher(spec, device=str(device)).module
+        spec: get_teacher(spec, device=str(device)).runner.model
         for spec in ("csat", "learned")  # the shipped student and the network inside builtin
     }
     rows = []

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from napari_rckd.defaults import NAMED_NUCLEI, PRIOR_SUFFIX
+from napari_rckd import zoo
+from napari_rckd.defaults import PRIOR_SUFFIX
 from napari_rckd.errors import RckdError
 
 # Specs that name something built in rather than a file.
-NAMED_MODELS = {*NAMED_NUCLEI, "none", "imagenet"}
+NAMED_MODELS = {*zoo.names(), "none", "imagenet"}
 
 
 def existing(paths: Iterable[str | None], what: str, folder: bool | None = None) -> None:

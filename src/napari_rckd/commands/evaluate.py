@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_TEACHERS = ("builtin", "learned", "csat", "classical", "otsu")
+from napari_rckd import zoo
+
+# Every model of the zoo that needs no other package.
+DEFAULT_TEACHERS = tuple(m.name for m in zoo.models() if m.kind != zoo.EXTERNAL)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,10 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--teacher",
         action="append",
         metavar="SPEC",
-        help="builtin (the learned teacher averaged with the classical detector, also named "
-        "hybrid), learned, csat, classical, otsu, cellpose, instanseg, a TorchScript file or a "
-        ".safetensors checkpoint (append +classical to average it with the classical detector); "
-        "repeat to compare (default: builtin, learned, csat, classical and otsu)",
+        help=f"{', '.join(zoo.names())} (builtin, also named hybrid, is the learned teacher "
+        "averaged with the classical detector), a TorchScript file or a .safetensors checkpoint "
+        "(append +classical to average it with the classical detector); repeat to compare "
+        f"(default: {', '.join(DEFAULT_TEACHERS)})",
     )
     nuclei.add_argument(
         "--data", required=True, metavar="DIR", help="ground-truth folder, e.g. data/nuclei"

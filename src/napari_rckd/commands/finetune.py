@@ -123,9 +123,9 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     checks.finetune(args)  # before torch loads: a typo answers at once
+    from napari_rckd.devices import launch
     from napari_rckd.training import TqdmProgress
     from napari_rckd.training.finetune import Recipe, finetune, format_metrics
-    from napari_rckd.training.recipes import rank
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     with stop_on_signals() as stop:
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             callbacks=[TqdmProgress()],
             stop_event=stop,
         )
-    if rank() == 0:
+    if launch().rank == 0:
         print(summary(result))
         best = next((h for h in result.history if h["step"] == result.best_step), None)
         if best is not None:

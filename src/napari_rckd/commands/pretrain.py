@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Iterator
 
+from napari_rckd import zoo
 from napari_rckd.commands import checks
 from napari_rckd.commands.arguments import (
     add_decoder_argument,
@@ -126,9 +127,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--teacher",
         default="builtin",
-        help="builtin (default: the learned teacher averaged with the classical detector), "
-        "learned, csat, classical, otsu, cellpose, instanseg, a TorchScript file or a student "
-        ".safetensors checkpoint (+classical averages a network with the classical detector)",
+        help=f"{', '.join(zoo.names())} (default builtin: the learned teacher averaged with "
+        "the classical detector), a TorchScript file or a student .safetensors checkpoint "
+        "(+classical averages a network with the classical detector)",
     )
     # Workers matter here: in the main process the augmentation's small tensor ops share
     # torch's thread pool with the model and ran ~20x slower (see docs/performance.md).
@@ -155,9 +156,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     checks.pretrain(args)  # before torch loads: a typo answers at once
+    from napari_rckd.devices import launch
     from napari_rckd.training import TqdmProgress
     from napari_rckd.training.data.sampling import read_mpp_table
-    from napari_rckd.training.recipes import pretrain, rank
+    from napari_rckd.training.recipes import pretrain
 
     with stop_on_signals() as stop:
         result = pretrain(
@@ -185,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
             callbacks=[TqdmProgress()],
             stop_event=stop,
         )
-    if rank() == 0:
+    if launch().rank == 0:
         print(summary(result))
     return 0
 

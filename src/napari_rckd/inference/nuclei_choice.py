@@ -9,23 +9,17 @@ is chosen there. On a CPU the student is 4-5x faster but not of equal quality (9
 
 from __future__ import annotations
 
+from napari_rckd import zoo
+
 AUTO = "auto"
 
 
 def choose_nuclei(spec, device: str) -> tuple[object, str | None]:
-    """``spec`` unchanged with no note, or for ``auto`` the model for ``device`` and why."""
+    """``spec`` unchanged with no note, or for ``auto`` the zoo's model for ``device`` and why."""
     if str(spec).lower() != AUTO:
         return spec, None
-    from napari_rckd.inference.runner import resolve_device
+    from napari_rckd.devices import resolve_device
 
     kind = resolve_device(device).split(":")[0]
-    if kind in ("cuda", "mps"):
-        return "csat", (
-            f"nuclei: the RCKD-CSAT student (csat), chosen for the {kind} GPU: it runs there, "
-            "while the built-in teacher's classical half would run on the CPU"
-        )
-    return "builtin", (
-        "nuclei: the built-in teacher (learned + classical), chosen for the CPU: the best on "
-        "tissue it never saw; csat (4-5x faster, less exact) or classical (fastest) are quicker "
-        "(docs/teachers.md)"
-    )
+    model = zoo.for_device(kind)
+    return model.name, "nuclei: " + model.auto_note.format(kind=kind)

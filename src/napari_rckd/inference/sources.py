@@ -1,7 +1,7 @@
 """Model sources: what a tile window becomes for each of the three result kinds.
 
-* ``NucleiSource`` — a teacher (the built-in one by default) or a dense student checkpoint:
-  a nuclear probability and instance labels, stitched across tiles without seams.
+* ``NucleiSource`` — a teacher (the built-in one by default, or a dense student checkpoint
+  taken as one): a nuclear probability and instance labels, stitched across tiles without seams.
 * ``SubtypeSource`` — a classification checkpoint: one class and C probabilities per tile,
   stored as maps with one pixel per tile (``mpp = input_mpp * tile``).
 * ``RegionSource`` — a dense segmentation checkpoint (e.g. cancer region): a C-channel
@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from napari_rckd.errors import RckdError
+from napari_rckd.files import sha256_prefix
 from napari_rckd.inference.instances import clear_owned, label_dtype, stitch_instances
 from napari_rckd.inference.runner import ModelRunner, softmax
 from napari_rckd.inference.scheduler import NUCLEI_MIN_SCREEN_PX
 from napari_rckd.inference.store import ResultStore
 from napari_rckd.inference.tiling import Box, TileGrid
-from napari_rckd.teachers.base import INSTANCES_VERSION
 
 # Teachers label a window of core + 2 × halo; 32 px at 0.5 µm/px (16 µm) holds a whole nucleus.
 TEACHER_CORE = 256
@@ -109,9 +109,7 @@ def _load_model(path: str | Path, task: str, option: str, what: str, device: str
             f"{option} {path} is a {model.config.task!r} checkpoint but {what} needs a {task!r} "
             f"model; pass it to the option for its task instead."
         )
-    from napari_rckd.teachers.network import file_digest
-
-    return ModelRunner(model, device), f"{path.stem}:{file_digest(path)}", metadata
+    return ModelRunner(model, device), f"{path.stem}:{sha256_prefix(path)}", metadata
 
 
 def widen(source: Source) -> Source:
@@ -130,17 +128,10 @@ def widen(source: Source) -> Source:
 def compile_models(sources) -> int:
     """torch.compile every network among ``sources`` (checkpoints and network nuclei teachers)
     in place; returns how many. Each compiles on its first batch of a shape, then runs faster."""
-    import torch
-
-    count = 0
-    for source in sources:
-        if getattr(source, "runner", None) is not None:
-            source.runner.compile()
-            count += 1
-        elif hasattr(getattr(source, "teacher", None), "module"):
-            source.teacher.module = torch.compile(source.teacher.module, dynamic=False)
-            count += 1
-    return count
+    runners = [source.runner for source in sources if getattr(source, "runner", None) is not None]
+    for runner in runners:
+        runner.compile()
+    return len(runners)
 
 
 def _write_core(store: ResultStore, grid: TileGrid, row: int, col: int, window_array):
@@ -154,40 +145,24 @@ def _clear_core(store: ResultStore, grid: TileGrid, row: int, col: int) -> None:
 
 
 class NucleiSource(Source):
-    """Nuclei from a teacher (per window) or a dense student checkpoint (batched)."""
+    """Nuclei from a teacher: a network one (named, or a TorchScript or dense student file) runs
+    whole batches through its `ModelRunner`, any other one window by window."""
 
     name = "nuclei"
     min_screen_px = NUCLEI_MIN_SCREEN_PX
 
     def __init__(self, spec: str | Path = "builtin", device: str = "cpu", mpp: float | None = None):
-        spec = str(spec)
-        self.runner = None
-        if spec.endswith(".safetensors"):
-            from napari_rckd.teachers.network import has_contour_channel
+        from napari_rckd.teachers import get_teacher
 
-            self.runner, self._identity, _ = _load_model(
-                spec, "dense", "--nuclei", "nuclei (a stage-1 student)", device
-            )
-            config = self.runner.model.config
-            self.boundary = has_contour_channel(config)
-            self._identity += f":instances={INSTANCES_VERSION}"
-            self.mpp = mpp or config.input_mpp
-            self.halo = max(16, round(config.tile_size * DENSE_HALO_FRACTION))
-            self.core = config.tile_size - 2 * self.halo
-        else:
-            from napari_rckd.teachers import get_teacher
-
-            self.teacher = get_teacher(spec, mpp=mpp, device=device)
-            self._identity = self.teacher.identity
-            self.mpp = self.teacher.mpp
-            self.core, self.halo = TEACHER_CORE, TEACHER_HALO
+        self.teacher = get_teacher(str(spec), mpp=mpp, device=device)
+        self.runner = getattr(self.teacher, "runner", None)  # None: not a network
+        self._identity = self.teacher.identity
+        self.mpp = self.teacher.mpp
+        self.core, self.halo = TEACHER_CORE, TEACHER_HALO
 
     @property
     def identity(self) -> str:
         return f"nuclei:{self._identity}"
-
-    def for_whole_slide(self) -> Source:
-        return widen(self) if self.runner is not None else self  # teachers keep their windows
 
     def results(self, grid: TileGrid) -> list[ResultSpec]:
         return [
@@ -196,15 +171,10 @@ class NucleiSource(Source):
         ]
 
     def predict(self, windows: np.ndarray) -> list[dict[str, np.ndarray]]:
-        if self.runner is None:
-            outputs = [self.teacher.predict(window, self.mpp) for window in windows]
+        if self.runner is not None:  # windows are read at the teacher's mpp
+            outputs = self.teacher.predict_batch(windows)
         else:
-            from napari_rckd.teachers.network import nuclei_from_logits
-
-            outputs = [
-                nuclei_from_logits(logits, self.mpp, self.boundary)
-                for logits in self.runner(windows)
-            ]
+            outputs = [self.teacher.predict(window, self.mpp) for window in windows]
         return [{"nuclei_prob": o.prob, "nuclei_labels": o.labels} for o in outputs]
 
     def write(self, stores, grid, row, col, out):

@@ -34,7 +34,8 @@ from timm.models import build_model_with_cfg, checkpoint_seq, named_apply
 from timm.models._features import feature_take_indices
 from timm.models._registry import generate_default_cfgs, register_model
 
-from napari_rckd.models.shipped import SHIPPED, SHIPPED_DIR, shipped_weights
+from napari_rckd import zoo
+from napari_rckd.models.shipped import shipped_weights, weights_path
 
 __all__ = ["Csat"]
 
@@ -399,15 +400,17 @@ def _cfg(**kwargs) -> dict:
     }
 
 
-# The default tag is the RCKD stage-1 student shipped in the package (docs/teachers.md: trained
-# on CC BY-NC-SA data, so for non-commercial research); timm reads it offline from ``file``.
-# The paper's ImageNet checkpoint is not public, so ``untrained`` is the only other tag.
+# The default tag is the RCKD stage-1 student shipped in the package, as the zoo registers it
+# (docs/teachers.md: trained on CC BY-NC-SA data, so for non-commercial research); timm reads it
+# offline from ``file``. The paper's ImageNet checkpoint is not public, so ``untrained`` is the
+# only other tag.
+_SHIPPED_TAGS = [m for m in zoo.models() if (m.timm_tag or "").startswith("rckd_csat.")]
 default_cfgs = generate_default_cfgs(
     {
-        "rckd_csat.rckd_stage1": _cfg(
-            file=str(SHIPPED_DIR / SHIPPED["csat"]),
-            license="cc-by-nc-sa-4.0",
-        ),
+        **{
+            m.timm_tag: _cfg(file=str(weights_path(m.name)), license=m.licence)
+            for m in _SHIPPED_TAGS
+        },
         "rckd_csat.untrained": _cfg(),
     }
 )
@@ -418,7 +421,7 @@ def rckd_csat(pretrained: bool = False, **kwargs) -> Csat:
     """CSAT at the paper's budget: ~3.0M params, ~1.08 G MACs at 224×224. ``pretrained=True``
     loads the shipped RCKD stage-1 student (backbone only; the classifier starts fresh)."""
     if pretrained and kwargs.get("pretrained_cfg_overlay") is None:
-        shipped_weights("csat")  # one sentence naming the file when the package lost it
+        shipped_weights(_SHIPPED_TAGS[0].name)  # one sentence naming the file when it is gone
     model_args = dict(
         depths=(4, 4, 6, 2), dims=(64, 104, 136, 176), transformer_depths=(0, 0, 1, 1)
     )

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from napari_rckd.defaults import NAMED_NUCLEI, PRIOR_SUFFIX
+from napari_rckd import zoo
+from napari_rckd.defaults import PRIOR_SUFFIX
 from napari_rckd.errors import RckdError
 from napari_rckd.teachers.base import Teacher, TeacherOutput
 from napari_rckd.teachers.classical import ClassicalTeacher, OtsuTeacher
@@ -28,36 +29,17 @@ def get_teacher(
     spec: str | Path = "builtin", mpp: float | None = None, device: str | None = None
 ) -> Teacher:
     """The teacher named by ``spec``; ``mpp`` overrides the resolution it works at."""
-    name = str(spec).strip()
-    options = {} if mpp is None else {"mpp": float(mpp)}
-    # The default: on every nuclei source left out of its training, the learned teacher averaged
-    # with the classical detector beat both of them alone (docs/teachers.md).
-    if name.lower() in ("builtin", "", "hybrid"):
-        return _with_prior(
-            "learned", mpp, device, "hybrid" if name.lower() == "hybrid" else "builtin"
-        )
+    name = str(spec).strip() or "builtin"
+    model = zoo.find(name)
+    if model is not None:
+        return _named(model, name.lower(), mpp, device)
     if name.lower().endswith(PRIOR_SUFFIX):
         return _with_prior(name[: -len(PRIOR_SUFFIX)], mpp, device)
-    if name.lower() in ("learned", "csat"):
-        from napari_rckd.models.shipped import shipped_weights
-        from napari_rckd.teachers import network
-
-        shipped = name.lower()
-        return network.load_student_teacher(shipped_weights(shipped), mpp, device, name=shipped)
-    if name.lower() == "classical":
-        return ClassicalTeacher(**options)
-    if name.lower() == "otsu":
-        return OtsuTeacher(**options)
-    if name.lower() in ("cellpose", "instanseg"):
-        from napari_rckd.teachers.external import CellposeTeacher, InstansegTeacher
-
-        adapter = CellposeTeacher if name.lower() == "cellpose" else InstansegTeacher
-        return adapter(device=device, **options)
     path = Path(name).expanduser()
     if not path.is_file():
         raise RckdError(
-            f"unknown teacher {name!r}: use one of {', '.join(NAMED_NUCLEI)}, a TorchScript file or a "
-            "student .safetensors checkpoint that exists"
+            f"unknown teacher {name!r}: use one of {', '.join(zoo.names())}, a TorchScript file "
+            "or a student .safetensors checkpoint that exists"
         )
     from napari_rckd.teachers import network
 
@@ -71,15 +53,36 @@ def get_teacher(
     )
 
 
-def _with_prior(spec: str, mpp: float | None, device: str | None, name: str | None = None):
+def _named(model: zoo.NucleiModel, name: str, mpp: float | None, device: str | None) -> Teacher:
+    """The zoo's ``model``, called ``name`` (an alias keeps its own name in the identity)."""
+    mpp = model.mpp if mpp is None else float(mpp)
+    if model.kind == zoo.NETWORK:
+        from napari_rckd.models.shipped import shipped_weights
+        from napari_rckd.teachers import network
+
+        path = shipped_weights(model.name)
+        teacher = network.load_student_teacher(path, mpp, device, name=name)
+        return network.with_classical_prior(teacher, name) if model.classical_prior else teacher
+    if model.kind == zoo.CLASSICAL:
+        return ClassicalTeacher(mpp=mpp)
+    if model.kind == zoo.OTSU:
+        return OtsuTeacher(mpp=mpp)
+    from napari_rckd.teachers.external import CellposeTeacher, InstansegTeacher
+
+    adapter = {"cellpose": CellposeTeacher, "instanseg": InstansegTeacher}[model.name]
+    return adapter(device=device, mpp=mpp)
+
+
+def _with_prior(spec: str, mpp: float | None, device: str | None):
     """The network teacher ``spec`` with the classical detector's probability averaged in."""
     from napari_rckd.teachers import network
 
     teacher = get_teacher(spec, mpp, device)
     if not isinstance(teacher, network.NetworkTeacher):
+        named = ", ".join(m.name for m in zoo.models() if m.kind == zoo.NETWORK)
         raise RckdError(
-            f"{spec + PRIOR_SUFFIX!r}: only a network teacher (learned, csat, a TorchScript file "
+            f"{spec + PRIOR_SUFFIX!r}: only a network teacher ({named}, a TorchScript file "
             f"or a student checkpoint) can be averaged with the classical detector; "
             f"use {spec!r} or classical on its own"
         )
-    return network.with_classical_prior(teacher, name or teacher.name + PRIOR_SUFFIX)
+    return network.with_classical_prior(teacher, teacher.name + PRIOR_SUFFIX)

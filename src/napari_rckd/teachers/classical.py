@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from napari_rckd.teachers.base import ResamplingTeacher, TeacherOutput, split_touching
+from napari_rckd.teachers.base import ResamplingTeacher, TeacherOutput
+from napari_rckd.teachers.instances import split_touching
 
 
 def hematoxylin(tile: np.ndarray, sigma_px: float) -> np.ndarray:

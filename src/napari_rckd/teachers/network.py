@@ -10,8 +10,10 @@ The TorchScript contract (also in docs/teachers.md):
   ``mpp`` given to :func:`napari_rckd.teachers.get_teacher` (default 0.5 µm/px).
 
 Instances come from the probability, separated by the boundary map when there is one (see
-:func:`napari_rckd.teachers.base.instances_from_probability`); `nuclei_from_logits` is that
-step, shared with live inference's batched students.
+:func:`napari_rckd.teachers.instances.instances_from_probability`); `nuclei_from_logits` is that
+step. Every network, named (``learned``, ``csat``) or given as a file, runs through the same
+batched `napari_rckd.models.runner.ModelRunner` as the other checkpoints: ``predict`` for one
+tile at any mpp, ``predict_batch`` for a batch of windows at the teacher's own.
 
 A network teacher can carry a *prior*, another teacher whose nuclear probability is averaged
 with its own before instances are found (`with_classical_prior`). Left out of training, the
@@ -21,35 +23,25 @@ both on every held-out source (docs/teachers.md); the network's contours still s
 
 from __future__ import annotations
 
-import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from napari_rckd.errors import RckdError
-from napari_rckd.inference.runner import resolve_device
-from napari_rckd.teachers.base import (
-    INSTANCES_VERSION,
-    ResamplingTeacher,
-    TeacherOutput,
-    instances_from_probability,
-)
+from napari_rckd.files import sha256_prefix
+from napari_rckd.models.runner import ModelRunner, to_numpy
+from napari_rckd.teachers.base import ResamplingTeacher, TeacherOutput
 from napari_rckd.teachers.classical import ClassicalTeacher
+from napari_rckd.teachers.instances import INSTANCES_VERSION, instances_from_probability
 
 PAD_MULTIPLE = 32
 
 
-def file_digest(path: Path) -> str:
-    """First 16 hex digits of the file's sha256: a teacher identity that follows the weights."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 class NetworkTeacher(ResamplingTeacher):
-    """Runs a module returning B×C×H×W logits and turns them into a TeacherOutput."""
+    """Runs a module returning B×C×H×W logits through the batched `ModelRunner` and turns
+    them into TeacherOutputs: one tile (``predict``) or a batch at its mpp (``predict_batch``)."""
 
     def __init__(
         self,
@@ -60,19 +52,14 @@ class NetworkTeacher(ResamplingTeacher):
         device: str | None = None,
         use_boundary: bool = True,
     ):
-        import torch
-
-        self.module = module.eval()
+        # channels_last, bf16 autocast on CUDA, inference_mode: as every checkpoint runs
+        self.runner = ModelRunner(module, device)  # None and "auto" pick the best available
+        self.device = str(self.runner.device)
         self.use_boundary = use_boundary
         self.path = path
         self.mpp = float(mpp)
         self.name = name
-        self.device = resolve_device(device)  # None and "auto" pick the best available
-        # channels_last: the memory format convolutions run fastest in, as in training and
-        # `inference.runner` (the learned teacher's forward 1.2-1.4x on one CPU thread)
-        self.memory_format = torch.channels_last
-        self.module.to(self.device, memory_format=self.memory_format)
-        self.digest = file_digest(path)
+        self.digest = sha256_prefix(path)  # an identity that follows the weights
         self.prior: ClassicalTeacher | None = None  # averaged in by with_classical_prior
 
     @property
@@ -80,38 +67,53 @@ class NetworkTeacher(ResamplingTeacher):
         own = f"{self.name}:{self.digest}:mpp={self.mpp:g}:instances={INSTANCES_VERSION}"
         return own if self.prior is None else f"{own}+{self.prior.identity}"
 
-    def logits(self, tile: np.ndarray) -> np.ndarray:
-        """C×H×W float32 logits of one tile."""
-        import torch
-        import torch.nn.functional as F
-
-        height, width = tile.shape[:2]
-        tile = np.require(tile, requirements="W")  # a read-only slide tile: copy, do not warn
-        image = torch.from_numpy(tile).to(self.device).permute(2, 0, 1)[None].float() / 255
+    def logits(self, tiles: np.ndarray) -> np.ndarray:
+        """C×H×W float32 logits of one H×W×3 tile, or B×C×H×W of a B×H×W×3 batch."""
+        batch = tiles[None] if tiles.ndim == 3 else tiles
+        height, width = batch.shape[1:3]
         pad_y, pad_x = -height % PAD_MULTIPLE, -width % PAD_MULTIPLE
-        mode = "reflect" if pad_y < height and pad_x < width else "replicate"
-        image = F.pad(image, (0, pad_x, 0, pad_y), mode=mode)
-        image = image.contiguous(memory_format=self.memory_format)
-        with torch.inference_mode():
-            output = self.module(image)
-        if not isinstance(output, torch.Tensor) or output.ndim != 4 or output.shape[0] != 1:
-            shape = (
-                tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            )
+        if pad_y or pad_x:
+            mode = "reflect" if pad_y < height and pad_x < width else "edge"
+            batch = np.pad(batch, ((0, 0), (0, pad_y), (0, pad_x), (0, 0)), mode=mode)
+        output = self.runner.forward(batch)
+        self._check_output(output, batch.shape)
+        logits = to_numpy(output[:, :, :height, :width])
+        return logits[0] if tiles.ndim == 3 else logits
+
+    def _check_output(self, output, shape: tuple[int, ...]) -> None:
+        import torch
+
+        if not isinstance(output, torch.Tensor) or output.ndim != 4 or output.shape[0] != shape[0]:
+            got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
             raise RckdError(
-                f"teacher model {self.path} returned {shape}, not B×C×H×W logits; "
+                f"teacher model {self.path} returned {got}, not B×C×H×W logits; "
                 "see the TorchScript contract in docs/teachers.md"
             )
-        if tuple(output.shape[2:]) != tuple(image.shape[2:]):
+        if tuple(output.shape[2:]) != tuple(shape[1:3]):
             raise RckdError(
                 f"teacher model {self.path} returned {tuple(output.shape[2:])} pixels for a "
-                f"{tuple(image.shape[2:])} input; its output must match the input's size"
+                f"{tuple(shape[1:3])} input; its output must match the input's size"
             )
-        return output[0, :, :height, :width].float().cpu().numpy()
+
+    def predict_batch(self, tiles: np.ndarray) -> list[TeacherOutput]:
+        """Outputs for a B×H×W×3 uint8 batch already at ``self.mpp``: one model call, while the
+        classical prior (if any) runs on CPU threads beside it."""
+        if self.prior is None:
+            priors = [None] * len(tiles)
+            logits = self.logits(tiles)
+        else:
+            workers = min(len(tiles), os.cpu_count() or 1)
+            with ThreadPoolExecutor(workers, thread_name_prefix="classical-prior") as pool:
+                pending = [pool.submit(self.prior.nuclear_probability, t) for t in tiles]
+                logits = self.logits(tiles)
+                priors = [future.result() for future in pending]
+        return [
+            nuclei_from_logits(each, self.mpp, self.use_boundary, prior)
+            for each, prior in zip(logits, priors, strict=True)
+        ]
 
     def _predict_native(self, tile: np.ndarray) -> TeacherOutput:
-        prior = None if self.prior is None else self.prior.nuclear_probability(tile)
-        return nuclei_from_logits(self.logits(tile), self.mpp, self.use_boundary, prior)
+        return self.predict_batch(tile[None])[0]
 
 
 def nuclei_from_logits(

@@ -10,10 +10,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from napari_rckd.devices import DEVICES
 from napari_rckd.errors import RckdError
 from napari_rckd.limits import MAX_LR
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 @dataclass

@@ -9,7 +9,6 @@ on "am I distributed" except where only rank 0 may act (checkpoints, logs, callb
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from napari_rckd import devices
 from napari_rckd.errors import RckdError
 
 log = logging.getLogger(__name__)
@@ -41,32 +41,16 @@ class Runtime:
 
 
 def resolve_device(request: str, local_rank: int = 0) -> torch.device:
-    """Turn "auto"/"cpu"/"cuda"/"cuda:N"/"mps" into a device that exists, or say why not."""
-    if request == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if request.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RckdError(
-                f"device {request!r} was requested but torch sees no CUDA GPU; "
-                "use device 'auto' or 'cpu'"
-            )
-        return torch.device(request) if ":" in request else torch.device("cuda", local_rank)
-    if request == "mps" and not torch.backends.mps.is_available():
-        raise RckdError("device 'mps' was requested but this machine has no Apple GPU; use 'auto'")
-    return torch.device(request)
+    """`napari_rckd.devices.resolve_device` as a torch.device (callers under bench/ use this)."""
+    return torch.device(devices.resolve_device(request, local_rank))
 
 
 def setup(device_request: str) -> Runtime:
     """Pick the device and, when launched by torchrun, join the process group."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1 and not dist.is_initialized():
+    place = devices.launch()
+    if not place.distributed and not dist.is_initialized():
         return Runtime(device=resolve_device(device_request))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_request, local_rank)
+    device = resolve_device(device_request, place.local_rank)
     if device.type == "mps":
         raise RckdError("distributed training needs CUDA GPUs or CPUs; use device 'cuda' or 'cpu'")
     if device.type == "cuda":

@@ -21,16 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_rckd.defaults import PRETRAINED_BACKBONE_LR, STAGE2_HEAD
+from napari_rckd.devices import launch
 from napari_rckd.errors import RckdError
 from napari_rckd.training.callbacks import Callback
 from napari_rckd.training.config import FitResult
 from napari_rckd.training.initial import Init, resolve_init
 from napari_rckd.training.recipes import (
     check_out_dir,
-    rank,
     schedule,
     stage_fit_config,
-    world_size,
 )
 
 if TYPE_CHECKING:
@@ -130,7 +129,7 @@ def finetune(
     result = train_stage2(
         train, val, list(dataset.classes), start, recipe, out_dir, names, callbacks, stop_event
     )
-    if rank() == 0:
+    if launch().rank == 0:
         warn_if_saturated(result)
     return result
 
@@ -154,7 +153,9 @@ def train_stage2(
     from napari_rckd.training.loop import fit
     from napari_rckd.training.tasks import ClassificationTask, SegmentationTask
 
-    total_steps = schedule(recipe.steps, recipe.epochs, len(train), recipe.batch_size, world_size())
+    total_steps = schedule(
+        recipe.steps, recipe.epochs, len(train), recipe.batch_size, launch().world_size
+    )
     config = ModelConfig(
         task="classify" if recipe.task == "classify" else "dense",
         backbone=start.backbone,
@@ -193,7 +194,7 @@ def train_stage2(
         provenance=provenance,
     )
     result = fit(objective, train, val, fit_config, out_dir, callbacks, stop_event)
-    if rank() == 0:
+    if launch().rank == 0:
         record_best_metrics(result)
     return result
 

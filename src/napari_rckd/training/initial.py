@@ -8,16 +8,15 @@ file and a summary of the checkpoint's own provenance.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from napari_rckd import zoo
 from napari_rckd.errors import RckdError
+from napari_rckd.files import sha256_prefix
 
 DEFAULT_BACKBONE = "rckd_csat"
-HASH_CHARS = 16  # a sha256 prefix: enough to tell files apart, short enough to read
-SHIPPED_INITS = ("csat",)  # names of packaged stage-1 students (napari_rckd.models.shipped)
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,8 @@ def resolve_init(
     from napari_rckd.models.shipped import shipped_weights
     from napari_rckd.models.weights import read_weights
 
-    path = shipped_weights(str(init)) if str(init) in SHIPPED_INITS else Path(init)
+    shipped = zoo.find(str(init))
+    path = shipped_weights(shipped.name) if shipped and shipped.stage2_init else Path(init)
     _, metadata = read_weights(path)
     if metadata is None or "config" not in metadata:
         raise RckdError(
@@ -89,17 +89,11 @@ def resolve_init(
 
 
 def default_init(backbone: str | None) -> str:
-    """Stage 2's start when none is named: the shipped RCKD-CSAT student for CSAT, random for
-    any other backbone (no student of theirs ships)."""
-    return "csat" if backbone in (None, DEFAULT_BACKBONE) else "none"
-
-
-def sha256_prefix(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:HASH_CHARS]
+    """Stage 2's start when none is named: the zoo's shipped RCKD-CSAT student for CSAT, random
+    for any other backbone (no student of theirs ships)."""
+    if backbone not in (None, DEFAULT_BACKBONE):
+        return "none"
+    return next(m.name for m in zoo.models() if m.stage2_init)
 
 
 def summary(provenance: dict) -> dict:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from napari_rckd.devices import launch
 from napari_rckd.errors import RckdError
 from napari_rckd.training.callbacks import Callback
 from napari_rckd.training.config import FitConfig, FitResult
@@ -74,14 +75,6 @@ def schedule(
     return epochs * per_epoch
 
 
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
 def pretrain(
     slides: str | os.PathLike | Iterable[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -116,10 +109,10 @@ def pretrain(
     validation Dice against the teacher is ``out_dir/best.safetensors``: a nuclei model that
     `napari_rckd.teachers.get_teacher` accepts.
     """
+    from napari_rckd.io import find_slides
     from napari_rckd.models import ModelConfig, create_model
     from napari_rckd.teachers import get_teacher
     from napari_rckd.training.data.augment import Augment
-    from napari_rckd.training.data.sampling import find_slides
     from napari_rckd.training.data.stage1 import TissueTileDataset
     from napari_rckd.training.loop import fit
     from napari_rckd.training.tasks import DistillationTask
@@ -132,11 +125,11 @@ def pretrain(
         )
     paths = find_slides(slides)
     check_slides_have_mpp(paths, slide_mpp, mpp_table)
-    total_steps = schedule(steps, epochs, tiles, batch_size, world_size())
+    total_steps = schedule(steps, epochs, tiles, batch_size, launch().world_size)
 
     the_teacher = get_teacher(teacher)
     cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / "teacher-cache"
-    val_tiles = val_tiles if val_tiles is not None else max(world_size(), tiles // 10)
+    val_tiles = val_tiles if val_tiles is not None else max(launch().world_size, tiles // 10)
     common = dict(
         size=tile_size, mpp=mpp, slide_mpp=slide_mpp, mpp_table=mpp_table, boundaries=boundaries
     )
@@ -187,14 +180,15 @@ def fill_cache(datasets: Sequence) -> None:
     """Run the teacher on every planned tile once; under torchrun each rank fills its share."""
     total = sum(len(d) for d in datasets)
     done = 0
+    place = launch()
     for dataset in datasets:
-        for index in range(rank(), len(dataset), world_size()):
+        for index in range(place.rank, len(dataset), place.world_size):
             dataset.tile(index)
-            done += world_size()
-            if done % 100 < world_size():
+            done += place.world_size
+            if done % 100 < place.world_size:
                 log.info("teacher responses: %d of %d tiles", min(done, total), total)
     damaged = sum(len(d.damaged) for d in datasets)
-    share = -(-total // world_size())  # this rank's share of the tiles
+    share = -(-total // place.world_size)  # this rank's share of the tiles
     if damaged > share // 2:
         slides = {d.pool.paths[int(d.plan[i][0])].name for d in datasets for i in d.damaged}
         raise RckdError(

@@ -88,7 +88,7 @@ def package(checkpoint: Path, name: str, training_data: str) -> Path:
     """Write ``checkpoint`` as the shipped ``name`` weights: fp16 (half the size, the same
     answers to display precision) with its training data and licence in the header."""
 
-    from napari_rckd.models.shipped import SHIPPED, SHIPPED_DIR
+    from napari_rckd.models.shipped import weights_path
     from napari_rckd.models.weights import read_weights, write_checkpoint_file
 
     tensors, metadata = read_weights(checkpoint)
@@ -102,7 +102,7 @@ def package(checkpoint: Path, name: str, training_data: str) -> Path:
         training_data=training_data,
         licence=LICENCE,
     )
-    target = SHIPPED_DIR / SHIPPED[name]
+    target = weights_path(name)
     write_checkpoint_file(target, {k: v.contiguous() for k, v in tensors.items()}, metadata)
     log.info("packaged %s as %s (%.1f MB)", checkpoint, target, target.stat().st_size / 1e6)
     return target

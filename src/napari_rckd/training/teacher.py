@@ -3,7 +3,7 @@
 A dense network with two outputs, the nuclear pixel logit and the nuclear-contour logit (the
 TorchScript teacher contract of docs/teachers.md), trained with the stage-1 objective on hard
 targets. Instances come from contour-separated cores grown over the nuclei
-(`napari_rckd.teachers.base.instances_from_probability`). ``holdout`` leaves sources out, so
+(`napari_rckd.teachers.instances.instances_from_probability`). ``holdout`` leaves sources out, so
 the same command makes the leave-one-source-out models and the shipped one. ``unlabeled``
 slides, answered by ``pseudo_teacher``, replace a share of the crops (self-training,
 `napari_rckd.training.data.mixed`).
@@ -141,8 +141,8 @@ def train_teacher(
 
 def _check_unlabeled(unlabeled, teacher_spec, slide_mpp, mpp_table) -> tuple:
     """The unlabeled slide files, each with a known pixel size, and the teacher that answers."""
+    from napari_rckd.io import find_slides
     from napari_rckd.teachers import get_teacher
-    from napari_rckd.training.data.sampling import find_slides
     from napari_rckd.training.recipes import check_slides_have_mpp
 
     paths = find_slides(unlabeled)

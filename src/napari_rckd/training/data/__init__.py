@@ -5,11 +5,11 @@ Datasets yield dicts of tensors (see docs/architecture.md): stage 1 ``image`` an
 ``mask``. Importing this package imports torch.
 """
 
+from napari_rckd.io.find import find_slides
 from napari_rckd.training.data.augment import Augment
 from napari_rckd.training.data.cache import ResponseCache
 from napari_rckd.training.data.labelled import LabelledTile, TileFolderDataset, scan_tile_folders
 from napari_rckd.training.data.regions import MaskTileDataset, RegionTileDataset
-from napari_rckd.training.data.sampling import find_slides
 from napari_rckd.training.data.splits import split_by_group
 from napari_rckd.training.data.stage1 import TissueTileDataset
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,33 +21,6 @@ log = logging.getLogger(__name__)
 MIN_TISSUE = 0.75
 # Random draws per wanted tile before a slide is declared too small or too sparse.
 DRAWS_PER_TILE = 20
-
-
-def find_slides(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """Slide files from files and folders (searched recursively; a DICOM folder is one slide)."""
-    from napari_rckd.io import SLIDE_SUFFIXES
-
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if not path.exists():
-            raise RckdError(f"{path} does not exist; give slide files or folders of slides")
-        if path.is_file():
-            found.append(path)
-            continue
-        files = sorted(p for p in path.rglob("*") if p.is_file())
-        slides = [p for p in files if p.suffix.lower() in SLIDE_SUFFIXES - {".dcm"}]
-        slides += sorted({p.parent for p in files if p.suffix.lower() == ".dcm"})
-        if not slides:
-            raise RckdError(
-                f"folder {path} contains no slide images (looked for "
-                f"{', '.join(sorted(SLIDE_SUFFIXES))}); point at slide files or their folder"
-            )
-        found.extend(slides)
-    if not found:
-        raise RckdError("no slides given; pass at least one slide file or folder")
-    return found
 
 
 def slide_identity(path: Path) -> str:

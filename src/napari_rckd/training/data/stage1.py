@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from napari_rckd.atomic import atomic_open
 from napari_rckd.errors import RckdError
+from napari_rckd.io.find import find_slides
 from napari_rckd.io.slide import DamagedSlideError
 from napari_rckd.training.data.augment import Augment, item_rng
 from napari_rckd.training.data.cache import CachedTile, ResponseCache
@@ -25,7 +26,6 @@ from napari_rckd.training.data.labelled import to_tensor
 from napari_rckd.training.data.sampling import (
     MIN_TISSUE,
     SlidePool,
-    find_slides,
     plan_tissue_tiles,
     slide_identity,
 )
