@@ -89,8 +89,8 @@ def test_whole_slide_stops_at_a_tile_count(tiny_model, tmp_path):
 
 
 def test_naive_baseline_batches_like_the_pipeline(tiny_model, tmp_path):
-    from napari_rckd.bench.infer import model_source
     from napari_rckd.bench.infer_memory import _naive
+    from napari_rckd.bench.infer_model import model_source
     from napari_rckd.inference.predictor import Predictor
     from napari_rckd.inference.wholeslide import tissue_tiles
     from napari_rckd.io import open_slide

@@ -69,7 +69,7 @@ def _ours(slide, source, tissue, batch_size: int, limit: int | None) -> int:
 def _whole_slide_child(args, path, naive, limit, folder, queue) -> None:
     import resource
 
-    from napari_rckd.bench.infer import model_source
+    from napari_rckd.bench.infer_model import model_source
     from napari_rckd.inference.predictor import Predictor
     from napari_rckd.inference.wholeslide import tissue_tiles
     from napari_rckd.io import open_slide

@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from napari_rckd.bench.infer import model_label, model_source
+from napari_rckd.bench.infer_model import model_label, model_source
 
 
 def throughput(args, slide, folder: str, tiling: str, checkpoint: str | None) -> list[dict]:

@@ -279,8 +279,8 @@ def _print_scale(plan, recipe) -> None:
 
 def _write(json_path: str | None, rows: list[dict], settings: dict, status: str, title: str):
     from napari_rckd.atomic import write_json_atomic
-    from napari_rckd.bench.report import machine_summary
     from napari_rckd.bench.transfer_stats import paired_rows, summary_rows
+    from napari_rckd.report import machine_summary
 
     if not json_path:
         return
@@ -297,8 +297,8 @@ def _write(json_path: str | None, rows: list[dict], settings: dict, status: str,
 
 
 def _print_tables(rows: list[dict], planned: int, status: str, title: str) -> None:
-    from napari_rckd.bench.report import format_table
     from napari_rckd.bench.transfer_stats import paired_rows, summary_rows
+    from napari_rckd.report import format_table
 
     print(f"\n{title}: {len(rows)} of {planned} runs ({status})\n")
     print(format_table(summary_rows(rows)))
