@@ -14,7 +14,6 @@ Needs a display (``xvfb-run -s "-screen 0 2560x1600x24"`` on a server).
 from __future__ import annotations
 
 import argparse
-import os
 
 from napari_rckd.errors import RckdError
 
@@ -51,20 +50,23 @@ def view_centres(slide, tissue, width: int, height: int) -> list[tuple[float, fl
     return centres
 
 
-def run(args: argparse.Namespace) -> int:
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        raise RckdError(
-            'bench browse needs a display; run it as xvfb-run -s "-screen 0 2560x1600x24" '
-            "napari-rckd bench browse ..."
-        )
-    import napari
-    import psutil
-    import timm  # noqa: F401  (before the GL context: triton's LLVM clashes with Mesa's)
-    from qtpy.QtWidgets import QApplication
+def _traced() -> dict:
+    """Python's own allocations, when run with PYTHONTRACEMALLOC=1: RSS growth beyond them is
+    native memory (Qt, OpenGL, the C allocator's arenas)."""
+    import tracemalloc
 
-    from napari_rckd._reader import slide_layer_data
+    if not tracemalloc.is_tracing():
+        return {}
+    return {"Python-traced MB": round(tracemalloc.get_traced_memory()[0] / 2**20)}
+
+
+def run(args: argparse.Namespace) -> int:
+    import psutil
+
     from napari_rckd._widgets.live import LiveAnalysis
-    from napari_rckd.bench.viewport import _fit_canvas, _idle, _settled, _wait
+    from napari_rckd.bench.viewport import _idle, _settled, _wait, need_display, slide_viewer
+
+    need_display("browse")
     from napari_rckd.inference.analysis import Analysis
     from napari_rckd.inference.runner import resolve_device
     from napari_rckd.io import open_slide
@@ -77,12 +79,7 @@ def run(args: argparse.Namespace) -> int:
         raise RckdError(f"{slide.path.name} records no pixel size; pick a slide that does.")
     analysis = Analysis(slide, {"nuclei": args.nuclei}, device)
     centres = view_centres(slide, analysis.tissue, args.width, args.height)
-    viewer = napari.Viewer(show=True)
-    app = QApplication.instance()
-    data, kwargs, _ = slide_layer_data(slide)
-    layer = viewer.add_image(data, **kwargs)
-    _fit_canvas(app, viewer, args.width, args.height)
-    viewer.scene.camera.zoom = 1 / slide.mpp  # one screen pixel per slide pixel
+    viewer, app, layer = slide_viewer(slide, args.width, args.height)  # 1 screen px per px
     viewer.scene.camera.center = (0.0, 0.0)  # the corner: each place after is a camera move
     _idle(app, 0.5)
     process = psutil.Process()
@@ -112,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
                     "RSS growth MB": round((rss - start_rss) / 2**20),
                     "result layers MB": round(predictor.results_nbytes / 2**20),
                     "result cache MB": round(predictor.cache.nbytes / 2**20),
+                    **_traced(),
                 }
             )
     budget_mb = (predictor.memory_budget + predictor.cache.max_bytes) / 2**20

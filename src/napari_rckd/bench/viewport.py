@@ -158,17 +158,34 @@ def model_times(predictor, requests, batch_size: int, repeats: int = 3) -> dict:
     return {"model 1 tile s": one, "model view s": view}
 
 
-def run(args: argparse.Namespace) -> int:
+def need_display(target: str) -> None:
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         raise RckdError(
-            'bench viewport needs a display; run it as xvfb-run -s "-screen 0 2560x1600x24" '
-            "napari-rckd bench viewport ..."
+            f'bench {target} needs a display; run it as xvfb-run -s "-screen 0 2560x1600x24" '
+            f"napari-rckd bench {target} ..."
         )
+
+
+def slide_viewer(slide, width: int, height: int, zoom: float = 1.0):
+    """A shown napari viewer with ``slide`` and a ``width``×``height`` canvas at ``zoom``
+    screen pixels per slide pixel; returns (viewer, Qt application, slide layer)."""
     import napari
     import timm  # noqa: F401  (before the GL context: triton's LLVM clashes with Mesa's)
     from qtpy.QtWidgets import QApplication
 
     from napari_rckd._reader import slide_layer_data
+
+    viewer = napari.Viewer(show=True)
+    app = QApplication.instance()
+    data, kwargs, _ = slide_layer_data(slide)
+    layer = viewer.add_image(data, **kwargs)
+    _fit_canvas(app, viewer, width, height)
+    viewer.scene.camera.zoom = zoom / slide.mpp
+    return viewer, app, layer
+
+
+def run(args: argparse.Namespace) -> int:
+    need_display("viewport")
     from napari_rckd._widgets.live import LiveAnalysis
     from napari_rckd.bench.event_gaps import EventGaps
     from napari_rckd.inference.nuclei_choice import choose_nuclei
@@ -185,12 +202,7 @@ def run(args: argparse.Namespace) -> int:
     slide = open_slide(args.slide or synthetic_sample_path())
     if slide.mpp is None:
         raise RckdError(f"{slide.path.name} records no pixel size; pick a slide that does.")
-    viewer = napari.Viewer(show=True)
-    app = QApplication.instance()
-    data, kwargs, _ = slide_layer_data(slide)
-    layer = viewer.add_image(data, **kwargs)
-    _fit_canvas(app, viewer, args.width, args.height)
-    viewer.scene.camera.zoom = args.zoom / slide.mpp
+    viewer, app, layer = slide_viewer(slide, args.width, args.height, args.zoom)
     height_um, width_um = slide.shape[0] * slide.mpp, slide.shape[1] * slide.mpp
     view_h = args.height / args.zoom * slide.mpp
     first = (min(view_h, height_um) / 2, width_um / 2)
