@@ -8,7 +8,9 @@ Tiles are split into training and validation by source, stratified by class, so 
 is on both sides: the `group` of a groups.csv (columns class,group,file; `file` relative to
 the tile folder) beside the tiles or given with --groups, else the slide, case or region,
 else each file on its own. OUT ends up with best.safetensors (best balanced accuracy or mIoU, its
-validation metrics in the checkpoint), last.safetensors and last.state.pt (for --resume).
+validation metrics and the training tiles' fingerprints in the checkpoint), last.safetensors,
+last.state.pt (for --resume) and run.log (the start weights with their provenance, the split,
+the pixel size and where the model went, as printed).
 """
 
 from __future__ import annotations

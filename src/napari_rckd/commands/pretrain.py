@@ -3,8 +3,9 @@
 Random tissue tiles are cut from the slides at --mpp; the teacher (`builtin` by default: the
 shipped learned nuclei teacher averaged with the classical detector) answers each tile once, its answers are cached in
 OUT/teacher-cache, and the student learns to reproduce them (BCE + soft Dice). OUT ends up
-with best.safetensors (best Dice against the teacher on held-out tiles), last.safetensors
-and last.state.pt (for --resume). The student is itself a nuclei model: use it with
+with best.safetensors (best Dice against the teacher on held-out tiles), last.safetensors,
+last.state.pt (for --resume) and run.log (what the run printed about its start, teacher, split
+and pixel size). The student is itself a nuclei model: use it with
 `napari-rckd evaluate nuclei --teacher OUT/best.safetensors` or as stage 2's --init.
 """
 
