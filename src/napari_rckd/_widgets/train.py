@@ -26,11 +26,11 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
 from napari_rckd._widgets.annotate import DEFAULT_CLASSES
+from napari_rckd._widgets.form import scrolling_layout
 from napari_rckd._widgets.loss_plot import LossPlot
 from napari_rckd._widgets.train_job import (
     TRAINED,
@@ -155,7 +155,7 @@ class TrainWidget(QWidget):
         self.use_button = QPushButton("Use for live analysis")
         self.use_button.setEnabled(False)
 
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)  # taller than a laptop screen: it scrolls
         for w in (self.stage1_box, self.stage2_box):
             layout.addWidget(w)
         layout.addLayout(shared)
