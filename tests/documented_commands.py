@@ -1,4 +1,5 @@
-"""Every `napari-rckd ...` command line the README and docs/*.md show, as argv lists.
+"""Every `napari-rckd ...` command line the README, docs/*.md and the napari hub description
+show, as argv lists.
 
 Command lines come from shell code blocks (fenced with no language, bash, sh, shell or
 console) and from inline code spans. A line counts when a shell segment (split at ``&&``,
@@ -42,7 +43,9 @@ class DocCommand:
 
 
 def doc_files() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))] + [
+        ROOT / ".napari-hub" / "DESCRIPTION.md"
+    ]
 
 
 def documented_commands() -> list[DocCommand]:
