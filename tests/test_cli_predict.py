@@ -85,6 +85,21 @@ def test_predict_errors_are_one_sentence(tmp_path, capsys, crop_path, checkpoint
     assert "no tissue" in capsys.readouterr().err
 
 
+def test_a_refused_predict_leaves_no_out_folder_behind(tmp_path, capsys, crop_path):
+    no_mpp = shared_path("slides/tcga-cr-7395-jp2k.svs")
+    out = tmp_path / "new" / "results"
+    assert main(["predict", str(no_mpp), "--nuclei", "otsu", "--out", str(out)]) == 2
+    assert "--slide-mpp" in capsys.readouterr().err
+    assert not out.exists()
+    argv = [str(crop_path), "--slide-mpp", "0.5", "--nuclei", "none", "--out", str(out)]
+    assert main(["predict", *argv]) == 2  # refused later, after the staging folder was made
+    assert "nothing to predict" in capsys.readouterr().err
+    assert not out.exists()
+    out.mkdir(parents=True)  # a folder the user made stays, empty as it was
+    assert main(["predict", str(no_mpp), "--nuclei", "otsu", "--out", str(out)]) == 2
+    assert out.is_dir() and not list(out.iterdir())
+
+
 def test_cohort_sharding_covers_every_slide_once():
     slides = list(range(11))
     parts = [shard(slides, rank, 4) for rank in range(4)]

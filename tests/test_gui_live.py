@@ -86,7 +86,10 @@ def test_nuclei_fill_in_while_the_event_loop_runs(live, qtbot):
     assert len(np.unique(labels)) > 20  # many nuclei on this tissue
     timer.stop()
     assert len(ticks) > 10  # the UI thread kept running while the worker computed
-    assert "tiles/s" in live.messages[-1] and "cache" in live.messages[-1]
+    assert any("tiles/s" in message for message in live.messages)  # while it worked
+    # once the work is done the status says so instead of keeping the last rate
+    qtbot.waitUntil(lambda: live.messages[-1].startswith("idle"), timeout=5000)
+    assert "cache" in live.messages[-1] and "tiles/s" not in live.messages[-1]
 
 
 def test_pan_drops_stale_requests_and_computes_the_new_view(live, qtbot):
@@ -115,6 +118,7 @@ def test_live_off_stops_submissions(live, qtbot):
     live.set_enabled(True)
     qtbot.waitUntil(lambda: bool(live.predictor.tiles_done("nuclei")), timeout=20000)
     live.set_enabled(False)
+    assert live.messages[-1].startswith("live off")
     submitted = live.submitted
     qtbot.waitUntil(lambda: live.predictor.wait_idle(0), timeout=10000)
     done = len(live.predictor.tiles_done("nuclei"))

@@ -77,6 +77,10 @@ def test_stage_1_and_2_train_to_a_classifier_sent_to_live_analysis_with_a_random
     assert widget.progress.value() == widget.progress.maximum() == 2
     assert len(widget.plot.loss) == 2  # the plot restarts with each run
     assert "from random weights" in widget.comparison.text(), widget.comparison.text()
+    notes = widget.notes_label.text()  # what each stage said about itself
+    assert "stage 1: start weights: random" in notes, notes
+    assert "stage 2: start weights: " in notes and "best.safetensors" in notes
+    assert "stage 2: validation: split by group (each annotated region is one group)" in notes
     assert (widget.process.out_dir / "stage2-random" / "last.safetensors").exists()
     model, metadata = load_checkpoint(widget.checkpoint)
     assert model.config.task == "classify" and model.config.class_names == ["tumour", "stroma"]

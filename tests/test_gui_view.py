@@ -1,8 +1,10 @@
-"""`napari-rckd view`: the slide opens in µm with every plugin widget docked, in a maximised
-window with the slide fitted, Analyze slide in front and a µm scale bar."""
+"""`napari-rckd view`: the slide opens in µm with every plugin widget docked, in a window that
+fills the screen (no window manager under Xvfb: the test sees what such a user sees), the
+slide fitted to the canvas, Analyze slide in front and a µm scale bar."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from conftest import shared_path
@@ -35,9 +37,31 @@ def test_view_opens_the_slide_with_the_widgets_docked(monkeypatch, make_napari_v
     assert viewer.window._qt_window.isMaximized()
     assert scale_bar(viewer).visible and tuple(map(str, layer.units)) == ("micrometer",) * 2
     assert front_tab(viewer).startswith("Analyze slide")
+    # the window fills the screen, with or without a window manager (Xvfb has none) ...
+    window = viewer.window._qt_window
+    screen = window.screen().availableGeometry()
+    assert screen.contains(window.frameGeometry()), (window.frameGeometry(), screen)
+    assert window.width() >= 0.95 * screen.width() and window.height() >= 0.95 * screen.height()
+    # ... and the canvas keeps a good part of it beside the docks
+    height, width = canvas_size(viewer)
+    assert width >= screen.width() / 3 and height >= screen.height() / 2, (height, width)
+    # the whole slide is in view and fills the canvas in one direction
     zoom = viewer.camera.zoom
-    viewer.fit_to_view()  # fitted: fitting again to the canvas as it is now changes nothing
+    extent = np.subtract(*layer.extent.world[::-1])[-2:] * zoom  # slide (h, w) in screen px
+    assert (extent <= np.array([height, width]) + 1).all()
+    assert (extent / np.array([height, width])).max() >= 0.85, (extent, height, width)
+    centre = np.mean(layer.extent.world, axis=0)[-2:]
+    assert np.allclose(viewer.camera.center[-2:], centre, atol=0.02 * extent.max() / zoom)
+    viewer.fit_to_view()  # fitted to the canvas as it is now: fitting again changes nothing
     assert viewer.camera.zoom == pytest.approx(zoom, rel=0.01)
+
+
+def canvas_size(viewer) -> tuple[int, int]:
+    """(height, width) of the canvas in screen pixels (napari 0.9 moved it to the viewer)."""
+    canvas = getattr(viewer, "canvas", None)
+    if canvas is None:
+        canvas = viewer.window._qt_viewer.canvas
+    return tuple(int(v) for v in canvas.size)
 
 
 def front_tab(viewer) -> str:

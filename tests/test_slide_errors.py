@@ -226,4 +226,20 @@ def test_info_module_runs_without_the_cli(capsys):
     out = capsys.readouterr().out
     assert "unknown (not recorded in the file)" in out
     assert "0: 3567 x 4443" in out and "1: 1783 x 2221" in out
-    assert "thumbnail 768x956" in out
+    assert "thumbnail 768 x 956" in out and "height x width" in out
+
+
+def test_a_folder_of_dicom_slides_says_which_folder_to_give(tmp_path, capsys):
+    pytest.importorskip("wsidicom")
+    from napari_rckd.cli import main
+
+    series = shared_path("slides/dicom/cmu-1-small-region")
+    (tmp_path / "case-7").symlink_to(series, target_is_directory=True)
+    with pytest.raises(SlideError, match=r"subfolders, not one slide.*here: case-7/") as raised:
+        open_slide(tmp_path)
+    assert "WsiDicom" not in str(raised.value)
+    # a folder with a single-file slide beside a series (the data set's dicom/ folder)
+    assert main(["info", str(series.parent)]) == 2
+    err = capsys.readouterr().err
+    assert "no complete DICOM whole-slide series" in err and "prostate-biopsy.dcm" in err
+    assert "WsiDicom" not in err and err.count("\n") == 1

@@ -50,6 +50,12 @@ def test_child_trains_and_reports_progress_to_a_loadable_checkpoint(tmp_path):
     model, metadata = load_checkpoint(end["checkpoint"])
     assert model.config.task == "dense" and metadata["provenance"]["stage"] == "rckd-stage1"
     assert (tmp_path / "job.json").exists() and (tmp_path / "train.log").exists()
+    # the run's account reaches the widget as notes, and stays in the stage's run.log
+    notes = [e["message"] for e in events if e["event"] == "note"]
+    assert any(n.startswith("start weights: random") for n in notes), notes
+    assert any(n.startswith("validation: ") for n in notes)
+    assert any(n.startswith("model: ") and end["checkpoint"] in n for n in notes)
+    assert "start weights: random" in (tmp_path / "stage1" / "run.log").read_text()
 
 
 def test_stop_checkpoints_and_resume_continues(tmp_path):

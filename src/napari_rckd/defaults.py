@@ -35,3 +35,14 @@ TEACHER_MPP = 0.25
 # to 0.45 (0.46 to 0.48 with the classical half), and CPM-15 and CryoNuSeg held out lost no
 # metric by more than 0.01 (docs/teachers.md). About 1.5 hours alone on a 2-core CPU.
 TEACHER_STEPS = 2400
+# Training length of `pretrain` and `finetune` when neither --steps nor --epochs is given: a
+# model worth using after about ten minutes of training on a quiet 2-core CPU, not the best one
+# (longer runs do better). Stage 2: 200 steps of 16 tiles see the 3,200 tiles of the measured
+# LC25000 transfer runs (100 steps of 32), which fine-tuned the shipped student to 0.84 balanced
+# accuracy (docs/rckd.md); a step there took 1.8 s for 32 tiles of 128 px, so ~2.8 s for 16 of
+# 224 px, ~9 minutes in all. Stage 1: 300 steps of 16 tiles, the demo's "full" budget; the
+# stage-1 loop ran at ~30 tiles/s at 128 px (docs/performance.md), so ~7 at 256 px, ~11 minutes,
+# after the teacher has answered each tile once (slower on a busy machine: 20 s a step was seen
+# with five other jobs on the two cores).
+PRETRAIN_STEPS = 300
+FINETUNE_STEPS = 200

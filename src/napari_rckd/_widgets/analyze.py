@@ -37,7 +37,7 @@ from napari_rckd._widgets.choices import (
     RecentModels,
     detect_devices,
 )
-from napari_rckd._widgets.form import confirm_replace, folder_row, reporting
+from napari_rckd._widgets.form import confirm_replace, folder_row, reporting, scrolling_layout
 from napari_rckd._widgets.live import LiveAnalysis
 from napari_rckd._widgets.mpp_field import MppField
 from napari_rckd._widgets.result_layers import add_result_layers, source_classes
@@ -137,7 +137,7 @@ class AnalyzeWidget(QWidget):
 
         self.status = QLabel("pick a slide layer and turn live on")
         self.status.setWordWrap(True)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addLayout(form)
         layout.addWidget(self.live_box)
         layout.addWidget(whole)

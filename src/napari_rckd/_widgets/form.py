@@ -1,5 +1,5 @@
 """Small pieces every dock widget's form needs: callbacks that report instead of crashing,
-a folder field with a browse button, and asking before files are replaced."""
+a folder field with a browse button, asking before files are replaced, a form that scrolls."""
 
 from __future__ import annotations
 
@@ -7,7 +7,17 @@ import functools
 import logging
 from pathlib import Path
 
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLineEdit, QMessageBox, QPushButton
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_rckd.errors import RckdError
 
@@ -59,3 +69,20 @@ def confirm_replace(parent, folder: Path, names: list[str]) -> bool:
         QMessageBox.No,
     )
     return answer == QMessageBox.Yes
+
+
+def scrolling_layout(widget: QWidget) -> QVBoxLayout:
+    """The layout of ``widget``'s form, inside a scroll area that fills the widget.
+
+    A dock's minimum size is its form's, and without a window manager nothing shrinks a
+    window below it: a form that scrolls lets the window fit a small screen.
+    """
+    content = QWidget()
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.NoFrame)
+    scroll.setWidget(content)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
+    return QVBoxLayout(content)

@@ -49,7 +49,7 @@ class _Wake(QObject):
 class LiveAnalysis:
     """Keeps a predictor busy with what ``image_layer`` shows and the result layers up to date.
 
-    ``on_status(text)`` receives short messages (zoom hints, tiles/s, cache use).
+    ``on_status(text)`` receives short messages (zoom hints, tiles/s or idle, cache use).
     """
 
     def __init__(
@@ -120,6 +120,7 @@ class LiveAnalysis:
             self.poll()  # show what finished; the timers stop with live mode
             self._refresh.stop()
             self._status.stop()  # a deferred status must not outlive the widget showing it
+            self._report(now=True)  # "live off", not the last rate
 
     def set_active(self, source: str, active: bool) -> None:
         """A layer toggle: show or hide the source's layers and compute it only while shown."""
@@ -210,30 +211,41 @@ class LiveAnalysis:
                 refreshed += 1
         if refreshed:
             self.last_refresh = time.perf_counter()
-        if finished:
-            self._report()
+        self._report()  # also when nothing finished: the rate decays and "idle" must show
         return refreshed
 
     @property
     def tiles_per_second(self) -> float:
         return len(self._done_times) / RATE_WINDOW_S
 
+    @property
+    def idle(self) -> bool:
+        """Nothing pending or running in the predictor."""
+        return self.predictor.wait_idle(0)
+
+    def _activity(self) -> str:
+        if not self._enabled:
+            return "live off"
+        return "idle" if self.idle else f"{self.tiles_per_second:.1f} tiles/s"
+
     def status(self) -> str:
+        """What the worker does (live off, idle or the recent tile rate), the cache use and
+        any hint."""
         cache = self.predictor.cache
         parts = [
-            f"{self.tiles_per_second:.1f} tiles/s",
+            self._activity(),
             f"cache {cache.nbytes / 2**20:.0f}/{cache.max_bytes / 2**20:.0f} MB",
         ]
         return " · ".join(parts + ([self.message] if self.message else []))
 
-    def _report(self) -> None:
+    def _report(self, now: bool = False) -> None:
         """Send the status if it changed: a new hint at once, new figures at most every
         ``STATUS_MS`` (a label that changes on every tile makes Qt re-lay out the dock)."""
         text = self.status()
         if self.on_status is None or text == self._sent:
             return
         wait_ms = STATUS_MS - 1000 * (time.monotonic() - self._sent_at)
-        if self.message == self._sent_message and wait_ms > 0:
+        if self.message == self._sent_message and wait_ms > 0 and not now:
             if not self._status.isActive():
                 self._status.start(int(wait_ms))
             return

@@ -26,12 +26,12 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
 from napari_rckd import zoo
 from napari_rckd._widgets.annotate import DEFAULT_CLASSES
+from napari_rckd._widgets.form import scrolling_layout
 from napari_rckd._widgets.loss_plot import LossPlot
 from napari_rckd._widgets.train_job import (
     TRAINED,
@@ -149,19 +149,23 @@ class TrainWidget(QWidget):
         self.status.setWordWrap(True)
         self.comparison = QLabel("")
         self.comparison.setWordWrap(True)
+        self.notes: list[str] = []  # what the run said: start weights, split, pixel size, model
+        self.notes_label = QLabel("")
+        self.notes_label.setWordWrap(True)
+        self.notes_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.checkpoint_label = QLabel("")
         self.checkpoint_label.setWordWrap(True)
         self.checkpoint_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.use_button = QPushButton("Use for live analysis")
         self.use_button.setEnabled(False)
 
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)  # taller than a laptop screen: it scrolls
         for w in (self.stage1_box, self.stage2_box):
             layout.addWidget(w)
         layout.addLayout(shared)
         layout.addLayout(buttons)
         for w in (self.progress, self.eta, self.plot, self.status, self.comparison,
-                  self.checkpoint_label, self.use_button):  # fmt: skip
+                  self.notes_label, self.checkpoint_label, self.use_button):  # fmt: skip
             layout.addWidget(w)
         layout.addStretch()
 
@@ -268,6 +272,8 @@ class TrainWidget(QWidget):
             return
         job.resume = resume
         self.plot.clear()
+        self.notes.clear()
+        self.notes_label.setText("")
         self.progress.setValue(0)
         self.use_button.setEnabled(False)
         self.process = TrainingProcess(job)
@@ -327,6 +333,9 @@ class TrainWidget(QWidget):
             if metric is not None:
                 self.plot.metric.append((event["step"], event["metrics"][metric]))
                 self.plot.update()
+        elif kind == "note":
+            self.notes.append(f"{stage}: {event['message']}")
+            self.notes_label.setText("\n".join(self.notes))
         elif kind == "comparison":
             self.comparison.setText(comparison_text(event))
         elif kind == "end":

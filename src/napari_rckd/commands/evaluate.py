@@ -86,6 +86,7 @@ def run_nuclei(args: argparse.Namespace) -> int:
     from napari_rckd.report import report
     from napari_rckd.teachers import get_teacher
     from napari_rckd.teachers.evaluation import evaluate_teacher, find_ground_truth
+    from napari_rckd.training.in_sample import warn_if_nuclei_seen
 
     images = find_ground_truth(args.data, mpp=args.mpp)
     specs = args.teacher or DEFAULT_TEACHERS
@@ -94,8 +95,13 @@ def run_nuclei(args: argparse.Namespace) -> int:
     for spec, teacher in zip(specs, teachers, strict=True):
         if names.count(teacher.name) > 1:  # e.g. two runs' best.safetensors: say which is which
             teacher.name = str(spec)
+    names = [image.image_path.name for image in images]
+    for spec, teacher in zip(specs, teachers, strict=True):
+        warn_if_nuclei_seen(spec, names, teacher.name)  # a WARNING line before the table
     per_image: list[dict] = []
-    rows = [row for teacher in teachers for row in evaluate_teacher(teacher, images, per_image)]
+    rows = []
+    for teacher in teachers:
+        rows += evaluate_teacher(teacher, images, per_image, progress(teacher.name, "image"))
     rows.sort(key=lambda row: (row["source"], row["teacher"]))
     report(
         "Nuclei teachers against ground truth (mean and worst image per source; tiles_s: "
@@ -114,7 +120,7 @@ def run_tiles(args: argparse.Namespace) -> int:
 
     metrics = evaluate_tiles(
         args.checkpoint, args.data, args.label_from, args.data_mpp, args.batch_size,
-        skip_unknown=args.skip_unknown,
+        skip_unknown=args.skip_unknown, track=progress("tiles", "batch"),
     )  # fmt: skip
     skipped = {k.split("/", 1)[1]: int(v) for k, v in metrics.items() if k.startswith("skipped/")}
     rows = [{"metric": k, "value": v} for k, v in metrics.items() if not k.startswith("skipped/")]
@@ -129,3 +135,13 @@ def run_tiles(args: argparse.Namespace) -> int:
         **extra,
     )
     return 0
+
+
+def progress(what: str, unit: str):
+    """A ``track(items, count)`` that shows a progress bar once a run lasts over a second."""
+    from tqdm import tqdm
+
+    def track(items, count):
+        return tqdm(items, total=count, desc=what, unit=unit, delay=1.0, dynamic_ncols=True)
+
+    return track

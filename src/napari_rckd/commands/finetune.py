@@ -8,7 +8,9 @@ Tiles are split into training and validation by source, stratified by class, so 
 is on both sides: the `group` of a groups.csv (columns class,group,file; `file` relative to
 the tile folder) beside the tiles or given with --groups, else the slide, case or region,
 else each file on its own. OUT ends up with best.safetensors (best balanced accuracy or mIoU, its
-validation metrics in the checkpoint), last.safetensors and last.state.pt (for --resume).
+validation metrics and the training tiles' fingerprints in the checkpoint), last.safetensors,
+last.state.pt (for --resume) and run.log (the start weights with their provenance, the split,
+the pixel size and where the model went, as printed).
 """
 
 from __future__ import annotations
@@ -16,10 +18,18 @@ from __future__ import annotations
 import argparse
 
 from napari_rckd.commands import checks
-from napari_rckd.commands.pretrain import add_shared_training_arguments, stop_on_signals, summary
-from napari_rckd.defaults import HEADS, PRETRAINED_BACKBONE_LR, STAGE2_HEAD
+from napari_rckd.commands.pretrain import (
+    add_shared_training_arguments,
+    default_budget,
+    stop_on_signals,
+    summary,
+)
+from napari_rckd.defaults import FINETUNE_STEPS, HEADS, PRETRAINED_BACKBONE_LR, STAGE2_HEAD
 
 EPILOG = """examples:
+  # tissue classes from sub-folder names, with the defaults (200 steps: minutes on a CPU)
+  napari-rckd finetune tiles/lung/ --out runs/lung
+
   # tissue classes from file-name prefixes, starting from the shipped RCKD-CSAT student
   napari-rckd finetune tiles/crc/ --out runs/crc --label-from prefix --epochs 30 --patience 5
 
@@ -91,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--patience", type=int, help="stop after this many validations without improvement"
     )
     add_recipe_arguments(parser)
-    add_shared_training_arguments(parser, tile_size=224, workers=2)
+    add_shared_training_arguments(parser, tile_size=224, workers=2, steps=FINETUNE_STEPS)
     # Stage 2 starts from the init checkpoint's backbone unless told otherwise.
     parser.set_defaults(backbone=None)
 
@@ -124,6 +134,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     checks.finetune(args)  # before torch loads: a typo answers at once
     from napari_rckd.devices import launch
+    default_budget(args)
     from napari_rckd.training import TqdmProgress
     from napari_rckd.training.finetune import Recipe, finetune, format_metrics
 

@@ -23,8 +23,8 @@ def run(args: argparse.Namespace) -> int:
             f"compression:   {slide.compression}",
             f"mpp:           {mpp}",
             f"magnification: {slide.magnification or 'unknown'}",
-            f"tile:          {slide.tile_shape[0]}x{slide.tile_shape[1]}",
-            "levels:",
+            f"tile:          {slide.tile_shape[0]} x {slide.tile_shape[1]} px (height x width)",
+            "levels:        height x width px, downsample, µm/px",
         ]
         for index, (level, downsample) in enumerate(
             zip(slide.levels, slide.downsamples, strict=True)
@@ -34,16 +34,17 @@ def run(args: argparse.Namespace) -> int:
             at = f"  {level_mpp:.4g} µm/px" if level_mpp else ""
             lines.append(f"  {index}: {height} x {width}  downsample {downsample:.4g}{at}")
         names = ", ".join(_associated(slide, name) for name in slide.associated)
-        lines.append(f"associated:    {names or 'none'}")
+        lines.append(f"associated:    {names or 'none'}" + (" (height x width)" if names else ""))
     print("\n".join(lines))
     return 0
 
 
 def _associated(slide, name: str) -> str:
-    """``label 387x463``, or ``label (damaged)``: one bad image does not hide the pyramid."""
+    """``label 387 x 463`` (height x width), or ``label (damaged)``: one bad image does not hide
+    the pyramid."""
     from napari_rckd.io.slide import DamagedSlideError
 
     try:
-        return f"{name} {'x'.join(map(str, slide.associated[name].shape[:2]))}"
+        return f"{name} {' x '.join(map(str, slide.associated[name].shape[:2]))}"
     except DamagedSlideError:
         return f"{name} (damaged)"

@@ -12,6 +12,7 @@ process takes every WORLD_SIZE-th slide (rank i: slides i, i+W, ...) on its own 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -118,9 +119,17 @@ def run(args: argparse.Namespace) -> int:
     models = dict(nuclei=args.nuclei, subtype=args.subtype, region=args.region)
     if str(models["nuclei"]).lower() == "none":
         models["nuclei"] = None
-    sources = None  # built once, for the first slide, and shared by the rest
-    for path in mine:
-        sources = predict_slide(path, models, device, Path(args.out), exports, args, sources)
+    out = Path(args.out)
+    existed = out.exists()
+    try:
+        sources = None  # built once, for the first slide, and shared by the rest
+        for path in mine:
+            sources = predict_slide(path, models, device, out, exports, args, sources)
+    except BaseException:
+        if not existed:  # a refused or failed run leaves no empty --out behind
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only an empty folder: what a run wrote stays
+        raise
     return 0
 
 
@@ -129,21 +138,24 @@ def predict_slide(path: Path, models, device, out: Path, exports, args, sources=
 
     They are written into a staging folder and appear in ``out`` together (`staged_outputs`).
     """
-    from tqdm import tqdm
-
-    from napari_rckd.inference.analysis import Analysis
-    from napari_rckd.inference.outputs import staged_outputs
     from napari_rckd.io import open_slide
 
-    with (
-        open_slide(path, mpp=args.slide_mpp) as slide,
-        staged_outputs(out, path.stem, args.overwrite) as staging,
-    ):
-        if slide.mpp is None:
+    with open_slide(path, mpp=args.slide_mpp) as slide:
+        if slide.mpp is None:  # refused before anything is written into --out
             raise RckdError(
                 f"{path.name} does not record its pixel size; pass --slide-mpp (e.g. 0.5 for 20x, "
                 "0.25 for 40x)."
             )
+        return _predict_open_slide(slide, path, models, device, out, exports, args, sources)
+
+
+def _predict_open_slide(slide, path, models, device, out, exports, args, sources):
+    from tqdm import tqdm
+
+    from napari_rckd.inference.analysis import Analysis
+    from napari_rckd.inference.outputs import staged_outputs
+
+    with staged_outputs(out, path.stem, args.overwrite) as staging:
         analysis = Analysis(
             slide,
             models,

@@ -3,8 +3,9 @@
 Random tissue tiles are cut from the slides at --mpp; the teacher (`builtin` by default: the
 shipped learned nuclei teacher averaged with the classical detector) answers each tile once, its answers are cached in
 OUT/teacher-cache, and the student learns to reproduce them (BCE + soft Dice). OUT ends up
-with best.safetensors (best Dice against the teacher on held-out tiles), last.safetensors
-and last.state.pt (for --resume). The student is itself a nuclei model: use it with
+with best.safetensors (best Dice against the teacher on held-out tiles), last.safetensors,
+last.state.pt (for --resume) and run.log (what the run printed about its start, teacher, split
+and pixel size). The student is itself a nuclei model: use it with
 `napari-rckd evaluate nuclei --teacher OUT/best.safetensors` or as stage 2's --init.
 """
 
@@ -26,9 +27,13 @@ from napari_rckd.commands.arguments import (
     positive_float,
     positive_int,
 )
+from napari_rckd.defaults import PRETRAIN_STEPS
 
 EPILOG = """examples:
-  # a first student from a folder of slides (CSAT, 256-px tiles at 0.5 µm/px)
+  # a first student with the defaults (1,000 tiles, 300 steps: minutes on a CPU)
+  napari-rckd pretrain slides/ --out runs/stage1
+
+  # a longer run from a folder of slides (CSAT, 256-px tiles at 0.5 µm/px)
   napari-rckd pretrain slides/ --out runs/stage1 --tiles 2000 --epochs 10
 
   # a quick look on a CPU: small tiles, few steps
@@ -46,9 +51,12 @@ EPILOG = """examples:
 
 
 def add_shared_training_arguments(
-    parser: argparse.ArgumentParser, tile_size: int, workers: int = 0
+    parser: argparse.ArgumentParser, tile_size: int, workers: int = 0, steps: int | None = None
 ) -> None:
-    """Flags stage 1 and stage 2 share: budget, optimiser, device, resume."""
+    """Flags stage 1 and stage 2 share: budget, optimiser, device, resume.
+
+    ``steps`` is what `default_budget` fills in when neither --steps nor --epochs is given.
+    """
     parser.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints)")
     parser.add_argument(
         "--backbone",
@@ -68,9 +76,18 @@ def add_shared_training_arguments(
         default=tile_size,
         help=f"tile side in px (default {tile_size})",
     )
-    budget = parser.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--steps", type=positive_int, help="optimizer steps in all")
-    budget.add_argument("--epochs", type=positive_int, help="passes over the training tiles")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--steps",
+        type=positive_int,
+        help=f"optimizer steps in all (default {steps}: a useful model after about ten "
+        "minutes of training on a quiet 2-core CPU at the default sizes, far less on a GPU; "
+        "more steps train a better one)",
+    )
+    budget.add_argument(
+        "--epochs", type=positive_int, help="passes over the training tiles (instead of --steps)"
+    )
+    parser.set_defaults(default_steps=steps)
     parser.add_argument(
         "--batch-size",
         type=positive_int,
@@ -91,6 +108,12 @@ def add_shared_training_arguments(
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue the run already in --out")
+
+
+def default_budget(args: argparse.Namespace) -> None:
+    """Neither --steps nor --epochs given: the command's default number of steps."""
+    if args.steps is None and args.epochs is None:
+        args.steps = args.default_steps
 
 
 @contextlib.contextmanager
@@ -133,7 +156,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     # Workers matter here: in the main process the augmentation's small tensor ops share
     # torch's thread pool with the model and ran ~20x slower (see docs/performance.md).
-    add_shared_training_arguments(parser, tile_size=256, workers=2)
+    add_shared_training_arguments(parser, tile_size=256, workers=2, steps=PRETRAIN_STEPS)
     parser.add_argument(
         "--tiles",
         type=positive_int,
@@ -157,6 +180,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     checks.pretrain(args)  # before torch loads: a typo answers at once
     from napari_rckd.devices import launch
+    default_budget(args)
     from napari_rckd.training import TqdmProgress
     from napari_rckd.training.data.sampling import read_mpp_table
     from napari_rckd.training.recipes import pretrain

@@ -4,7 +4,8 @@ DATA holds one sub-folder per source of H&E images X.tif|png beside an instance 
 X_label.tif or a binary mask X_mask.png, with each image's mpp in a manifest.csv in DATA or
 one of its two parents. Every image is resampled to --mpp; --holdout SOURCE (a folder-name
 prefix, repeatable) leaves sources out for leave-one-source-out evaluation. OUT ends up with
-best.safetensors (best nuclear Dice on held-out training images), usable as
+best.safetensors (best nuclear Dice on held-out training images; run.log beside it says what
+the run did), usable as
 `--teacher OUT/best.safetensors` anywhere a teacher is named. --unlabeled SLIDES adds
 tissue no one annotated, answered by --pseudo-teacher (self-training, docs/teachers.md).
 """

@@ -1,6 +1,7 @@
 """Open napari with a slide (or the synthetic sample slide) and the plugin's widgets docked.
 
-The window opens maximised with the slide fitted, Analyze slide in front and a µm scale bar.
+The window fills the screen (maximised, and sized to the screen where no window manager
+does that), with the slide fitted, Analyze slide in front and a µm scale bar.
 """
 
 from __future__ import annotations

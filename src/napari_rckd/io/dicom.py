@@ -58,6 +58,8 @@ def open_dicom(path: Path, mpp: float | None) -> Slide:
 
             logger.debug("wsidicom refused %s (%s); reading it with pydicom", path.name, error)
             return open_dicom_file(path, mpp)
+        if path.is_dir():
+            raise SlideError(_folder_sentence(path)) from error
         raise SlideError(
             f"{path.name} is not a DICOM whole-slide image wsidicom can open "
             f"({type(error).__name__}: {error}); it needs VOLUME image frames with pixel spacing."
@@ -88,6 +90,26 @@ def open_dicom(path: Path, mpp: float | None) -> Slide:
         tile_shape=(tile.height, tile.width),
         associated=LazyImages(loaders, source=path.name),
         closers=[wsi.close],
+    )
+
+
+def _folder_sentence(path: Path) -> str:
+    """Why a folder of .dcm files is no slide, and which of its files or subfolders may be one.
+
+    A DICOM slide is one series of files in one folder; a folder that holds single-file
+    slides or other slides' folders (a data set's parent folder) is none itself.
+    """
+    files = sorted(p.name for p in path.glob("*.dcm"))
+    series = sorted(p.name + "/" for p in path.iterdir() if p.is_dir() and any(p.glob("*.dcm")))
+    examples = ", ".join((series + files)[:3])
+    if not files:
+        return (
+            f"folder {path} holds DICOM slides in its subfolders, not one slide; give one "
+            f"slide's folder (here: {examples})."
+        )
+    return (
+        f"folder {path} holds .dcm files but no complete DICOM whole-slide series (no VOLUME "
+        f"pyramid level); give one slide's folder or one single-file slide (here: {examples})."
     )
 
 

@@ -58,6 +58,9 @@ def _kind(path: Path) -> str:
     if path.is_dir():
         if any(path.glob("*.dcm")):
             return "dicom"
+        others = any(p.suffix.lower() in SLIDE_SUFFIXES for p in path.iterdir())
+        if not others and any(path.glob("*/*.dcm")):
+            return "dicom"  # DICOM slides' parent folder: open_dicom names the subfolders
         raise SlideError(f"{path} is a directory; give a slide file (or a folder of DICOM files).")
     if not path.is_file():
         raise SlideError(f"{path} is not a regular file (a pipe or a device); give a slide file.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,20 +127,25 @@ def score(truth: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 def evaluate_teacher(
-    teacher, images: Iterable[GroundTruthImage], per_image: list[dict] | None = None
+    teacher,
+    images: Iterable[GroundTruthImage],
+    per_image: list[dict] | None = None,
+    track: Callable[[Iterable, int], Iterable] | None = None,
 ) -> list[dict]:
     """One row per source: mean and per-image minimum of Dice, AJI and PQ, and the speed.
 
     ``tiles_s`` counts 256² tiles of input per second of ``predict`` (resampling included),
     so teachers working at different resolutions compare on what a user feeds them. When
-    ``per_image`` is a list, every image's scores are appended to it.
+    ``per_image`` is a list, every image's scores are appended to it. ``track(images, count)``
+    may wrap the images (a progress bar).
     """
     import time
 
     per_source: dict[str, list[dict[str, float]]] = {}
     seconds: dict[str, float] = {}
     pixels: dict[str, int] = {}
-    for item in images:
+    images = list(images)
+    for item in images if track is None else track(images, len(images)):
         image, truth = item.load()
         start = time.perf_counter()
         output = teacher.predict(image, item.mpp)

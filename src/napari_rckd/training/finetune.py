@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,11 +25,20 @@ from napari_rckd.devices import launch
 from napari_rckd.errors import RckdError
 from napari_rckd.training.callbacks import Callback
 from napari_rckd.training.config import FitResult
+from napari_rckd.training.in_sample import tile_fingerprints, tiles_seen
 from napari_rckd.training.initial import Init, resolve_init
 from napari_rckd.training.recipes import (
     check_out_dir,
     schedule,
     stage_fit_config,
+)
+from napari_rckd.training.run_notes import (
+    Stage2Inputs,
+    init_line,
+    model_line,
+    run_log,
+    split_line,
+    tell,
 )
 
 if TYPE_CHECKING:
@@ -113,24 +122,35 @@ def finetune(
     tile_size, mpp = recipe.tile_size, recipe.mpp
     out_dir = Path(out_dir)
     check_out_dir(out_dir, resume)
-    start = resolve_init(init, backbone)
-
-    dataset = _dataset(
-        task, data, classes, label_from, data_mpp, groups, annotations, slide, masks,
-        slide_mpp, tile_size, mpp, seed, Augment(),
-    )  # fmt: skip
-    if isinstance(dataset, TileFolderDataset):  # check what the folders cannot show
-        _check_tile_folders(dataset.tiles, data, groups, start, recipe)
-    labels = getattr(dataset, "labels", None)
-    train_index, val_index = split_by_group(dataset.groups, labels, val_fraction, seed)
-    train, val = _split(dataset, train_index, val_index)
-    log.info("%d training and %d validation tiles", len(train_index), len(val_index))
-    names = [Path(p).name for p in data] + [Path(p).name for p in (annotations, slide, masks) if p]
-    result = train_stage2(
-        train, val, list(dataset.classes), start, recipe, out_dir, names, callbacks, stop_event
-    )
-    if launch().rank == 0:
-        warn_if_saturated(result)
+    with run_log(out_dir):
+        start = resolve_init(init, backbone)
+        tell(init_line(start))
+        dataset = _dataset(
+            task, data, classes, label_from, data_mpp, groups, annotations, slide, masks,
+            slide_mpp, tile_size, mpp, seed, Augment(),
+        )  # fmt: skip
+        inputs = Stage2Inputs(data, groups, annotations, slide, slide_mpp, data_mpp)
+        mpp_line, fingerprints = inputs.mpp_line(recipe), {}
+        if isinstance(dataset, TileFolderDataset):  # check what the folders cannot show
+            _check_tile_folders(dataset.tiles, data, groups)
+            note = scale_note(dataset.tiles, start, recipe)
+            mpp_line = f"pixel size: {note}" if note else mpp_line
+        tell(mpp_line)
+        labels = getattr(dataset, "labels", None)
+        train_index, val_index = split_by_group(dataset.groups, labels, val_fraction, seed)
+        tell(split_line(dataset.groups, train_index, val_index, inputs.group_source(task)))
+        if isinstance(dataset, TileFolderDataset):  # lets `evaluate` see tiles it trained on
+            fingerprints = tile_fingerprints(dataset.tiles, train_index, val_index)
+        train, val = _split(dataset, train_index, val_index)
+        names = [Path(p).name for p in data]
+        names += [Path(p).name for p in (annotations, slide, masks) if p]
+        result = train_stage2(
+            train, val, list(dataset.classes), start, recipe, out_dir, names, callbacks,
+            stop_event, fingerprints,
+        )  # fmt: skip
+        if launch().rank == 0:
+            warn_if_saturated(result)
+            tell(model_line(result))
     return result
 
 
@@ -144,9 +164,12 @@ def train_stage2(
     data_names: Sequence[str] = (),
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | None = None,
+    extra_provenance: dict | None = None,
 ) -> FitResult:
     """Build the model from ``start``, train it on already-split data through `fit` and
-    record the best validation's metrics; the one training path of stage 2."""
+    record the best validation's metrics; the one training path of stage 2.
+
+    ``extra_provenance`` joins what the checkpoint records (e.g. the tiles' fingerprints)."""
     import torch
 
     from napari_rckd.models import ModelConfig, create_model
@@ -176,6 +199,7 @@ def train_stage2(
         "data": list(data_names),
         "train_tiles": len(train),
         "val_tiles": len(val) if val is not None else 0,
+        **(extra_provenance or {}),
     }
     kind = ClassificationTask if recipe.task == "classify" else SegmentationTask
     objective = kind(model, len(class_names), class_names)
@@ -199,16 +223,13 @@ def train_stage2(
     return result
 
 
-def _check_tile_folders(tiles, data, groups, start: Init, recipe: Recipe) -> None:
-    """Say once when ungrouped tiles look like copies, and which scale untagged tiles get."""
+def _check_tile_folders(tiles, data, groups) -> None:
+    """Say once when ungrouped tiles look like copies."""
     from napari_rckd.training.data.duplicates import warn_about_copies
     from napari_rckd.training.data.groups import groups_file
 
     if groups is None and not any(groups_file(Path(d)) for d in data):
         warn_about_copies(tiles)
-    note = scale_note(tiles, start, recipe)
-    if note:
-        log.info(note)
 
 
 def scale_note(tiles, start: Init, recipe: Recipe) -> str | None:
@@ -313,11 +334,14 @@ def evaluate_tiles(
     data_mpp: float | None = None,
     batch_size: int = 16,
     skip_unknown: bool = False,
+    track: Callable[[Iterable, int], Iterable] | None = None,
 ) -> dict[str, float]:
     """A classifier checkpoint's metrics on labelled tile folders (its own class names).
 
     Tiles of classes the model does not know are refused, or with ``skip_unknown`` left out
-    and counted as ``skipped/<class>``.
+    and counted as ``skipped/<class>``. A warning says when test tiles are ones the model
+    was trained or validated on (`in_sample.tiles_seen`). ``track(batches, count)`` may wrap
+    the batches (a progress bar).
     """
     import torch
     from torch.utils.data import DataLoader
@@ -326,7 +350,7 @@ def evaluate_tiles(
     from napari_rckd.training.data.labelled import TileFolderDataset, scan_tile_folders
     from napari_rckd.training.tasks import ClassificationTask
 
-    model, _ = load_checkpoint(checkpoint)
+    model, metadata = load_checkpoint(checkpoint)
     config = model.config
     if config.task != "classify":
         raise RckdError(
@@ -348,9 +372,15 @@ def evaluate_tiles(
             f"no tile has a class {Path(checkpoint).name} knows ({', '.join(config.class_names)})"
             "; check --label-from"
         )
+    warning = tiles_seen(
+        metadata.get("provenance", {}), [t.path for t in tiles], folders, Path(checkpoint).name
+    )
+    if warning:
+        log.warning(warning)
     dataset = TileFolderDataset(tiles, config.class_names, config.tile_size, config.input_mpp)
     task = ClassificationTask(model, config.num_outputs, config.class_names)
+    loader = DataLoader(dataset, batch_size=batch_size)
     with torch.inference_mode():
-        metrics = task.evaluate(DataLoader(dataset, batch_size=batch_size))
+        metrics = task.evaluate(loader if track is None else track(loader, len(loader)))
     metrics["tiles"] = float(len(dataset))
     return {**metrics, **skipped}

@@ -98,7 +98,8 @@ def default_init(backbone: str | None) -> str:
 
 def summary(provenance: dict) -> dict:
     """The plain entries of a provenance (values and lists of values), without the nested
-    records (validation metrics, its own init), so chains of fine-tuning stay short."""
+    records (validation metrics, its own init) and tile fingerprints, so chains of
+    fine-tuning stay short."""
 
     def plain(value) -> bool:
         return value is None or isinstance(value, (str, int, float, bool))
@@ -106,5 +107,6 @@ def summary(provenance: dict) -> dict:
     return {
         key: value
         for key, value in provenance.items()
-        if plain(value) or (isinstance(value, list) and all(plain(v) for v in value))
+        if (plain(value) or (isinstance(value, list) and all(plain(v) for v in value)))
+        and not key.endswith("_sha256")
     }

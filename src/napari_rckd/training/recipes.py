@@ -17,6 +17,13 @@ from napari_rckd.devices import launch
 from napari_rckd.errors import RckdError
 from napari_rckd.training.callbacks import Callback
 from napari_rckd.training.config import FitConfig, FitResult
+from napari_rckd.training.run_notes import (
+    model_line,
+    run_log,
+    slide_mpp_line,
+    teacher_line,
+    tell,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,54 +133,70 @@ def pretrain(
     paths = find_slides(slides)
     check_slides_have_mpp(paths, slide_mpp, mpp_table)
     total_steps = schedule(steps, epochs, tiles, batch_size, launch().world_size)
+    with run_log(out_dir):
+        the_teacher = get_teacher(teacher)
+        tell(f"start weights: random (stage 1 trains a new {backbone} student)")
+        tell(teacher_line(teacher, the_teacher))
+        tell(slide_mpp_line(paths, mpp, slide_mpp, mpp_table))
+        cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / "teacher-cache"
+        val_tiles = val_tiles if val_tiles is not None else max(launch().world_size, tiles // 10)
+        common = dict(
+            size=tile_size, mpp=mpp, slide_mpp=slide_mpp, mpp_table=mpp_table, boundaries=boundaries
+        )
+        train = TissueTileDataset(
+            paths, the_teacher, cache_dir, count=tiles, seed=seed, augment=Augment(), **common
+        )
+        # Another seed draws other locations: held-out teacher responses for validation. They may
+        # overlap training tiles in area (`avoid=` cannot be honoured once training tiles cover a
+        # small slide), so they measure agreement with the teacher, not generalisation.
+        val = TissueTileDataset(
+            paths, the_teacher, cache_dir, count=val_tiles, seed=seed + 1, **common
+        )
+        tell(
+            f"validation: {val_tiles} more tissue tiles drawn with another seed from the same "
+            f"slides, not split by slide: stage 1 has no labels, and the check is agreement with "
+            f"the teacher, not generalisation ({tiles} training tiles)"
+        )
+        fill_cache([train, val])
 
-    the_teacher = get_teacher(teacher)
-    cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / "teacher-cache"
-    val_tiles = val_tiles if val_tiles is not None else max(launch().world_size, tiles // 10)
-    common = dict(
-        size=tile_size, mpp=mpp, slide_mpp=slide_mpp, mpp_table=mpp_table, boundaries=boundaries
-    )
-    train = TissueTileDataset(
-        paths, the_teacher, cache_dir, count=tiles, seed=seed, augment=Augment(), **common
-    )
-    # Another seed draws other locations: held-out teacher responses for validation. They may
-    # overlap training tiles in area (`avoid=` cannot be honoured once training tiles cover a
-    # small slide), so they measure agreement with the teacher, not generalisation.
-    val = TissueTileDataset(paths, the_teacher, cache_dir, count=val_tiles, seed=seed + 1, **common)
-    fill_cache([train, val])
+        channels = 2 if boundaries else 1
+        names = ["nuclei", "boundary"][:channels]
+        config = ModelConfig(
+            task="dense",
+            backbone=backbone,
+            decoder=decoder,
+            num_outputs=channels,
+            class_names=names,
+            input_mpp=mpp,
+            tile_size=tile_size,
+        )
+        model = create_model(config)
+        fit_config = stage_fit_config(
+            steps,
+            epochs,
+            total_steps,
+            batch_size=batch_size,
+            lr=lr,
+            device=device,
+            num_workers=workers,
+            seed=seed,
+            provenance={
+                "stage": "rckd-stage1",
+                "teacher": the_teacher.identity,
+                "slides": [p.name for p in paths],
+                "tiles": tiles,
+                "val_tiles": val_tiles,
+                "mpp": mpp,
+                "tile_size": tile_size,
+            },
+        )
+        result = fit(
+            DistillationTask(model), train, val, fit_config, out_dir, callbacks, stop_event
+        )
+        if launch().rank == 0:
+            tell(model_line(result))
 
-    channels = 2 if boundaries else 1
-    names = ["nuclei", "boundary"][:channels]
-    config = ModelConfig(
-        task="dense",
-        backbone=backbone,
-        decoder=decoder,
-        num_outputs=channels,
-        class_names=names,
-        input_mpp=mpp,
-        tile_size=tile_size,
-    )
-    model = create_model(config)
-    fit_config = stage_fit_config(
-        steps,
-        epochs,
-        total_steps,
-        batch_size=batch_size,
-        lr=lr,
-        device=device,
-        num_workers=workers,
-        seed=seed,
-        provenance={
-            "stage": "rckd-stage1",
-            "teacher": the_teacher.identity,
-            "slides": [p.name for p in paths],
-            "tiles": tiles,
-            "val_tiles": val_tiles,
-            "mpp": mpp,
-            "tile_size": tile_size,
-        },
-    )
-    return fit(DistillationTask(model), train, val, fit_config, out_dir, callbacks, stop_event)
+    return result
 
 
 def fill_cache(datasets: Sequence) -> None:

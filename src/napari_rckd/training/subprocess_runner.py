@@ -10,7 +10,8 @@ files in the run folder and one pipe:
   `finetune.finetune`, flat; ``init`` defaults to stage 1's best checkpoint) or both; with ``compare_random``
   stage 2 is trained again from random weights into ``stage2-random``, and a ``comparison``
   event gives both best validation scores;
-- the child's stdout carries one JSON event per line: ``status`` (a phase message),
+- the child's stdout carries one JSON event per line: ``status`` (a phase message), ``note``
+  (a line of the run's account: start weights, split, pixel size, where the model went),
   ``fit_start``, ``step`` (loss, lr, tiles/s, ETA), ``validation``, ``checkpoint``,
   ``stage_end`` and finally ``end`` or ``error``; anything else the child prints goes to
   ``train.log``;
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 JOB_FILE = "job.json"
 STOP_FILE = "STOP"
 LOG_FILE = "train.log"
+RUN_NOTES_LOGGER = "napari_rckd.training.run_notes"
 STOP_POLL_S = 0.1  # how often the child looks for the stop file
 
 
@@ -149,12 +151,32 @@ def _watch_stop_file(path: Path, stop: threading.Event, writer: EventWriter) -> 
 
 def run_job(job: TrainingJob, stream) -> dict:
     """Train the job's stages in order, reporting to ``stream``; returns the final event."""
-    from napari_rckd.training.finetune import Recipe, finetune
-    from napari_rckd.training.recipes import pretrain
-
     out = Path(job.out_dir)
     stop = threading.Event()
     writer = EventWriter(stream, "stage1" if job.stage1 is not None else "stage2")
+    notes = _NoteEvents(writer)  # what the run says about itself, shown by the widget too
+    logging.getLogger(RUN_NOTES_LOGGER).addHandler(notes)
+    try:
+        return _run_stages(job, writer, out, stop)
+    finally:
+        logging.getLogger(RUN_NOTES_LOGGER).removeHandler(notes)
+
+
+class _NoteEvents(logging.Handler):
+    """Forwards `run_notes` lines (start weights, split, pixel size, model) as ``note`` events."""
+
+    def __init__(self, writer: EventWriter) -> None:
+        super().__init__(logging.INFO)
+        self.writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.writer.emit("note", message=record.getMessage())
+
+
+def _run_stages(job: TrainingJob, writer: EventWriter, out: Path, stop: threading.Event) -> dict:
+    from napari_rckd.training.finetune import Recipe, finetune
+    from napari_rckd.training.recipes import pretrain
+
     threading.Thread(
         target=_watch_stop_file, args=(out / STOP_FILE, stop, writer), daemon=True
     ).start()

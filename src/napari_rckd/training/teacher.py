@@ -21,6 +21,14 @@ from napari_rckd.defaults import TEACHER_BACKBONE, TEACHER_MPP, TEACHER_STEPS
 from napari_rckd.errors import RckdError
 from napari_rckd.training.callbacks import Callback
 from napari_rckd.training.config import FitResult
+from napari_rckd.training.run_notes import (
+    model_line,
+    run_log,
+    slide_mpp_line,
+    split_line,
+    teacher_line,
+    tell,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,68 +83,86 @@ def train_teacher(
             f"--mpp ({mpp}) must be > 0 and --tile-size ({tile_size}) a multiple of 32 from 64"
         )
     check_out_dir(out_dir, resume)
-    images = find_nuclei_images(data, holdout)
-    if unlabeled:  # checked before the labelled images load: a typo answers at once
-        slides, answering = _check_unlabeled(unlabeled, pseudo_teacher, slide_mpp, mpp_table)
-    train_idx, val_idx = split_by_group(
-        [str(i.image_path) for i in images], None, val_fraction, seed
-    )
-    train_images = [images[i] for i in train_idx]
-    val_images = [images[i] for i in val_idx]
-    log.info(
-        "teacher: %d training and %d validation images from %s",
-        len(train_images),
-        len(val_images),
-        ", ".join(sorted({i.source for i in images})),
-    )
-    augment = Augment(scale=0.2, hed=0.05, brightness=0.15, contrast=0.15, saturation=0.15)
-    train = NucleiCropDataset(train_images, tile_size, mpp, steps * batch_size, seed, augment)
-    pseudo = {}
-    if unlabeled:
-        train, pseudo = _with_pseudo_labels(
-            train,
-            slides,
-            answering,
-            pseudo_share,
-            Path(cache_dir) if cache_dir is not None else out_dir / "teacher-cache",
-            dict(count=pseudo_tiles, size=tile_size, mpp=mpp, seed=seed, augment=augment),
-            slide_mpp,
-            mpp_table,
+    with run_log(out_dir):
+        images = find_nuclei_images(data, holdout)
+        if unlabeled:  # checked before the labelled images load: a typo answers at once
+            slides, answering = _check_unlabeled(unlabeled, pseudo_teacher, slide_mpp, mpp_table)
+        tell(f"start weights: random (a new {backbone} teacher)")
+        train_idx, val_idx = split_by_group(
+            [str(i.image_path) for i in images], None, val_fraction, seed
         )
-    val = NucleiCropDataset(val_images, tile_size, mpp, max(batch_size, 96), seed + 1)
+        tell(
+            split_line(
+                [str(i.image_path) for i in images], train_idx, val_idx,
+                "whole images, each its own group", "images", singletons=False,
+            )
+        )  # fmt: skip
+        mpps = sorted({i.mpp for i in images})
+        tell(
+            f"pixel size: images at {mpps[0]:g}-{mpps[-1]:g} µm/px (from manifest.csv), "
+            f"resampled once to the model's {mpp:g} µm/px"
+        )
+        train_images = [images[i] for i in train_idx]
+        val_images = [images[i] for i in val_idx]
+        log.info(
+            "teacher: %d training and %d validation images from %s",
+            len(train_images),
+            len(val_images),
+            ", ".join(sorted({i.source for i in images})),
+        )
+        augment = Augment(scale=0.2, hed=0.05, brightness=0.15, contrast=0.15, saturation=0.15)
+        train = NucleiCropDataset(train_images, tile_size, mpp, steps * batch_size, seed, augment)
+        pseudo = {}
+        if unlabeled:
+            tell(teacher_line(pseudo_teacher, answering, role="pseudo-labels of --unlabeled"))
+            tell(slide_mpp_line(slides, mpp, slide_mpp, mpp_table, what="unlabeled tiles"))
+            train, pseudo = _with_pseudo_labels(
+                train,
+                slides,
+                answering,
+                pseudo_share,
+                Path(cache_dir) if cache_dir is not None else out_dir / "teacher-cache",
+                dict(count=pseudo_tiles, size=tile_size, mpp=mpp, seed=seed, augment=augment),
+                slide_mpp,
+                mpp_table,
+            )
+        val = NucleiCropDataset(val_images, tile_size, mpp, max(batch_size, 96), seed + 1)
 
-    config = ModelConfig(
-        task="dense",
-        backbone=backbone,
-        decoder=decoder,
-        num_outputs=2,
-        class_names=OUTPUT_NAMES,
-        input_mpp=mpp,
-        tile_size=tile_size,
-    )
-    fit_config = stage_fit_config(
-        steps,
-        None,
-        steps,
-        batch_size=batch_size,
-        lr=lr,
-        device=device,
-        num_workers=workers,
-        seed=seed,
-        provenance={
-            "stage": "nuclei-teacher",
-            "sources": sorted({i.source for i in images}),
-            "holdout": list(holdout),
-            "train_images": [i.image_path.name for i in train_images],
-            "val_images": [i.image_path.name for i in val_images],
-            "mpp": mpp,
-            "tile_size": tile_size,
-            **pseudo,
-        },
-    )
-    # The contour channel is thin and rare: weigh it like the nuclei so it is learned at all.
-    task = DistillationTask(create_model(config), channel_weights=(1.0, 1.0))
-    return fit(task, train, val, fit_config, out_dir, callbacks, stop_event)
+        config = ModelConfig(
+            task="dense",
+            backbone=backbone,
+            decoder=decoder,
+            num_outputs=2,
+            class_names=OUTPUT_NAMES,
+            input_mpp=mpp,
+            tile_size=tile_size,
+        )
+        fit_config = stage_fit_config(
+            steps,
+            None,
+            steps,
+            batch_size=batch_size,
+            lr=lr,
+            device=device,
+            num_workers=workers,
+            seed=seed,
+            provenance={
+                "stage": "nuclei-teacher",
+                "sources": sorted({i.source for i in images}),
+                "holdout": list(holdout),
+                "train_images": [i.image_path.name for i in train_images],
+                "val_images": [i.image_path.name for i in val_images],
+                "mpp": mpp,
+                "tile_size": tile_size,
+                **pseudo,
+            },
+        )
+        # The contour channel is thin and rare: weigh it like the nuclei so it is learned at all.
+        task = DistillationTask(create_model(config), channel_weights=(1.0, 1.0))
+        result = fit(task, train, val, fit_config, out_dir, callbacks, stop_event)
+        if int(os.environ.get("RANK", "0")) == 0:
+            tell(model_line(result))
+    return result
 
 
 def _check_unlabeled(unlabeled, teacher_spec, slide_mpp, mpp_table) -> tuple:
