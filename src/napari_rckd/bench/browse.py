@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from napari_rckd.bench.viewport import _idle, _settled, _wait, need_display, slide_viewer
 
     need_display("browse")
+    from napari_rckd.devices import resolve_device
     from napari_rckd.inference.analysis import Analysis
-    from napari_rckd.inference.runner import resolve_device
     from napari_rckd.io import open_slide
     from napari_rckd.io.samples import synthetic_slide_path
     from napari_rckd.report import report

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from napari_rckd.inference.runner import resolve_device
+    from napari_rckd.devices import resolve_device
     from napari_rckd.io.samples import synthetic_sample_path
     from napari_rckd.report import report
 

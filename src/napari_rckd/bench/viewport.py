@@ -188,9 +188,9 @@ def run(args: argparse.Namespace) -> int:
     need_display("viewport")
     from napari_rckd._widgets.live import LiveAnalysis
     from napari_rckd.bench.event_gaps import EventGaps
+    from napari_rckd.devices import resolve_device
     from napari_rckd.inference.nuclei_choice import choose_nuclei
     from napari_rckd.inference.predictor import Predictor
-    from napari_rckd.inference.runner import resolve_device
     from napari_rckd.inference.sources import NucleiSource
     from napari_rckd.io import open_slide
     from napari_rckd.io.samples import synthetic_sample_path

@@ -134,6 +134,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     checks.finetune(args)  # before torch loads: a typo answers at once
     from napari_rckd.devices import launch
+
     default_budget(args)
     from napari_rckd.training import TqdmProgress
     from napari_rckd.training.finetune import Recipe, finetune, format_metrics

@@ -180,6 +180,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     checks.pretrain(args)  # before torch loads: a typo answers at once
     from napari_rckd.devices import launch
+
     default_budget(args)
     from napari_rckd.training import TqdmProgress
     from napari_rckd.training.data.sampling import read_mpp_table

@@ -19,7 +19,7 @@ TRAIN_KEY, VAL_KEY = "train_sha256", "val_sha256"
 
 def tile_fingerprints(tiles, train_index, val_index) -> dict[str, list[str]]:
     """The provenance entries naming the training and validation tiles by content."""
-    from napari_rckd.training.initial import sha256_prefix
+    from napari_rckd.files import sha256_prefix
 
     hashes = [sha256_prefix(Path(tile.path)) for tile in tiles]
     return {
@@ -34,7 +34,7 @@ def tiles_seen(provenance: dict, paths: Sequence[Path], folders: Sequence[str], 
     Without recorded fingerprints (older checkpoints) a test folder named like one the model
     trained on is reported as probably the same data.
     """
-    from napari_rckd.training.initial import sha256_prefix
+    from napari_rckd.files import sha256_prefix
 
     train, val = set(provenance.get(TRAIN_KEY, [])), set(provenance.get(VAL_KEY, []))
     if train or val:

@@ -92,7 +92,7 @@ def provenance_text(provenance: dict | None) -> str:
 
 def weights_text(path: Path, metadata: dict | None, label: str | None = None) -> str:
     """``label (file, sha256 ...; provenance: ...)`` of a weight file."""
-    from napari_rckd.training.initial import sha256_prefix
+    from napari_rckd.files import sha256_prefix
 
     name = label or str(path)
     provenance = (metadata or {}).get("provenance")
@@ -104,7 +104,7 @@ def weights_text(path: Path, metadata: dict | None, label: str | None = None) ->
 
 def init_line(start) -> str:
     """Where stage 2 starts (`training.initial.Init`)."""
-    from napari_rckd.training.initial import SHIPPED_INITS
+    from napari_rckd import zoo
 
     if start.name == "none":
         return f"start weights: random ({start.backbone}, --init none)"
@@ -112,7 +112,7 @@ def init_line(start) -> str:
         return f"start weights: timm's ImageNet weights of {start.backbone} (--init imagenet)"
     label = (
         f"the shipped RCKD-CSAT student {start.name!r}"
-        if start.name in SHIPPED_INITS
+        if getattr(zoo.find(start.name), "stage2_init", False)
         else start.name
     )
     return f"start weights: {weights_text(start.path, start.metadata, label)}"
