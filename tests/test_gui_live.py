@@ -42,7 +42,9 @@ def live(make_napari_viewer, slide, qtbot):
     data, kwargs, _ = slide_layer_data(slide)
     layer = viewer.add_image(data, **kwargs)
     look_at(viewer, qtbot, (1100, 800))
-    predictor = Predictor(slide, [small_nuclei()], tissue=detect_tissue(slide), batch_size=1)
+    predictor = Predictor(
+        slide, [small_nuclei()], tissue=detect_tissue(slide), batch_size=1, memory_budget=2**28
+    )
     messages = []
     live = LiveAnalysis(viewer, layer, predictor, on_status=messages.append, debounce_ms=30)
     live.messages = messages
@@ -90,6 +92,7 @@ def test_nuclei_fill_in_while_the_event_loop_runs(live, qtbot):
     # once the work is done the status says so instead of keeping the last rate
     qtbot.waitUntil(lambda: live.messages[-1].startswith("idle"), timeout=5000)
     assert "cache" in live.messages[-1] and "tiles/s" not in live.messages[-1]
+    assert "layers " in live.messages[-1] and "/256 MB" in live.messages[-1]  # the live budget
 
 
 def test_pan_drops_stale_requests_and_computes_the_new_view(live, qtbot):

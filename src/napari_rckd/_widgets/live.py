@@ -229,13 +229,14 @@ class LiveAnalysis:
         return "idle" if self.idle else f"{self.tiles_per_second:.1f} tiles/s"
 
     def status(self) -> str:
-        """What the worker does (live off, idle or the recent tile rate), the cache use and
-        any hint."""
-        cache = self.predictor.cache
-        parts = [
-            self._activity(),
-            f"cache {cache.nbytes / 2**20:.0f}/{cache.max_bytes / 2**20:.0f} MB",
-        ]
+        """What the worker does (live off, idle or the recent tile rate), the memory the result
+        layers and the cache hold against their budgets, and any hint."""
+        cache, predictor = self.predictor.cache, self.predictor
+        parts = [self._activity()]
+        if predictor.memory_budget is not None:
+            used, budget = predictor.results_nbytes / 2**20, predictor.memory_budget / 2**20
+            parts.append(f"layers {used:.0f}/{budget:.0f} MB")
+        parts.append(f"cache {cache.nbytes / 2**20:.0f}/{cache.max_bytes / 2**20:.0f} MB")
         return " · ".join(parts + ([self.message] if self.message else []))
 
     def _report(self, now: bool = False) -> None:
