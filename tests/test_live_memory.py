@@ -55,3 +55,13 @@ def test_the_view_on_screen_is_never_evicted(crop):  # noqa: F811
         grid = predictor.grids["nuclei"]
         assert _show(predictor, _column(predictor, 0)) == grid.rows
         assert all(predictor.is_done("nuclei", row, 0) for row in range(grid.rows))
+
+
+def test_freed_memory_goes_back_to_the_os_on_glibc():
+    import platform
+    import sys
+
+    from napari_rckd.inference.native_memory import release_free_memory
+
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert release_free_memory() is glibc

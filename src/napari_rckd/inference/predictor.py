@@ -23,6 +23,7 @@ import zarr
 
 from napari_rckd.errors import RckdError
 from napari_rckd.inference.cache import ResultCache
+from napari_rckd.inference.native_memory import release_free_memory
 from napari_rckd.inference.scheduler import ModelTiles, Plan, TileRequest, ViewportScheduler
 from napari_rckd.inference.sources import Source
 from napari_rckd.inference.store import ResultStore, open_root
@@ -181,6 +182,7 @@ class Predictor:
                 self.stores[spec.name].release(box)
             evicted += 1
         if evicted:
+            release_free_memory()  # else the allocator keeps what the evicted tiles held
             log.debug("evicted %d live tiles: results now %d bytes", evicted, self.results_nbytes)
         return evicted
 
