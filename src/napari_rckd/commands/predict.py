@@ -1,19 +1,21 @@
 """Predict nuclei (and, when given models, tissue subtype and cancer region) over every tissue
-tile of slides.
+tile of slides, one slide or a cohort of thousands.
 
-`napari-rckd predict SLIDE|FOLDER --out DIR` runs the built-in nuclei model and writes
+`napari-rckd predict SLIDE|FOLDER|LIST.txt --out DIR` runs the built-in nuclei model and writes
 DIR/<slide>.zarr (OME-Zarr results that open over the slide in napari), DIR/<slide>.nuclei.geojson
-(QuPath detections) and DIR/<slide>.nuclei.csv (one row of measurements per nucleus). Add
---subtype SUB.safetensors and --region REG.safetensors for the other results, --export to choose
-the files (geojson, csv, ome-tiff or none) and --nuclei none to skip nuclei. Under torchrun each
-process takes every WORLD_SIZE-th slide (rank i: slides i, i+W, ...) on its own GPU.
+(QuPath detections), DIR/<slide>.nuclei.csv (one row of measurements per nucleus) and
+DIR/cohort.csv (one row of figures per slide). Add --subtype SUB.safetensors and --region
+REG.safetensors for the other results, --export to choose the files (geojson, csv, ome-tiff or
+none) and --nuclei none to skip nuclei. --cluster runs the slides on Dask distributed (local
+worker processes, an existing scheduler, or Slurm/PBS/SGE/LSF jobs; docs/cohorts.md). A rerun
+skips the slides already complete in DIR; a slide that fails is reported and the rest go on.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
+import time
 from pathlib import Path
 
 from napari_rckd.defaults import DEFAULT_EXPORTS, DEFAULT_NUCLEI, EXPORTS
@@ -23,7 +25,11 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", metavar="SLIDE|FOLDER", help="a slide file or a folder of slides")
+    parser.add_argument(
+        "input",
+        metavar="SLIDE|FOLDER|LIST.txt",
+        help="a slide file, a folder of slides, or a .txt list of slide paths (one a line)",
+    )
     parser.add_argument(
         "--nuclei",
         metavar="SPEC",
@@ -70,106 +76,112 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace results of the same slides already in --out (default: refuse)",
+        help="replace results of the same slides already in --out made by other models or with "
+        "other exports (default: refuse); results complete with these are always kept",
     )
-
-
-def find_slides(path: Path) -> list[Path]:
-    from napari_rckd.io import SLIDE_SUFFIXES
-
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise RckdError(f"{path} is neither a slide file nor a folder; check the path.")
-    slides = sorted(
-        p
-        for p in path.iterdir()
-        if p.is_file() and "".join(p.suffixes[-1:]).lower() in SLIDE_SUFFIXES
+    parser.add_argument(
+        "--cluster",
+        default="none",
+        metavar="C",
+        help="where the slides run: none (this process, default), local or local:N (N Dask "
+        "worker processes), tcp://HOST:PORT (a running Dask scheduler) or jobqueue:FILE.yaml "
+        "(Slurm, PBS, SGE or LSF jobs; docs/cohorts.md)",
     )
-    if not slides:
-        raise RckdError(
-            f"folder {path} holds no slide files ({', '.join(sorted(SLIDE_SUFFIXES))}); "
-            "point at a slide or a folder of slides."
-        )
-    return slides
-
-
-def shard(items: list, rank: int, world_size: int) -> list:
-    """Rank ``rank`` of ``world_size`` takes items rank, rank + W, ... (torchrun's RANK/WORLD_SIZE)."""
-    return items[rank::world_size]
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="workers to ask a jobqueue cluster for (default 1), or of --cluster local",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar: one line per slide, for logs"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from napari_rckd.inference.clusters import check_spec, open_client
+    from napari_rckd.inference.cohort import LIST_SUFFIXES, find_slides, plan_cohort, run_cohort
+    from napari_rckd.inference.cohort_slide import CohortSettings, describe_models
     from napari_rckd.inference.export import parse_exports
-    from napari_rckd.inference.outputs import recover, refuse_existing
-    from napari_rckd.inference.runner import resolve_device
 
     exports = parse_exports(args.export)
-    slides = find_slides(Path(args.input))
-    recover(Path(args.out))  # what a killed run left: finish its publication or remove it
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = resolve_device(args.device)
-    if device == "cuda" and world > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
-    mine = shard(slides, rank, world)
-    if not args.overwrite:  # before any work, not after the first slides
-        refuse_existing(Path(args.out), [path.stem for path in mine])
-    log.info("rank %d/%d: %d of %d slides on %s", rank, world, len(mine), len(slides), device)
+    check_spec(args.cluster)
+    slides = find_slides(args.input)
+    one = Path(args.input).is_file() and Path(args.input).suffix.lower() not in LIST_SUFFIXES
     models = dict(nuclei=args.nuclei, subtype=args.subtype, region=args.region)
     if str(models["nuclei"]).lower() == "none":
         models["nuclei"] = None
-    sources = None  # built once, for the first slide, and shared by the rest
-    for path in mine:
-        sources = predict_slide(path, models, device, Path(args.out), exports, args, sources)
-    return 0
+    out = Path(args.out).absolute()  # workers elsewhere see the same absolute path
+    settings = CohortSettings(
+        models, str(out), args.device, tuple(exports), args.slide_mpp, args.batch_size,
+        args.region_threshold, args.overwrite, args.compile,
+    )  # fmt: skip
+    described = describe_models(settings)  # a bad checkpoint is told here, before any work
+    for note in described["notes"]:
+        print(note)
+    plan = plan_cohort(slides, settings, described)
+    if plan.skipped:
+        print(f"{len(plan.skipped)} of {len(slides)} slides already complete in {out}: skipped")
+    if not plan.todo:
+        print("nothing to do")
+    with open_client(args.cluster if plan.todo else "none", args.workers) as client:
+        if client is not None:
+            print(f"Dask dashboard: {client.dashboard_link}")
+        with CohortProgress(len(plan.todo), args.quiet) as progress:
+            rows = run_cohort(plan, client, on_slide=progress.slide, on_tiles=progress.tiles)
+    failed = [row for row in rows if row["status"] == "failed"]
+    done = sum(row["status"] == "done" for row in rows)
+    print(f"{done} done, {len(plan.skipped)} skipped, {len(failed)} failed: {out / 'cohort.csv'}")
+    if failed and one:  # one slide asked for: its failure is the command's error
+        raise RckdError(failed[0]["error"])
+    return 1 if failed else 0
 
 
-def predict_slide(path: Path, models, device, out: Path, exports, args, sources=None) -> list:
-    """Whole-slide prediction of one slide into ``out/<stem>.zarr`` plus its exports.
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
-    They are written into a staging folder and appear in ``out`` together (`staged_outputs`).
-    """
-    from tqdm import tqdm
 
-    from napari_rckd.inference.analysis import Analysis
-    from napari_rckd.inference.outputs import staged_outputs
-    from napari_rckd.io import open_slide
+class CohortProgress:
+    """One bar for the cohort (slides, tiles, time left) and one line per finished slide."""
 
-    with (
-        open_slide(path, mpp=args.slide_mpp) as slide,
-        staged_outputs(out, path.stem, args.overwrite) as staging,
-    ):
-        if slide.mpp is None:
-            raise RckdError(
-                f"{path.name} does not record its pixel size; pass --slide-mpp (e.g. 0.5 for 20x, "
-                "0.25 for 40x)."
-            )
-        analysis = Analysis(
-            slide,
-            models,
-            device,
-            sources=sources,
-            batch_size=args.batch_size,
-            region_threshold=args.region_threshold,
-        )
-        if analysis.nuclei_note:
-            print(analysis.nuclei_note)
-        if args.compile and sources is None:  # the first slide built them; the rest reuse them
-            from napari_rckd.inference.sources import compile_models
+    def __init__(self, slides: int, quiet: bool = False):
+        from tqdm import tqdm
 
-            count = compile_models(analysis.sources)
-            print(
-                f"torch.compile: {count} model(s) compile on their first batch (~30 s each on a CPU)"
-            )
-        damaged = 0
-        with tqdm(desc=path.name, unit="tile") as bar:
-            run = analysis.run_whole_slide(
-                staging / f"{path.stem}.zarr", exports_stem=staging / path.stem, exports=exports
-            )
-            for progress in run:  # nuclei exports stream while the tiles run; the rest follow
-                bar.total = progress.total
-                bar.update(progress.done - bar.n)
-                damaged = progress.damaged
-        if damaged:
-            print(f"{path.name}: {damaged} damaged tiles skipped (predicted as glass)")
-    return analysis.sources
+        self.bar = tqdm(total=slides, unit="slide", desc="cohort", disable=quiet or not slides)
+        self.quiet, self.tiles_done, self.start = quiet, 0, time.monotonic()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+
+    def tiles(self, count: int) -> None:
+        self.tiles_done += count
+        rate = self.tiles_done / max(time.monotonic() - self.start, 1e-6)
+        self.bar.set_postfix(tiles=self.tiles_done, tiles_s=f"{rate:.1f}")
+
+    def slide(self, row: dict) -> None:
+        self.bar.update(1)
+        self._line(slide_line(row))
+
+    def _line(self, text: str) -> None:
+        if self.quiet or self.bar.disable:
+            print(text, flush=True)
+        else:
+            self.bar.write(text)
+
+
+def slide_line(row: dict) -> str:
+    """``name: done, N nuclei, ... (worker)`` or ``name: failed: why``."""
+    name = Path(row["file"]).name
+    if row["status"] == "failed":
+        return f"{name}: failed: {row['error']}"
+    parts = [f"{row.get('nuclei')} nuclei"] if row.get("nuclei") is not None else []
+    parts.append(f"{row.get('tissue_mm2')} mm² tissue, {row.get('tiles')} tiles")
+    if row.get("damaged_tiles"):
+        parts.append(f"{row['damaged_tiles']} damaged tiles skipped (predicted as glass)")
+    return f"{name}: done, {', '.join(parts)}, {row.get('seconds')} s on {row.get('worker')}"

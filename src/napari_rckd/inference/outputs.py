@@ -71,7 +71,7 @@ def staged_outputs(
             json.dump({"new": new, "old": [p.name for p in old]}, handle)
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
-        raise RckdError(_write_failure(out, stem, error)) from error
+        raise RckdError(write_failure(out, stem, error)) from error
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -126,7 +126,7 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _write_failure(out: Path, stem: str, error: OSError) -> str:
+def write_failure(out: Path, stem: str, error: OSError) -> str:
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         why = "the folder is read-only (permission denied); choose another folder"
     elif error.errno in (errno.ENOSPC, errno.EDQUOT):
