@@ -202,9 +202,10 @@ def jobqueue_cluster(path: str | Path):
     try:
         return getattr(dask_jobqueue, name)(**settings)
     except (TypeError, ValueError) as error:
+        why = str(error).splitlines()[0].rstrip(". ")  # its first line names the argument
         raise RckdError(
             f"--cluster jobqueue:{path}: dask-jobqueue's {name} refused these settings "
-            f"({error}); fix the YAML."
+            f"({why}); fix the YAML."
         ) from error
 
 
