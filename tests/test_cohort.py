@@ -4,6 +4,7 @@ are one sentence before any work, and a Slurm YAML gives the expected job script
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from napari_rckd.cli import main
 from napari_rckd.errors import RckdError
 from napari_rckd.inference.wholeslide import open_results
+from test_predict import checkpoints  # noqa: F401  (fixtures)
 
 pytest.importorskip("distributed")
 
@@ -32,6 +34,14 @@ def _labels(zarr: Path) -> np.ndarray:
 
 def _snapshot(out: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "cohort.csv"}
+
+
+def _assert_no_work(out: Path) -> None:
+    """Only the table of pending slides (written first: an --out that cannot be written into
+    is told before a cluster starts)."""
+    if out.exists():  # a bad YAML is told even before that
+        assert [p.name for p in out.iterdir()] == ["cohort.csv"]
+        assert {row["status"] for row in _rows(out).values()} == {"pending"}
 
 
 def test_local_cluster_equals_in_process_reports_bad_slides_and_resumes(
@@ -80,6 +90,63 @@ def test_local_cluster_equals_in_process_reports_bad_slides_and_resumes(
     assert rows["a.tif"]["nuclei"] == _rows(single)["a.tif"]["nuclei"]  # figures kept
 
 
+def test_a_worker_killed_mid_slide_changes_no_result(tmp_path, crop_path):
+    """Dask runs the slide of a worker killed with os._exit elsewhere; what the dead worker
+    had staged is never published, and the results equal the in-process run's."""
+    import os
+
+    import tifffile
+
+    from napari_rckd.inference.clusters import open_client
+    from napari_rckd.inference.cohort import plan_cohort, run_cohort
+    from napari_rckd.inference.cohort_slide import CohortSettings, describe_models
+
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    pixels = np.tile(tifffile.imread(crop_path), (2, 2, 1))  # 36 tiles: long enough to kill
+    tifffile.imwrite(cohort / "x.tif", pixels, tile=(256, 256), photometric="rgb")
+    single = tmp_path / "single"
+    assert main(["predict", str(cohort / "x.tif"), "--out", str(single), *ARGS]) == 0
+
+    out = tmp_path / "out"
+    settings = CohortSettings(
+        dict(nuclei="classical"), str(out), exports=("geojson", "csv"), slide_mpp=0.499
+    )
+    plan = plan_cohort(sorted(cohort.iterdir()), settings, describe_models(settings))
+    killed = []
+    with open_client("local:2") as client:
+
+        def kill_a_busy_worker(tiles: int) -> None:
+            busy = [worker for worker, keys in client.processing().items() if keys]
+            if killed or not busy:
+                return
+            killed.append(busy[0])
+            with contextlib.suppress(Exception):  # the worker dies before it answers
+                client.run(os._exit, 1, workers=busy[:1])
+
+        rows = run_cohort(plan, client, on_tiles=kill_a_busy_worker)
+    assert killed, "no worker was busy when the first tiles were heard"
+    assert [row["status"] for row in rows] == ["done"], rows
+    assert rows[0]["worker"] != killed[0]
+    np.testing.assert_array_equal(_labels(out / "x.zarr"), _labels(single / "x.zarr"))
+    assert (out / "x.nuclei.csv").read_bytes() == (single / "x.nuclei.csv").read_bytes()
+    assert not list(out.glob(".*staging"))  # the dead worker's staging folder is gone
+
+
+def test_table_has_subtype_and_region_fractions(tmp_path, crop_path, checkpoints):  # noqa: F811
+    out = tmp_path / "out"
+    argv = ["predict", str(crop_path), "--out", str(out), *ARGS, "--export", "csv"]
+    argv += ["--subtype", str(checkpoints["subtype"]), "--region", str(checkpoints["region"])]
+    assert main(argv) == 0
+    row = _rows(out)["crop.tif"]
+    subtype = [float(v) for k, v in row.items() if k.startswith("subtype_") and v]
+    region = {k: float(v) for k, v in row.items() if k.startswith("region_") and v}
+    assert len(subtype) == 3 and sum(subtype) == pytest.approx(1, abs=1e-3)
+    assert set(region) == {"region_other", "region_cancer"}
+    assert sum(region.values()) == pytest.approx(1, abs=1e-3)
+    assert row["models"].count("|") == 2  # nuclei, subtype and region identities
+
+
 def test_in_process_table_figures_come_from_the_slide_outputs(tmp_path, crop_path):
     out = tmp_path / "out"
     assert main(["predict", str(crop_path), "--out", str(out), *ARGS]) == 0
@@ -114,7 +181,7 @@ def test_unreachable_scheduler_is_one_sentence_before_any_work(
     assert error[-1].startswith(
         "napari-rckd predict: error: could not reach the Dask scheduler at tcp://127.0.0.1:1"
     )
-    assert not out.exists() or not list(out.iterdir())
+    _assert_no_work(out)
 
 
 @pytest.mark.parametrize(
@@ -135,7 +202,7 @@ def test_bad_jobqueue_yaml_is_one_sentence_before_any_work(
     assert main([*argv, "--cluster", f"jobqueue:{yaml_file}", "--workers", "2"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and message in error[0]
-    assert not out.exists() or not list(out.iterdir())
+    _assert_no_work(out)
 
 
 def test_unknown_cluster_is_one_sentence(tmp_path, crop_path, capsys):

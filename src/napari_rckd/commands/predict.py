@@ -100,7 +100,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_rckd.inference.clusters import check_spec, open_client
-    from napari_rckd.inference.cohort import LIST_SUFFIXES, find_slides, plan_cohort, run_cohort
+    from napari_rckd.inference.cohort import (
+        LIST_SUFFIXES,
+        find_slides,
+        open_table,
+        plan_cohort,
+        run_cohort,
+    )
     from napari_rckd.inference.cohort_slide import CohortSettings, describe_models
     from napari_rckd.inference.export import parse_exports
 
@@ -124,11 +130,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(plan.skipped)} of {len(slides)} slides already complete in {out}: skipped")
     if not plan.todo:
         print("nothing to do")
+    table = open_table(plan)  # an --out we cannot write into is told before a cluster starts
     with open_client(args.cluster if plan.todo else "none", args.workers) as client:
         if client is not None:
             print(f"Dask dashboard: {client.dashboard_link}")
         with CohortProgress(len(plan.todo), args.quiet) as progress:
-            rows = run_cohort(plan, client, on_slide=progress.slide, on_tiles=progress.tiles)
+            rows = run_cohort(plan, client, table, progress.slide, progress.tiles)
     failed = [row for row in rows if row["status"] == "failed"]
     done = sum(row["status"] == "done" for row in rows)
     print(f"{done} done, {len(plan.skipped)} skipped, {len(failed)} failed: {out / 'cohort.csv'}")

@@ -121,28 +121,39 @@ def complete_figures(out: Path, stem: str, described: dict) -> dict | None:
     return dict(attrs.get(FIGURES_ATTRIBUTE) or {})
 
 
-def run_cohort(plan: Plan, client=None, on_slide=None, on_tiles=None) -> list[dict]:
-    """Predict ``plan.todo`` (in this process when ``client`` is None), one row per slide;
-    ``DIR/cohort.csv`` holds every slide, skipped ones included, when this returns."""
-    out = Path(plan.settings.out)
+def open_table(plan: Plan) -> CohortTable:
+    """``DIR/cohort.csv`` with every slide (pending, or skipped with its figures), written now:
+    a folder that cannot be written into is told before any cluster starts or work is done."""
     rows = {str(path): dict(file=str(path), status="pending") for path in plan.todo}
     rows.update({row["file"]: row for row in plan.skipped})
-    table = _Table(out, rows, [str(path) for path in plan.slides])
-    table.write()  # a folder we cannot write into is told before any work
+    table = CohortTable(Path(plan.settings.out), rows, [str(path) for path in plan.slides])
+    table.write()
+    return table
+
+
+def run_cohort(
+    plan: Plan, client=None, table: CohortTable | None = None, on_slide=None, on_tiles=None
+) -> list[dict]:
+    """Predict ``plan.todo`` (in this process when ``client`` is None), one row per slide;
+    ``DIR/cohort.csv`` holds every slide, skipped ones included, when this returns (and the
+    slides finished so far if it is interrupted)."""
+    table = table or open_table(plan)
     finished = (
         _in_process(plan, on_tiles) if client is None else _on_cluster(plan, client, on_tiles)
     )
-    for row in finished:
-        rows[row["file"]] = row
-        if on_slide is not None:
-            on_slide(row)
-        table.write(soon=True)
-    table.write()
+    try:
+        for row in finished:
+            table.rows[row["file"]] = row
+            if on_slide is not None:
+                on_slide(row)
+            table.write(soon=True)
+    finally:
+        table.write()
     if client is not None:
         from napari_rckd.inference.outputs import recover
 
-        recover(out)  # staging folders of workers that died mid-slide
-    return [rows[key] for key in table.order]
+        recover(table.out)  # staging folders of workers that died mid-slide
+    return [table.rows[key] for key in table.order]
 
 
 def _in_process(plan: Plan, on_tiles=None):
@@ -166,8 +177,11 @@ def _on_cluster(plan: Plan, client, on_tiles=None):
     from distributed import as_completed
 
     settings = replace(plan.settings, models=pack_models(plan.settings.models))
-    [shared] = client.scatter([settings], broadcast=True)  # checkpoints sent once per worker
     run = uuid.uuid4().hex[:8]
+    # A task, not scattered data: the scheduler keeps what makes it, so a worker that dies
+    # holding the only copy costs a recomputation, not the slides that need it. Each worker
+    # fetches it (checkpoints included) once.
+    shared = client.submit(_settings, settings, key=f"settings-{run}")
     futures = {
         client.submit(
             run_task, str(path), shared, pure=False, retries=1, key=f"predict-{path.stem}-{run}"
@@ -194,16 +208,19 @@ def _on_cluster(plan: Plan, client, on_tiles=None):
             client.cancel(unfinished)
 
 
+def _settings(settings: CohortSettings) -> CohortSettings:
+    return settings
+
+
 def _row(future, path: Path) -> dict:
     if future.status == "finished":
         return future.result()
-    error = future.exception()
-    return failed_row(
-        path, f"{path.name} failed twice on the cluster: {type(error).__name__}: {error}."
-    )
+    error = future.exception() if future.status == "error" else None
+    why = f"{type(error).__name__}: {error}" if error is not None else f"task {future.status}"
+    return failed_row(path, f"{path.name} failed twice on the cluster: {why}.")
 
 
-class _Table:
+class CohortTable:
     """cohort.csv, rewritten atomically: at the start, now and then, and at the end."""
 
     def __init__(self, out: Path, rows: dict, order: list[str]):
