@@ -116,7 +116,9 @@ def _local_cluster(spec: str, workers: int | None):
     count, threads, gpus = local_workers(spec, workers)
     # One task (a slide) at a time per worker; its torch threads are the worker's share of
     # the cores (distributed itself sets these variables to 1 in every worker it starts).
-    env = {name: str(threads) for name in THREAD_VARIABLES}
+    from napari_rckd.inference.cohort_slide import THREADS_VARIABLE
+
+    env = {name: str(threads) for name in (*THREAD_VARIABLES, THREADS_VARIABLE)}
     if gpus:
         return _gpu_cluster(min(count, gpus), env)
     log.info("LocalCluster: %d worker processes, %d threads each", count, threads)

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 COMPLETE_ATTRIBUTE = "napari_rckd_complete"
 SLIDE_ATTRIBUTE = "napari_rckd_slide"
 TILES_TOPIC = "napari-rckd-tiles"  # workers' tile counts, for the cohort's progress bar
+# torch threads of a worker's slide: Dask starts workers with OMP_NUM_THREADS=1 and runs tasks
+# in threads of their own, so the count is set by the task (`--cluster local` sets it; a
+# jobqueue YAML exports it in job_script_prologue)
+THREADS_VARIABLE = "NAPARI_RCKD_THREADS"
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ def predict_slide(path: str | Path, settings: CohortSettings, on_tiles=None) -> 
 
     start, path, out = time.perf_counter(), Path(path), Path(settings.out)
     on_tiles = on_tiles or _worker_reporter()
+    _use_threads()
     sources, _ = load_sources(settings)
     mine = {source.name: source.for_whole_slide().identity for source in sources}
     if settings.identities is not None and mine != settings.identities:
@@ -191,6 +196,14 @@ def predict_slide(path: str | Path, settings: CohortSettings, on_tiles=None) -> 
     return dict(
         file=str(path), status="done", **figures, models=models, seconds=seconds, worker=worker()
     )
+
+
+def _use_threads() -> None:
+    threads = os.environ.get(THREADS_VARIABLE, "")
+    if threads.isdigit() and int(threads) > 0:
+        import torch
+
+        torch.set_num_threads(int(threads))
 
 
 def worker() -> str:
