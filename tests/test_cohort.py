@@ -19,6 +19,20 @@ from test_predict import checkpoints  # noqa: F401  (fixtures)
 
 pytest.importorskip("distributed")
 
+SLURM_YAML = """kind: slurm
+queue: gpu
+account: pathology
+cores: 1            # worker threads: one slide at a time per worker
+job_cpu: 8          # CPUs booked per job (the slide's torch threads, the tile reads)
+processes: 1
+memory: 32GB
+walltime: "04:00:00"
+job_extra_directives: ["--gres=gpu:1"]
+job_script_prologue:
+  - source ~/venvs/rckd/bin/activate
+  - export NAPARI_RCKD_THREADS=8
+local_directory: $TMPDIR
+"""
 ARGS = ["--nuclei", "classical", "--slide-mpp", "0.499", "--quiet"]
 
 
@@ -216,11 +230,7 @@ def test_slurm_yaml_builds_the_expected_job_script(tmp_path):
     from napari_rckd.inference.clusters import jobqueue_cluster
 
     yaml_file = tmp_path / "slurm.yaml"
-    yaml_file.write_text(
-        "kind: slurm\nqueue: gpu\ncores: 8\nprocesses: 1\nmemory: 32GB\nwalltime: '04:00:00'\n"
-        "job_extra_directives: ['--gres=gpu:1']\n"
-        "job_script_prologue: ['source ~/venvs/rckd/bin/activate']\n"
-    )
+    yaml_file.write_text(SLURM_YAML)  # the example of docs/cohorts.md
     cluster = jobqueue_cluster(yaml_file)  # no job is submitted
     try:
         script = cluster.job_script()
@@ -228,15 +238,22 @@ def test_slurm_yaml_builds_the_expected_job_script(tmp_path):
         cluster.close()
     for line in (
         "#SBATCH -p gpu",
+        "#SBATCH -A pathology",
         "#SBATCH -n 1",
         "#SBATCH --cpus-per-task=8",
         "#SBATCH --mem=30G",
         "#SBATCH -t 04:00:00",
         "#SBATCH --gres=gpu:1",
         "source ~/venvs/rckd/bin/activate",
+        "export NAPARI_RCKD_THREADS=8",
     ):
         assert line in script, script
-    assert "distributed.cli.dask_worker" in script and "--nthreads 8" in script
+    assert "distributed.cli.dask_worker" in script and "--nthreads 1 " in script
+
+
+def test_the_docs_show_the_tested_slurm_example():
+    docs = Path(__file__).resolve().parents[1] / "docs" / "cohorts.md"
+    assert SLURM_YAML in docs.read_text(encoding="utf-8")
 
 
 def test_gpu_workers_each_see_their_own_gpu():
