@@ -298,3 +298,29 @@ def test_slide_lists_and_twin_names(tmp_path, crop_path):
     (tmp_path / "empty.txt").write_text("\n# nothing\n")
     with pytest.raises(RckdError, match="names no slides"):
         find_slides(tmp_path / "empty.txt")
+
+
+def test_a_full_disk_is_one_sentence_before_a_cluster_starts(
+    tmp_path, crop_path, capsys, monkeypatch
+):
+    import errno
+
+    from napari_rckd.inference import clusters, cohort
+
+    def disk_full(out, rows):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a cluster was started")
+
+    monkeypatch.setattr(cohort, "write_table", disk_full)
+    monkeypatch.setattr(clusters, "_local_cluster", no_cluster)
+    out = tmp_path / "out"
+    argv = ["predict", str(crop_path), "--out", str(out), *ARGS, "--cluster", "local:2"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [
+        f"napari-rckd predict: error: could not write the results of the cohort into {out}: "
+        "the disk is full; free some space or choose another folder (earlier results are intact)."
+    ]
+    assert not list(out.iterdir())
