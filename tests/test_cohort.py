@@ -324,3 +324,28 @@ def test_a_full_disk_is_one_sentence_before_a_cluster_starts(
         "the disk is full; free some space or choose another folder (earlier results are intact)."
     ]
     assert not list(out.iterdir())
+
+
+def test_a_retried_task_finishes_what_its_killed_attempt_published(tmp_path, crop_path):
+    """A worker that died during or after the renames: the retry reports the slide done
+    (finishing the renames) instead of refusing the slide's own new results."""
+    import json
+    from dataclasses import replace
+
+    from napari_rckd.inference.cohort_slide import CohortSettings, describe_models, run_task
+
+    out = tmp_path / "out"
+    assert main(["predict", str(crop_path), "--out", str(out), *ARGS]) == 0
+    settings = CohortSettings(dict(nuclei="classical"), str(out), slide_mpp=0.499)
+    settings = replace(settings, planned=describe_models(settings))
+    staging = out / ".crop.4194303.staging"  # killed after moving the .zarr and the GeoJSON
+    staging.mkdir()
+    (out / "crop.nuclei.csv").rename(staging / "crop.nuclei.csv")
+    names = ["crop.nuclei.csv", "crop.nuclei.geojson", "crop.zarr"]
+    (staging / "ready.json").write_text(json.dumps({"new": names, "old": []}))
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "crop.zarr").iterdir()}
+
+    row = run_task(str(crop_path), settings)
+    assert row["status"] == "done" and row["nuclei"] == int(_rows(out)["crop.tif"]["nuclei"])
+    assert sorted(p.name for p in out.iterdir()) == ["cohort.csv", *names]
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "crop.zarr").iterdir()} == before

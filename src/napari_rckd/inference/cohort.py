@@ -19,16 +19,15 @@ from pathlib import Path
 
 from napari_rckd.errors import RckdError
 from napari_rckd.inference.cohort_slide import (
-    COMPLETE_ATTRIBUTE,
-    SLIDE_ATTRIBUTE,
     TILES_TOPIC,
     CohortSettings,
+    complete_figures,
     failed_row,
     pack_models,
     predict_slide,
     run_task,
 )
-from napari_rckd.inference.cohort_table import FIGURES_ATTRIBUTE, write_table
+from napari_rckd.inference.cohort_table import write_table
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ class Plan:
     slides: list[Path]  # all of them, in the order given
     todo: list[Path]
     skipped: list[dict]  # rows of slides complete from an earlier run
-    settings: CohortSettings  # with the models' identities
+    settings: CohortSettings  # with what the models will record (``planned``)
 
 
 def plan_cohort(slides: list[Path], settings: CohortSettings, described: dict) -> Plan:
@@ -96,29 +95,7 @@ def plan_cohort(slides: list[Path], settings: CohortSettings, described: dict) -
             skipped.append(dict(file=str(path), status="skipped", **figures, models=models))
     if not settings.overwrite:  # before any work, not after the first slides
         refuse_existing(out, [path.stem for path in todo])
-    return Plan(slides, todo, skipped, replace(settings, identities=described["identities"]))
-
-
-def complete_figures(out: Path, stem: str, described: dict) -> dict | None:
-    """The stored figures of a slide complete in ``out`` with these models and exactly these
-    files, else ``None`` (to be run, or refused, or replaced with ``--overwrite``)."""
-    from napari_rckd.inference.outputs import slide_outputs
-    from napari_rckd.inference.store import open_root
-
-    zarr = out / f"{stem}.zarr"
-    if not zarr.is_dir():
-        return None
-    try:
-        attrs = open_root(zarr, mode="r").attrs.asdict()
-    except Exception:  # noqa: BLE001  (a broken store is simply not complete)
-        return None
-    made_by = (attrs.get(SLIDE_ATTRIBUTE) or {}).get("sources")
-    if not attrs.get(COMPLETE_ATTRIBUTE) or made_by != described["identities"]:
-        return None
-    files = {p.name for p in slide_outputs(out, stem)}
-    if files != {f"{stem}.zarr", *(f"{stem}{suffix}" for suffix in described["suffixes"])}:
-        return None
-    return dict(attrs.get(FIGURES_ATTRIBUTE) or {})
+    return Plan(slides, todo, skipped, replace(settings, planned=described))
 
 
 def open_table(plan: Plan) -> CohortTable:

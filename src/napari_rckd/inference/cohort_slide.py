@@ -70,7 +70,7 @@ class CohortSettings:
     region_threshold: float = 0.5
     overwrite: bool = False
     compile: bool = False
-    identities: dict | None = None  # the models' identities planned by the client, if known
+    planned: dict | None = None  # `describe_models` on the client: identities, export suffixes
 
 
 def pack_models(models: dict) -> dict:
@@ -160,10 +160,11 @@ def predict_slide(path: str | Path, settings: CohortSettings, on_tiles=None) -> 
     _use_threads()
     sources, _ = load_sources(settings)
     mine = {source.name: source.for_whole_slide().identity for source in sources}
-    if settings.identities is not None and mine != settings.identities:
+    planned = (settings.planned or {}).get("identities")
+    if planned is not None and mine != planned:
         raise RckdError(
             f"worker {worker()} would run {', '.join(mine.values())}, not the models planned "
-            f"({', '.join(settings.identities.values())}); pass --nuclei and --device explicitly."
+            f"({', '.join(planned.values())}); pass --nuclei and --device explicitly."
         )
     with (
         open_slide(path, mpp=settings.slide_mpp) as slide,
@@ -236,11 +237,54 @@ def _worker_reporter():
 
 def run_task(path: str, settings: CohortSettings) -> dict:
     """The Dask task for one slide: a bad slide (one sentence) becomes a failed row at once;
-    anything else is raised, so Dask runs it again (``retries``) before it counts as failed."""
+    anything else is raised, so Dask runs it again (``retries``) before it counts as failed.
+
+    A task run again after its worker died may find the slide published by the first attempt
+    (it died after the renames) or half published (during them): it finishes the publication
+    and reports the slide done instead of refusing its own results."""
     try:
+        if settings.planned is not None:
+            finished = _published_before(Path(path), settings)
+            if finished is not None:
+                return finished
         return predict_slide(path, settings)
     except RckdError as error:
         return failed_row(path, str(error))
+
+
+def _published_before(path: Path, settings: CohortSettings) -> dict | None:
+    from napari_rckd.inference.outputs import finish_publications
+
+    out = Path(settings.out)
+    finish_publications(out, path.stem)
+    figures = complete_figures(out, path.stem, settings.planned)
+    if figures is None:
+        return None
+    models = " | ".join(settings.planned["identities"].values())
+    return dict(file=str(path), status="done", **figures, models=models, worker=worker())
+
+
+def complete_figures(out: Path, stem: str, described: dict) -> dict | None:
+    """The stored figures of a slide complete in ``out`` with these models and exactly these
+    files, else ``None`` (to be run, or refused, or replaced with ``--overwrite``)."""
+    from napari_rckd.inference.cohort_table import FIGURES_ATTRIBUTE
+    from napari_rckd.inference.outputs import slide_outputs
+    from napari_rckd.inference.store import open_root
+
+    zarr = out / f"{stem}.zarr"
+    if not zarr.is_dir():
+        return None
+    try:
+        attrs = open_root(zarr, mode="r").attrs.asdict()
+    except Exception:  # noqa: BLE001  (a broken store is simply not complete)
+        return None
+    made_by = (attrs.get(SLIDE_ATTRIBUTE) or {}).get("sources")
+    if not attrs.get(COMPLETE_ATTRIBUTE) or made_by != described["identities"]:
+        return None
+    files = {p.name for p in slide_outputs(out, stem)}
+    if files != {f"{stem}.zarr", *(f"{stem}{suffix}" for suffix in described["suffixes"])}:
+        return None
+    return dict(attrs.get(FIGURES_ATTRIBUTE) or {})
 
 
 def failed_row(path: str | Path, error: str) -> dict:

@@ -94,6 +94,19 @@ def recover(out: Path) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def finish_publications(out: Path, stem: str) -> None:
+    """Finish the publications of ``stem`` that a killed process had started (its ``ready``
+    list written); leave staging folders without one (`recover` removes those)."""
+    if not out.is_dir():
+        return
+    for staging in out.iterdir():
+        name, pid = staging.name, staging.name[len(stem) + 2 : -len(".staging")]
+        mine = name.startswith(f".{stem}.") and name.endswith(".staging") and pid.isdigit()
+        if mine and (staging / READY).is_file():
+            log.info("finishing the publication of %s, interrupted", name)
+            _publish(out, staging)
+
+
 def _publish(out: Path, staging: Path) -> None:
     """Old files out, new files in, staging gone; safe to repeat after a kill at any point."""
     plan = json.loads((staging / READY).read_text())
