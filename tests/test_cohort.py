@@ -108,6 +108,7 @@ def test_a_worker_killed_mid_slide_changes_no_result(tmp_path, crop_path):
     """Dask runs the slide of a worker killed with os._exit elsewhere; what the dead worker
     had staged is never published, and the results equal the in-process run's."""
     import os
+    from dataclasses import replace
 
     import tifffile
 
@@ -139,6 +140,14 @@ def test_a_worker_killed_mid_slide_changes_no_result(tmp_path, crop_path):
                 client.run(os._exit, 1, workers=busy[:1])
 
         rows = run_cohort(plan, client, on_tiles=kill_a_busy_worker)
+        # a task that raises (not a bad slide): run twice by Dask, then reported
+        broken = replace(plan.settings, models=dict(nuclei="classical", bogus="x"))
+        broken = replace(plan, settings=replace(broken, out=str(tmp_path / "broken")))
+        [failed] = run_cohort(broken, client)
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("x.tif failed twice on the cluster: TypeError: ")
+    [in_process] = run_cohort(broken)
+    assert in_process["error"].startswith("x.tif failed: TypeError: ")
     assert killed, "no worker was busy when the first tiles were heard"
     assert [row["status"] for row in rows] == ["done"], rows
     assert rows[0]["worker"] != killed[0]
