@@ -18,6 +18,7 @@ import logging
 import time
 from pathlib import Path
 
+from napari_rckd.commands.arguments import positive_int
 from napari_rckd.defaults import DEFAULT_EXPORTS, DEFAULT_NUCLEI, EXPORTS
 from napari_rckd.errors import RckdError
 
@@ -142,13 +143,6 @@ def run(args: argparse.Namespace) -> int:
     if failed and one:  # one slide asked for: its failure is the command's error
         raise RckdError(failed[0]["error"])
     return 1 if failed else 0
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
 
 
 class CohortProgress:

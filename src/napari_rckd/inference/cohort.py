@@ -125,6 +125,7 @@ def run_cohort(
                 on_slide(row)
             table.write(soon=True)
     finally:
+        finished.close()  # interrupted: the cluster's tasks of this run are cancelled
         table.write()
     if client is not None:
         from napari_rckd.inference.outputs import recover
