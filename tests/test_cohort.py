@@ -58,7 +58,7 @@ def _assert_no_work(out: Path) -> None:
         assert {row["status"] for row in _rows(out).values()} == {"pending"}
 
 
-def test_local_cluster_equals_in_process_reports_bad_slides_and_resumes(
+def test_a_running_scheduler_equals_in_process_reports_bad_slides_and_resumes(
     tmp_path, crop_path, capsys
 ):
     cohort = tmp_path / "cohort"
@@ -70,9 +70,16 @@ def test_local_cluster_equals_in_process_reports_bad_slides_and_resumes(
     assert main(["predict", str(cohort / "a.tif"), "--out", str(single), *ARGS]) == 0
     capsys.readouterr()
 
+    from distributed import Client, LocalCluster
+
     out = tmp_path / "out"
-    argv = ["predict", str(cohort), "--out", str(out), *ARGS, "--cluster", "local:2"]
-    assert main(argv) == 1  # one slide failed; the others are done
+    # a scheduler that already runs (2 worker processes, 1 thread each), reached by address
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster:
+        argv = ["predict", str(cohort), "--out", str(out), *ARGS]
+        argv += ["--cluster", cluster.scheduler_address]
+        assert main(argv) == 1  # one slide failed; the others are done
+        with Client(cluster) as client:  # predict left the scheduler and its workers running
+            assert len(client.scheduler_info()["workers"]) == 2
     printed = capsys.readouterr().out
     assert "Dask dashboard: http" in printed
     assert "bad.tif: failed: bad.tif has a TIFF header but no readable image" in printed
@@ -97,7 +104,7 @@ def test_local_cluster_equals_in_process_reports_bad_slides_and_resumes(
     assert main(argv) == 0  # the same command again: nothing left to do
     printed = capsys.readouterr().out
     assert "2 of 2 slides already complete" in printed and "nothing to do" in printed
-    assert "Dask dashboard" not in printed  # no cluster started for no work
+    assert "Dask dashboard" not in printed  # no cluster reached (it is gone) for no work
     assert _snapshot(out) == before
     rows = _rows(out)
     assert {row["status"] for row in rows.values()} == {"skipped"}
@@ -130,6 +137,8 @@ def test_a_worker_killed_mid_slide_changes_no_result(tmp_path, crop_path):
     plan = plan_cohort(sorted(cohort.iterdir()), settings, describe_models(settings))
     killed = []
     with open_client("local:2") as client:
+        threads = client.run(lambda: os.environ.get("NAPARI_RCKD_THREADS"))  # cores split in 2
+        assert sorted(threads.values()) == [str(max(1, os.cpu_count() // 2))] * 2
 
         def kill_a_busy_worker(tiles: int) -> None:
             busy = [worker for worker, keys in client.processing().items() if keys]
