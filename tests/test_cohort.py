@@ -81,7 +81,7 @@ def test_a_running_scheduler_equals_in_process_reports_bad_slides_and_resumes(
         with Client(cluster) as client:  # predict left the scheduler and its workers running
             assert len(client.scheduler_info()["workers"]) == 2
     printed = capsys.readouterr().out
-    assert "Dask dashboard: http" in printed
+    assert "Dask dashboard: " in printed
     assert "bad.tif: failed: bad.tif has a TIFF header but no readable image" in printed
     rows = _rows(out)
     assert [rows[n]["status"] for n in ("a.tif", "b.tif", "bad.tif")] == [

@@ -100,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_rckd.inference.clusters import check_spec, open_client
+    from napari_rckd.inference.clusters import check_spec, dashboard, open_client
     from napari_rckd.inference.cohort import (
         LIST_SUFFIXES,
         find_slides,
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     table = open_table(plan)  # an --out we cannot write into is told before a cluster starts
     with open_client(args.cluster if plan.todo else "none", args.workers) as client:
         if client is not None:
-            print(f"Dask dashboard: {client.dashboard_link}")
+            print(f"Dask dashboard: {dashboard(client)}")
         with CohortProgress(len(plan.todo), args.quiet) as progress:
             rows = run_cohort(plan, client, table, progress.slide, progress.tiles)
     failed = [row for row in rows if row["status"] == "failed"]

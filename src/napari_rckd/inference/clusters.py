@@ -87,6 +87,15 @@ def open_client(spec: str, workers: int | None = None) -> Iterator[object | None
         cluster.close()
 
 
+def dashboard(client) -> str:
+    """Where Dask's dashboard of ``client``'s cluster is served (it needs bokeh)."""
+    import importlib.util
+
+    if importlib.util.find_spec("bokeh") is None:
+        return "not served here (pip install bokeh for Dask's dashboard)"
+    return client.dashboard_link
+
+
 def _connect(client_class, address: str):
     try:
         return client_class(address, timeout=f"{CONNECT_TIMEOUT_S}s")
