@@ -1,5 +1,5 @@
 """`napari-rckd predict`: a real slide crop to OME-Zarr plus exports; nuclei, GeoJSON and CSV by
-default; clear errors; sharding."""
+default; clear errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 
 from conftest import shared_path
 from napari_rckd.cli import main
-from napari_rckd.commands.predict import shard
 from napari_rckd.defaults import DEFAULT_NUCLEI
 from napari_rckd.inference.wholeslide import open_results
 from test_predict import checkpoints  # noqa: F401  (fixtures)
@@ -27,6 +26,7 @@ def test_predict_writes_results_and_exports(tmp_path, crop_path, checkpoints):  
     assert set(results) == {"region_mask", "region_prob"}  # --nuclei none: no nuclei
     assert results["region_mask"].read((0, 0, 4, 4)).min() >= 1
     assert sorted(p.name for p in out.iterdir()) == [
+        "cohort.csv",
         "crop.region.geojson",
         "crop.region.ome.tif",
         "crop.zarr",
@@ -98,9 +98,3 @@ def test_a_refused_predict_leaves_no_out_folder_behind(tmp_path, capsys, crop_pa
     out.mkdir(parents=True)  # a folder the user made stays, empty as it was
     assert main(["predict", str(no_mpp), "--nuclei", "otsu", "--out", str(out)]) == 2
     assert out.is_dir() and not list(out.iterdir())
-
-
-def test_cohort_sharding_covers_every_slide_once():
-    slides = list(range(11))
-    parts = [shard(slides, rank, 4) for rank in range(4)]
-    assert sorted(sum(parts, [])) == slides and parts[1] == [1, 5, 9]

@@ -134,7 +134,8 @@ def _predict(crop_path, out, *extra):
 
 
 def _snapshot(folder):
-    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    """The slide's files (the cohort table beside them is rewritten by every run)."""
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.name != "cohort.csv"}
 
 
 def test_predict_refuses_then_overwrites_then_survives_a_full_disk(
@@ -147,7 +148,10 @@ def test_predict_refuses_then_overwrites_then_survives_a_full_disk(
     first = _snapshot(out)
     assert set(first) == {"crop.zarr", "crop.nuclei.geojson", "crop.nuclei.csv"}
 
-    assert _predict(crop_path, out) == 2
+    assert _predict(crop_path, out) == 0  # the same command again: complete, so skipped
+    assert "1 of 1 slides already complete" in capsys.readouterr().out
+    assert _snapshot(out) == first
+    assert _predict(crop_path, out, "--nuclei", "classical") == 2  # other models: refused
     assert "already holds results of crop" in capsys.readouterr().err
     assert _snapshot(out) == first
 

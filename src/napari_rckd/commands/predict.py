@@ -1,12 +1,14 @@
 """Predict nuclei (and, when given models, tissue subtype and cancer region) over every tissue
-tile of slides.
+tile of slides, one slide or a cohort of thousands.
 
-`napari-rckd predict SLIDE|FOLDER --out DIR` runs the built-in nuclei model and writes
+`napari-rckd predict SLIDE|FOLDER|LIST.txt --out DIR` runs the built-in nuclei model and writes
 DIR/<slide>.zarr (OME-Zarr results that open over the slide in napari), DIR/<slide>.nuclei.geojson
-(QuPath detections) and DIR/<slide>.nuclei.csv (one row of measurements per nucleus). Add
---subtype SUB.safetensors and --region REG.safetensors for the other results, --export to choose
-the files (geojson, csv, ome-tiff or none) and --nuclei none to skip nuclei. Under torchrun each
-process takes every WORLD_SIZE-th slide (rank i: slides i, i+W, ...) on its own GPU.
+(QuPath detections), DIR/<slide>.nuclei.csv (one row of measurements per nucleus) and
+DIR/cohort.csv (one row of figures per slide). Add --subtype SUB.safetensors and --region
+REG.safetensors for the other results, --export to choose the files (geojson, csv, ome-tiff or
+none) and --nuclei none to skip nuclei. --cluster runs the slides on Dask distributed (local
+worker processes, an existing scheduler, or Slurm/PBS/SGE/LSF jobs; docs/cohorts.md). A rerun
+skips the slides already complete in DIR; a slide that fails is reported and the rest go on.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
+import time
 from pathlib import Path
 
+from napari_rckd.commands.arguments import positive_int
 from napari_rckd.defaults import DEFAULT_EXPORTS, DEFAULT_NUCLEI, EXPORTS
 from napari_rckd.errors import RckdError
 
@@ -24,7 +27,11 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", metavar="SLIDE|FOLDER", help="a slide file or a folder of slides")
+    parser.add_argument(
+        "input",
+        metavar="SLIDE|FOLDER|LIST.txt",
+        help="a slide file, a folder of slides, or a .txt list of slide paths (one a line)",
+    )
     parser.add_argument(
         "--nuclei",
         metavar="SPEC",
@@ -71,117 +78,130 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace results of the same slides already in --out (default: refuse)",
+        help="replace results of the same slides already in --out made by other models or with "
+        "other exports (default: refuse); results complete with these are always kept",
     )
-
-
-def find_slides(path: Path) -> list[Path]:
-    from napari_rckd.io import SLIDE_SUFFIXES
-
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise RckdError(f"{path} is neither a slide file nor a folder; check the path.")
-    slides = sorted(
-        p
-        for p in path.iterdir()
-        if p.is_file() and "".join(p.suffixes[-1:]).lower() in SLIDE_SUFFIXES
+    parser.add_argument(
+        "--cluster",
+        default="none",
+        metavar="C",
+        help="where the slides run: none (this process, default), local or local:N (N Dask "
+        "worker processes), tcp://HOST:PORT (a running Dask scheduler) or jobqueue:FILE.yaml "
+        "(Slurm, PBS, SGE or LSF jobs; docs/cohorts.md)",
     )
-    if not slides:
-        raise RckdError(
-            f"folder {path} holds no slide files ({', '.join(sorted(SLIDE_SUFFIXES))}); "
-            "point at a slide or a folder of slides."
-        )
-    return slides
-
-
-def shard(items: list, rank: int, world_size: int) -> list:
-    """Rank ``rank`` of ``world_size`` takes items rank, rank + W, ... (torchrun's RANK/WORLD_SIZE)."""
-    return items[rank::world_size]
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="workers to ask a jobqueue cluster for (default 1), or of --cluster local",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar: one line per slide, for logs"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from napari_rckd.inference.clusters import check_spec
+    from napari_rckd.inference.cohort import LIST_SUFFIXES, find_slides
     from napari_rckd.inference.export import parse_exports
-    from napari_rckd.inference.outputs import recover, refuse_existing
-    from napari_rckd.inference.runner import resolve_device
 
     exports = parse_exports(args.export)
-    slides = find_slides(Path(args.input))
-    recover(Path(args.out))  # what a killed run left: finish its publication or remove it
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = resolve_device(args.device)
-    if device == "cuda" and world > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
-    mine = shard(slides, rank, world)
-    if not args.overwrite:  # before any work, not after the first slides
-        refuse_existing(Path(args.out), [path.stem for path in mine])
-    log.info("rank %d/%d: %d of %d slides on %s", rank, world, len(mine), len(slides), device)
+    check_spec(args.cluster)
+    slides = find_slides(args.input)
+    one = Path(args.input).is_file() and Path(args.input).suffix.lower() not in LIST_SUFFIXES
+    out = Path(args.out).absolute()  # workers elsewhere see the same absolute path
+    existed = out.exists()
+    try:
+        return _run_cohort(args, slides, one, out, exports)
+    except BaseException:
+        if not existed:  # a refused or failed run leaves no --out of its own behind
+            _remove_if_only_table(out)
+        raise
+
+
+def _run_cohort(args, slides: list[Path], one: bool, out: Path, exports) -> int:
+    from napari_rckd.inference.clusters import dashboard, open_client
+    from napari_rckd.inference.cohort import open_table, plan_cohort, run_cohort
+    from napari_rckd.inference.cohort_slide import CohortSettings, describe_models
+    from napari_rckd.inference.cohort_table import TABLE_NAME
+
     models = dict(nuclei=args.nuclei, subtype=args.subtype, region=args.region)
     if str(models["nuclei"]).lower() == "none":
         models["nuclei"] = None
-    out = Path(args.out)
-    existed = out.exists()
-    try:
-        sources = None  # built once, for the first slide, and shared by the rest
-        for path in mine:
-            sources = predict_slide(path, models, device, out, exports, args, sources)
-    except BaseException:
-        if not existed:  # a refused or failed run leaves no empty --out behind
-            with contextlib.suppress(OSError):
-                out.rmdir()  # only an empty folder: what a run wrote stays
-        raise
-    return 0
+    settings = CohortSettings(
+        models, str(out), args.device, tuple(exports), args.slide_mpp, args.batch_size,
+        args.region_threshold, args.overwrite, args.compile,
+    )  # fmt: skip
+    described = describe_models(settings)  # a bad checkpoint is told here, before any work
+    for note in described["notes"]:
+        print(note)
+    plan = plan_cohort(slides, settings, described)
+    if plan.skipped:
+        print(f"{len(plan.skipped)} of {len(slides)} slides already complete in {out}: skipped")
+    if not plan.todo:
+        print("nothing to do")
+    table = open_table(plan)  # an --out we cannot write into is told before a cluster starts
+    with open_client(args.cluster if plan.todo else "none", args.workers) as client:
+        if client is not None:
+            print(f"Dask dashboard: {dashboard(client)}")
+        with CohortProgress(len(plan.todo), args.quiet) as progress:
+            rows = run_cohort(plan, client, table, progress.slide, progress.tiles)
+    failed = [row for row in rows if row["status"] == "failed"]
+    done = sum(row["status"] == "done" for row in rows)
+    print(f"{done} done, {len(plan.skipped)} skipped, {len(failed)} failed: {out / TABLE_NAME}")
+    if failed and one:  # one slide asked for: its failure is the command's error
+        raise RckdError(failed[0]["error"])
+    return 1 if failed else 0
 
 
-def predict_slide(path: Path, models, device, out: Path, exports, args, sources=None) -> list:
-    """Whole-slide prediction of one slide into ``out/<stem>.zarr`` plus its exports.
+def _remove_if_only_table(out: Path) -> None:
+    """Remove ``out`` if this run made it and left only its cohort table there."""
+    from napari_rckd.inference.cohort_table import TABLE_NAME
 
-    They are written into a staging folder and appear in ``out`` together (`staged_outputs`).
-    """
-    from napari_rckd.io import open_slide
-
-    with open_slide(path, mpp=args.slide_mpp) as slide:
-        if slide.mpp is None:  # refused before anything is written into --out
-            raise RckdError(
-                f"{path.name} does not record its pixel size; pass --slide-mpp (e.g. 0.5 for 20x, "
-                "0.25 for 40x)."
-            )
-        return _predict_open_slide(slide, path, models, device, out, exports, args, sources)
+    with contextlib.suppress(OSError):
+        if {p.name for p in out.iterdir()} <= {TABLE_NAME}:
+            (out / TABLE_NAME).unlink(missing_ok=True)
+            out.rmdir()
 
 
-def _predict_open_slide(slide, path, models, device, out, exports, args, sources):
-    from tqdm import tqdm
+class CohortProgress:
+    """One bar for the cohort (slides, tiles, time left) and one line per finished slide."""
 
-    from napari_rckd.inference.analysis import Analysis
-    from napari_rckd.inference.outputs import staged_outputs
+    def __init__(self, slides: int, quiet: bool = False):
+        from tqdm import tqdm
 
-    with staged_outputs(out, path.stem, args.overwrite) as staging:
-        analysis = Analysis(
-            slide,
-            models,
-            device,
-            sources=sources,
-            batch_size=args.batch_size,
-            region_threshold=args.region_threshold,
-        )
-        if analysis.nuclei_note:
-            print(analysis.nuclei_note)
-        if args.compile and sources is None:  # the first slide built them; the rest reuse them
-            from napari_rckd.inference.sources import compile_models
+        self.bar = tqdm(total=slides, unit="slide", desc="cohort", disable=quiet or not slides)
+        self.quiet, self.tiles_done, self.start = quiet, 0, time.monotonic()
 
-            count = compile_models(analysis.sources)
-            print(
-                f"torch.compile: {count} model(s) compile on their first batch (~30 s each on a CPU)"
-            )
-        damaged = 0
-        with tqdm(desc=path.name, unit="tile") as bar:
-            run = analysis.run_whole_slide(
-                staging / f"{path.stem}.zarr", exports_stem=staging / path.stem, exports=exports
-            )
-            for progress in run:  # nuclei exports stream while the tiles run; the rest follow
-                bar.total = progress.total
-                bar.update(progress.done - bar.n)
-                damaged = progress.damaged
-        if damaged:
-            print(f"{path.name}: {damaged} damaged tiles skipped (predicted as glass)")
-    return analysis.sources
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+
+    def tiles(self, count: int) -> None:
+        self.tiles_done += count
+        rate = self.tiles_done / max(time.monotonic() - self.start, 1e-6)
+        self.bar.set_postfix(tiles=self.tiles_done, tiles_s=f"{rate:.1f}")
+
+    def slide(self, row: dict) -> None:
+        self.bar.update(1)
+        self._line(slide_line(row))
+
+    def _line(self, text: str) -> None:
+        if self.quiet or self.bar.disable:
+            print(text, flush=True)
+        else:
+            self.bar.write(text)
+
+
+def slide_line(row: dict) -> str:
+    """``name: done, N nuclei, ... (worker)`` or ``name: failed: why``."""
+    name = Path(row["file"]).name
+    if row["status"] == "failed":
+        return f"{name}: failed: {row['error']}"
+    parts = [f"{row.get('nuclei')} nuclei"] if row.get("nuclei") is not None else []
+    parts.append(f"{row.get('tissue_mm2')} mm² tissue, {row.get('tiles')} tiles")
+    if row.get("damaged_tiles"):
+        parts.append(f"{row['damaged_tiles']} damaged tiles skipped (predicted as glass)")
+    return f"{name}: done, {', '.join(parts)}, {row.get('seconds')} s on {row.get('worker')}"

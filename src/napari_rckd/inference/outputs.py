@@ -71,7 +71,7 @@ def staged_outputs(
             json.dump({"new": new, "old": [p.name for p in old]}, handle)
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
-        raise RckdError(_write_failure(out, stem, error)) from error
+        raise RckdError(write_failure(out, stem, error)) from error
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -92,6 +92,19 @@ def recover(out: Path) -> None:
         else:
             log.info("removing %s, left by an interrupted run", staging.name)
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def finish_publications(out: Path, stem: str) -> None:
+    """Finish the publications of ``stem`` that a killed process had started (its ``ready``
+    list written); leave staging folders without one (`recover` removes those)."""
+    if not out.is_dir():
+        return
+    for staging in out.iterdir():
+        name, pid = staging.name, staging.name[len(stem) + 2 : -len(".staging")]
+        mine = name.startswith(f".{stem}.") and name.endswith(".staging") and pid.isdigit()
+        if mine and (staging / READY).is_file():
+            log.info("finishing the publication of %s, interrupted", name)
+            _publish(out, staging)
 
 
 def _publish(out: Path, staging: Path) -> None:
@@ -126,7 +139,7 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _write_failure(out: Path, stem: str, error: OSError) -> str:
+def write_failure(out: Path, stem: str, error: OSError) -> str:
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         why = "the folder is read-only (permission denied); choose another folder"
     elif error.errno in (errno.ENOSPC, errno.EDQUOT):
