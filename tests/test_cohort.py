@@ -286,7 +286,7 @@ def test_gpu_workers_each_see_their_own_gpu():
 
 def test_checkpoints_travel_by_content_with_the_same_identity(tmp_path):
     from napari_rckd.inference.cohort_slide import ModelFile, pack_models
-    from napari_rckd.teachers.network import file_digest
+    from napari_rckd.files import sha256_prefix
 
     checkpoint = tmp_path / "mine.safetensors"
     checkpoint.write_bytes(b"weights" * 100)
@@ -296,7 +296,7 @@ def test_checkpoints_travel_by_content_with_the_same_identity(tmp_path):
     checkpoint.unlink()  # a worker never sees the user's path
     local = Path(packed["subtype"].local_spec())
     assert local.name == "mine.safetensors" and local.read_bytes() == b"weights" * 100
-    assert file_digest(local) == packed["subtype"].digest  # the identity follows the bytes
+    assert sha256_prefix(local) == packed["subtype"].digest  # the identity follows the bytes
 
 
 def test_slide_lists_and_twin_names(tmp_path, crop_path):
@@ -341,7 +341,7 @@ def test_a_full_disk_is_one_sentence_before_a_cluster_starts(
         f"napari-rckd predict: error: could not write the results of the cohort into {out}: "
         "the disk is full; free some space or choose another folder (earlier results are intact)."
     ]
-    assert not list(out.iterdir())
+    assert not out.exists()  # the refused run leaves no folder of its own behind
 
 
 def test_a_retried_task_finishes_what_its_killed_attempt_published(tmp_path, crop_path):

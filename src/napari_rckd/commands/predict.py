@@ -103,6 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from napari_rckd.inference.clusters import check_spec
     from napari_rckd.inference.cohort import LIST_SUFFIXES, find_slides
+    from napari_rckd.inference.cohort_table import TABLE_NAME
     from napari_rckd.inference.export import parse_exports
 
     exports = parse_exports(args.export)
@@ -110,12 +111,13 @@ def run(args: argparse.Namespace) -> int:
     slides = find_slides(args.input)
     one = Path(args.input).is_file() and Path(args.input).suffix.lower() not in LIST_SUFFIXES
     out = Path(args.out).absolute()  # workers elsewhere see the same absolute path
-    existed = out.exists()
+    made = [p for p in (out / TABLE_NAME, out) if not p.exists()]
     try:
         return _run_cohort(args, slides, one, out, exports)
-    except BaseException:
-        if not existed:  # a refused or failed run leaves no --out of its own behind
-            _remove_if_only_table(out)
+    except BaseException:  # a refused or failed run leaves no table or --out of its own behind
+        with contextlib.suppress(OSError):
+            for path in made:
+                path.rmdir() if path == out else path.unlink(missing_ok=True)
         raise
 
 
@@ -152,16 +154,6 @@ def _run_cohort(args, slides: list[Path], one: bool, out: Path, exports) -> int:
     if failed and one:  # one slide asked for: its failure is the command's error
         raise RckdError(failed[0]["error"])
     return 1 if failed else 0
-
-
-def _remove_if_only_table(out: Path) -> None:
-    """Remove ``out`` if this run made it and left only its cohort table there."""
-    from napari_rckd.inference.cohort_table import TABLE_NAME
-
-    with contextlib.suppress(OSError):
-        if {p.name for p in out.iterdir()} <= {TABLE_NAME}:
-            (out / TABLE_NAME).unlink(missing_ok=True)
-            out.rmdir()
 
 
 class CohortProgress:
