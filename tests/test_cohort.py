@@ -285,8 +285,8 @@ def test_gpu_workers_each_see_their_own_gpu():
 
 
 def test_checkpoints_travel_by_content_with_the_same_identity(tmp_path):
-    from napari_rckd.inference.cohort_slide import ModelFile, pack_models
     from napari_rckd.files import sha256_prefix
+    from napari_rckd.inference.cohort_slide import ModelFile, pack_models
 
     checkpoint = tmp_path / "mine.safetensors"
     checkpoint.write_bytes(b"weights" * 100)
