@@ -118,4 +118,4 @@ def test_info_lists_a_damaged_associated_image_as_damaged(tmp_path, capsys):
     write_seeds(tmp_path)
     path = _garble(tmp_path / "aperio-like.svs", lambda tif: tif.series[3].pages[0], 0)
     assert main(["info", str(path)]) == 0
-    assert "label 32x48, macro (damaged)" in capsys.readouterr().out
+    assert "label 32 x 48, macro (damaged)" in capsys.readouterr().out

@@ -172,8 +172,8 @@ def load_student_teacher(
     config = getattr(model, "config", None)
     if config is not None and getattr(config, "task", "dense") != "dense":
         raise RckdError(
-            f"{path} is a {config.task} model; a student teacher must be a dense (stage-1 or "
-            "segmentation) checkpoint"
+            f"{path} is a {config.task!r} checkpoint, not a nuclei model (a dense stage-1 or "
+            "segmentation checkpoint); pass it to the option for its task instead."
         )
     model_mpp = getattr(config, "input_mpp", None) or (metadata or {}).get("input_mpp")
     chosen = mpp if mpp is not None else (model_mpp or 0.5)
