@@ -117,7 +117,10 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:  # a refused or failed run leaves no table or --out of its own behind
         with contextlib.suppress(OSError):
             for path in made:
-                path.rmdir() if path == out else path.unlink(missing_ok=True)
+                if path == out:
+                    path.rmdir()
+                else:
+                    path.unlink(missing_ok=True)
         raise
 
 
