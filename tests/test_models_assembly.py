@@ -229,3 +229,32 @@ def test_standard_decoder_is_what_older_checkpoints_hold():
     assert {k: v.shape for k, v in standard.items()} == {
         k: v.shape for k, v in light.state_dict().items()
     }
+
+
+def test_detail_decoder_starts_where_its_standard_checkpoint_was(tmp_path):
+    """`detail` adds a stride-2 refiner whose last layer starts at zero: a standard model's
+    weights load into it (only detail.* is new) and give the same logits, up to resampling."""
+    from napari_rckd.models import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    standard = create_model(ModelConfig(task="dense", backbone="resnet18", num_outputs=2)).eval()
+    detail = create_model(
+        ModelConfig(task="dense", backbone="resnet18", num_outputs=2, decoder="detail")
+    ).eval()
+    missing, unexpected = detail.load_state_dict(standard.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("detail.") for k in missing)
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        a, b = standard(x), detail(x)
+    assert b.shape == a.shape == (1, 2, 64, 96)
+    # bilinear twice (to stride 2, then to the input) against once: close, not identical
+    assert (a - b).abs().mean() < 0.05 * a.abs().mean()
+    # it trains: the refiner's last layer gets a gradient and moves the output
+    detail.train()
+    detail(x).square().mean().backward()
+    assert detail.detail.mix[-1].weight.grad.abs().sum() > 0
+    path = save_checkpoint(tmp_path / "detail.safetensors", detail, {})
+    loaded, metadata = load_checkpoint(path)
+    assert metadata["config"]["decoder"] == "detail"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), detail.eval()(x))

@@ -19,7 +19,7 @@ HEADS = ("last", "pyramid")
 STAGE2_HEAD = "pyramid"
 # Dense decoders (ModelConfig.decoder): 64 channels at every level, or the encoder's own widths
 # up to 64 (`models.assembly.decoder_widths`). "standard" is what older checkpoints hold.
-DECODERS = ("standard", "light")
+DECODERS = ("standard", "light", "detail")
 # Stage 2's learning-rate scale for a backbone that starts pretrained (1: like the head).
 PRETRAINED_BACKBONE_LR = 1.0
 # The learned nuclei teacher's recipe (`training.teacher`). A plain ResNet-10 (tiered stem)

@@ -20,9 +20,11 @@ def add_decoder_argument(parser: argparse.ArgumentParser) -> None:
         "--decoder",
         choices=DECODERS,
         default="standard",
-        help="dense decoder: 64 channels at every level (standard) or the encoder's own widths "
+        help="dense decoder: 64 channels at every level (standard), the encoder's own widths "
         "up to 64 (light: an eighth of the decoder MACs on EfficientNet-B0; the same model "
-        "for backbones 64 wide throughout; default standard)",
+        "for backbones 64 wide throughout), or standard with a stride-2 refiner read from the "
+        "image (detail: the thin gaps between touching nuclei; a standard checkpoint's weights "
+        "load into it); default standard",
     )
 
 
