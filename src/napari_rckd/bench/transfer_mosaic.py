@@ -92,7 +92,7 @@ class Segment:
     """What `bench transfer` trains and scores with --task segment (see `Classify` in
     `napari_rckd.bench.transfer` for the classification twin of this interface)."""
 
-    cell_recipe: object  # the flags' Recipe: its tile_size is one mosaic cell
+    cell_recipe: object  # the flags' Stage2Recipe: its tile_size is one mosaic cell
     grid: int
     benign: set[str]
 
