@@ -250,10 +250,10 @@ class HeldOutTiles:
     def score(self, model) -> dict[str, float]:
         import torch
 
-        from napari_rckd.training.distributed import resolve_device
+        from napari_rckd.devices import resolve_device
         from napari_rckd.training.tasks import ClassificationTask
 
-        device = resolve_device(self.recipe.device)
+        device = torch.device(resolve_device(self.recipe.device))
         task = ClassificationTask(model, len(self.classes), self.classes).to(device)
         size = self.recipe.batch_size * 2
         batches = (

@@ -241,10 +241,10 @@ class HeldOutMosaics:
         """mIoU and each region's IoU of ``model``'s argmax over the test mosaics."""
         import torch
 
-        from napari_rckd.training.distributed import resolve_device
+        from napari_rckd.devices import resolve_device
         from napari_rckd.training.tasks import SegmentationTask
 
-        device = resolve_device(self.recipe.device)
+        device = torch.device(resolve_device(self.recipe.device))
         task = SegmentationTask(model, len(REGIONS), list(REGIONS)).to(device)
         size = self.recipe.batch_size
         batches = (
