@@ -15,8 +15,13 @@ from pathlib import Path
 import numpy as np
 from psygnal import Signal
 
-from napari_rckd._widgets.annotate import DEFAULT_CLASSES, save_annotations, write_mask
+from napari_rckd._widgets.annotation_session import (
+    DEFAULT_CLASSES,
+    save_annotations,
+    shapes_to_regions,
+)
 from napari_rckd.errors import RckdError
+from napari_rckd.io.slide_annotations import write_region_mask
 from napari_rckd.training.recipes.stage1 import Stage1Recipe
 from napari_rckd.training.recipes.stage2 import Stage2Recipe
 from napari_rckd.training.subprocess_runner import TrainingJob
@@ -103,7 +108,6 @@ def _stage2_inputs(settings: TrainSettings, shapes, labels, folder: Path) -> dic
                 "of at least two classes"
             )
         save_annotations(shapes)  # keep the user's work next to the slide too
-        from napari_rckd._widgets.annotate import shapes_to_regions
         from napari_rckd.io.annotations import write_annotations
 
         path = folder / "annotations.geojson"
@@ -119,7 +123,7 @@ def _stage2_inputs(settings: TrainSettings, shapes, labels, folder: Path) -> dic
         )
     path = folder / "cancer-region.tif"
     meta = labels.metadata
-    write_mask(path, np.asarray(labels.data), meta["mask_downsample"], meta["classes"])
+    write_region_mask(path, np.asarray(labels.data), meta["mask_downsample"], meta["classes"])
     return dict(slide=meta["slide_path"], masks=str(path), classes=list(meta["classes"]))
 
 
