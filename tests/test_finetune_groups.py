@@ -140,14 +140,14 @@ def two_inits_named_alike(tmp_path_factory):
 
 def test_provenance_tells_two_inits_of_one_name_apart(tmp_path, two_inits_named_alike, caplog):
     from napari_rckd.models import load_checkpoint
-    from napari_rckd.training.recipes.stage2 import Stage2Recipe, finetune
+    from napari_rckd.training.recipes.stage2 import Stage2Data, Stage2Recipe, finetune
 
     data = make_grouped_folder(tmp_path / "tiles")
     inits = []
     for number, init in enumerate(two_inits_named_alike):
         with caplog.at_level(logging.INFO, logger="napari_rckd.training.recipes.stage2"):
             result = finetune(
-                [data], tmp_path / f"run{number}", init=init, recipe=Stage2Recipe(**TINY)
+                Stage2Data([data]), tmp_path / f"run{number}", Stage2Recipe(**TINY), init=init
             )
         _, metadata = load_checkpoint(result.last_checkpoint)
         inits.append(metadata["provenance"]["init"])
@@ -187,3 +187,20 @@ def test_csat_names_the_shipped_student(tmp_path, monkeypatch, two_inits_named_a
     assert identity["path"] == "csat" and identity["name"] == shipped.weights_path("csat").name
     with pytest.raises(RckdError, match="--init rckd-csat-stage1.safetensors holds a 'rckd_csat'"):
         resolve_init("csat", "resnet18")
+
+
+def test_every_training_command_takes_its_defaults_from_its_recipe():
+    """Each option's default is written once, in the recipe; the flags read it."""
+    from napari_rckd.cli import build_parser
+    from napari_rckd.training.recipes.stage1 import Stage1Recipe
+    from napari_rckd.training.recipes.stage2 import Stage2Data
+    from napari_rckd.training.recipes.teacher import TeacherRecipe
+
+    parse = build_parser().parse_args
+    args = parse(["pretrain", "slides", "--out", "y"])
+    assert Stage1Recipe.split(vars(args))[0] == Stage1Recipe()
+    args = parse(["train-teacher", "data", "--out", "y"])
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    assert TeacherRecipe.split(given)[0] == TeacherRecipe()
+    args = parse(["finetune", "tiles", "--out", "y"])
+    assert Stage2Data.split(vars(args))[0] == Stage2Data(data=["tiles"])

@@ -24,7 +24,7 @@ from napari_rckd.commands.pretrain import (
     stop_on_signals,
 )
 from napari_rckd.defaults import FINETUNE_STEPS, HEADS
-from napari_rckd.training.recipes.stage2 import TASKS, Stage2Recipe
+from napari_rckd.training.recipes.stage2 import TASKS, Stage2Data, Stage2Recipe
 
 EPILOG = """examples:
   # tissue classes from sub-folder names, with the defaults (200 steps: minutes on a CPU)
@@ -70,8 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", help="class names, comma-separated (default: from the data)")
     parser.add_argument(
         "--label-from",
-        default="auto",
-        help="folder, prefix, field:N or auto (default): where a tile's class is written",
+        default=Stage2Data.label_from,
+        help=f"folder, prefix, field:N or auto: where a tile's class is written (default "
+        f"{Stage2Data.label_from})",
     )
     parser.add_argument(
         "--data-mpp",
@@ -94,8 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--val-fraction",
         type=float,
-        default=0.2,
-        help="share of sources held out for validation (default 0.2)",
+        default=Stage2Data.val_fraction,
+        help=f"share of sources held out for validation (default {Stage2Data.val_fraction})",
     )
     parser.add_argument(
         "--patience", type=int, help="stop after this many validations without improvement"
@@ -142,21 +143,13 @@ def run(args: argparse.Namespace) -> int:
     from napari_rckd.training.tile_evaluation import format_metrics
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    data, _ = Stage2Data.split({**vars(args), "classes": classes})
     with stop_on_signals() as stop:
         result = finetune(
-            args.data,
+            data,
             args.out,
-            recipe=Stage2Recipe.split(vars(args))[0],
+            Stage2Recipe.split(vars(args))[0],
             init=args.init,
-            classes=classes,
-            label_from=args.label_from,
-            data_mpp=args.data_mpp,
-            groups=args.groups,
-            annotations=args.annotations,
-            slide=args.slide,
-            masks=args.masks,
-            slide_mpp=args.slide_mpp,
-            val_fraction=args.val_fraction,
             resume=args.resume,
             callbacks=[TqdmProgress()],
             stop_event=stop,

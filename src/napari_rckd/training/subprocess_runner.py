@@ -7,8 +7,8 @@ files in the run folder and one pipe:
 
 - ``job.json`` (written atomically before the start) says what to train: stage 1
   (`Stage1Recipe` fields and the slides of `recipes.stage1.pretrain`), stage 2
-  (`Stage2Recipe` fields and the inputs of `recipes.stage2.finetune`; ``init`` defaults to
-  stage 1's best checkpoint), each flat, or both; with ``compare_random`` stage 2 is trained again from random weights into ``stage2-random``, and a ``comparison``
+  (`Stage2Recipe` and `Stage2Data` fields and ``init``, which defaults to stage 1's best
+  checkpoint), each flat, or both; with ``compare_random`` stage 2 is trained again from random weights into ``stage2-random``, and a ``comparison``
   event gives both best validation scores;
 - the child's stdout carries one JSON event per line: ``status`` (a phase message), ``note``
   (a line of the run's account: start weights, split, pixel size, where the model went),
@@ -175,7 +175,7 @@ class _NoteEvents(logging.Handler):
 
 def _run_stages(job: TrainingJob, writer: EventWriter, out: Path, stop: threading.Event) -> dict:
     from napari_rckd.training.recipes.stage1 import Stage1Recipe, pretrain
-    from napari_rckd.training.recipes.stage2 import Stage2Recipe, finetune
+    from napari_rckd.training.recipes.stage2 import Stage2Data, Stage2Recipe, finetune
 
     threading.Thread(
         target=_watch_stop_file, args=(out / STOP_FILE, stop, writer), daemon=True
@@ -197,10 +197,11 @@ def _run_stages(job: TrainingJob, writer: EventWriter, out: Path, stop: threadin
     if kwargs.get("init") is None and checkpoint is not None:
         kwargs["init"] = str(checkpoint)
     writer.emit("status", message="stage 2: cutting tiles from the annotations")
-    recipe, inputs = Stage2Recipe.split(kwargs)
+    recipe, rest = Stage2Recipe.split(kwargs)
+    data, rest = Stage2Data.split(rest)
     result = finetune(
-        out_dir=out / "stage2", recipe=recipe, resume=job.resume, callbacks=[writer],
-        stop_event=stop, **inputs,
+        data, out / "stage2", recipe, init=rest.get("init"), resume=job.resume,
+        callbacks=[writer], stop_event=stop,
     )  # fmt: skip
     checkpoint = result.best_checkpoint or result.last_checkpoint
     kind = "subtype" if kwargs.get("task", "classify") == "classify" else "region"
@@ -209,10 +210,9 @@ def _run_stages(job: TrainingJob, writer: EventWriter, out: Path, stop: threadin
         writer.stage = "stage2-random"
         writer.started.clear()
         writer.emit("status", message="stage 2 again from random weights, for comparison")
-        inputs["init"] = "none"
         random = finetune(
-            out_dir=out / "stage2-random", recipe=replace(recipe, backbone=_backbone_of(checkpoint)),
-            resume=job.resume, callbacks=[writer], stop_event=stop, **inputs,
+            data, out / "stage2-random", replace(recipe, backbone=_backbone_of(checkpoint)),
+            init="none", resume=job.resume, callbacks=[writer], stop_event=stop,
         )  # fmt: skip
         status = random.status  # a Stop here is resumed like any other
         if status == "completed":

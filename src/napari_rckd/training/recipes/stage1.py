@@ -88,6 +88,7 @@ def pretrain(
     from napari_rckd.models import ModelConfig, create_model
     from napari_rckd.teachers import get_teacher
     from napari_rckd.training.data.augment import Augment
+    from napari_rckd.training.data.sampling import SlidePool
     from napari_rckd.training.data.stage1 import TissueTileDataset
     from napari_rckd.training.loop import fit
     from napari_rckd.training.tasks import DistillationTask
@@ -112,19 +113,18 @@ def pretrain(
         val_tiles = (
             r.val_tiles if r.val_tiles is not None else max(launch().world_size, r.tiles // 10)
         )
-        common = dict(
-            size=r.tile_size, mpp=r.mpp, slide_mpp=slide_mpp, mpp_table=mpp_table,
-            boundaries=r.boundaries,
-        )  # fmt: skip
+        common = dict(size=r.tile_size, mpp=r.mpp, boundaries=r.boundaries)
         train = TissueTileDataset(
-            paths, the_teacher, cache_dir, count=r.tiles, seed=r.seed, augment=Augment(), **common
-        )
+            SlidePool(paths, slide_mpp, mpp_table), the_teacher, cache_dir, count=r.tiles,
+            seed=r.seed, augment=Augment(), **common,
+        )  # fmt: skip
         # Another seed draws other locations: held-out teacher responses for validation. They may
         # overlap training tiles in area (`avoid=` cannot be honoured once training tiles cover a
         # small slide), so they measure agreement with the teacher, not generalisation.
         val = TissueTileDataset(
-            paths, the_teacher, cache_dir, count=val_tiles, seed=r.seed + 1, **common
-        )
+            SlidePool(paths, slide_mpp, mpp_table), the_teacher, cache_dir, count=val_tiles,
+            seed=r.seed + 1, **common,
+        )  # fmt: skip
         tell(
             f"validation: {val_tiles} more tissue tiles drawn with another seed from the same "
             f"slides, not split by slide: stage 1 has no labels, and the check is agreement with "

@@ -246,12 +246,12 @@ def _with_pseudo_labels(
     """``train`` mixed with ``r.pseudo_tiles`` tissue tiles of ``paths`` answered by
     ``teacher`` (augmented like ``train``), and the provenance that says so."""
     from napari_rckd.training.data.mixed import MixedDataset
+    from napari_rckd.training.data.sampling import SlidePool
     from napari_rckd.training.data.stage1 import TissueTileDataset
 
     pseudo = TissueTileDataset(
-        paths, teacher, cache_dir, count=r.pseudo_tiles, size=r.tile_size, mpp=r.mpp,
-        seed=r.seed, augment=train.augment, slide_mpp=slide_mpp, mpp_table=mpp_table,
-        boundaries=True,
+        SlidePool(paths, slide_mpp, mpp_table), teacher, cache_dir, count=r.pseudo_tiles,
+        size=r.tile_size, mpp=r.mpp, seed=r.seed, boundaries=True, augment=train.augment,
     )  # fmt: skip
     fill_cache([pseudo])
     record = {
