@@ -29,7 +29,6 @@ from napari_rckd.commands.arguments import (
 )
 from napari_rckd.defaults import PRETRAIN_STEPS
 from napari_rckd.training.recipes.stage1 import Stage1Recipe
-from napari_rckd.training.recipes.stage2 import Stage2Recipe
 
 EPILOG = """examples:
   # a first student with the defaults (1,000 tiles, 300 steps: minutes on a CPU)
@@ -53,19 +52,21 @@ EPILOG = """examples:
 
 
 def add_shared_training_arguments(
-    parser: argparse.ArgumentParser, recipe: Stage1Recipe | Stage2Recipe, steps: int | None
+    parser: argparse.ArgumentParser, recipe, steps: int | None
 ) -> None:
-    """Flags stage 1 and stage 2 share: budget, optimiser, device, resume, with the defaults of
-    ``recipe`` (the stage's recipe as built with no options: each default is written once).
+    """Flags every training command shares (budget, optimiser, device, resume), with the
+    defaults of ``recipe``, the command's recipe as built with no options (`Stage1Recipe`,
+    `Stage2Recipe`, `TeacherRecipe`): each default is written once.
 
-    ``steps`` is what `default_budget` fills in when neither --steps nor --epochs is given.
+    A recipe with epochs gets --steps or --epochs, and ``steps`` is what `default_budget` fills
+    in when neither is given; one without (the teacher's) gets --steps with its own default.
     """
     parser.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints)")
     backbone = recipe.backbone or "the --init checkpoint's"
     parser.add_argument(
         "--backbone",
         default=recipe.backbone,
-        help=f"timm backbone of the student (default {backbone}; e.g. resnet18)",
+        help=f"timm backbone (default {backbone}; e.g. resnet18)",
     )
     add_decoder_argument(parser)
     parser.add_argument(
@@ -80,18 +81,7 @@ def add_shared_training_arguments(
         default=recipe.tile_size,
         help=f"tile side in px (default {recipe.tile_size})",
     )
-    budget = parser.add_mutually_exclusive_group()
-    budget.add_argument(
-        "--steps",
-        type=positive_int,
-        help=f"optimizer steps in all (default {steps}: a useful model after about ten "
-        "minutes of training on a quiet 2-core CPU at the default sizes, far less on a GPU; "
-        "more steps train a better one)",
-    )
-    budget.add_argument(
-        "--epochs", type=positive_int, help="passes over the training tiles (instead of --steps)"
-    )
-    parser.set_defaults(default_steps=steps)
+    add_budget_arguments(parser, recipe, steps)
     parser.add_argument(
         "--batch-size",
         type=positive_int,
@@ -120,6 +110,30 @@ def add_shared_training_arguments(
         "--seed", type=int, default=recipe.seed, help=f"random seed (default {recipe.seed})"
     )
     parser.add_argument("--resume", action="store_true", help="continue the run already in --out")
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser, recipe, steps: int | None) -> None:
+    """--steps, and --epochs where the recipe has them (see `add_shared_training_arguments`)."""
+    if not hasattr(recipe, "epochs"):
+        parser.add_argument(
+            "--steps",
+            type=positive_int,
+            default=recipe.steps,
+            help=f"optimizer steps (default {recipe.steps})",
+        )
+        return
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--steps",
+        type=positive_int,
+        help=f"optimizer steps in all (default {steps}: a useful model after about ten "
+        "minutes of training on a quiet 2-core CPU at the default sizes, far less on a GPU; "
+        "more steps train a better one)",
+    )
+    budget.add_argument(
+        "--epochs", type=positive_int, help="passes over the training tiles (instead of --steps)"
+    )
+    parser.set_defaults(default_steps=steps)
 
 
 def default_budget(args: argparse.Namespace) -> None:

@@ -16,12 +16,11 @@ import argparse
 
 from napari_rckd.commands import checks
 from napari_rckd.commands.arguments import (
-    add_decoder_argument,
     add_pixel_size_arguments,
     positive_int,
     share,
 )
-from napari_rckd.commands.pretrain import stop_on_signals
+from napari_rckd.commands.pretrain import add_shared_training_arguments, stop_on_signals
 from napari_rckd.errors import RckdError
 from napari_rckd.training.recipes.teacher import TeacherRecipe
 
@@ -45,7 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     defaults = TeacherRecipe()  # each option's default is the recipe's
     parser.add_argument("data", metavar="DATA", help="folder of nuclei ground-truth sources")
-    parser.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints)")
     parser.add_argument(
         "--holdout",
         action="append",
@@ -53,50 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SOURCE",
         help="source prefix to leave out",
     )
-    parser.add_argument(
-        "--backbone", default=defaults.backbone, help=f"timm backbone (default {defaults.backbone})"
-    )
-    add_decoder_argument(parser)
-    parser.add_argument(
-        "--mpp",
-        type=float,
-        default=defaults.mpp,
-        help=f"µm/px of the model (default {defaults.mpp})",
-    )
-    parser.add_argument(
-        "--tile-size",
-        type=int,
-        default=defaults.tile_size,
-        help=f"crop side in px (default {defaults.tile_size})",
-    )
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=defaults.steps,
-        help=f"optimizer steps (default {defaults.steps})",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=defaults.batch_size,
-        help=f"crops per step (default {defaults.batch_size})",
-    )
-    parser.add_argument(
-        "--lr",
-        type=float,
-        default=defaults.lr,
-        help=f"peak learning rate (default {defaults.lr:g})",
-    )
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=defaults.workers,
-        help=f"data-loading processes (default {defaults.workers})",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=defaults.seed, help=f"random seed (default {defaults.seed})"
-    )
+    add_shared_training_arguments(parser, defaults, steps=None)
     parser.add_argument(
         "--init",
         metavar="SPEC",
@@ -104,7 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "two-output .safetensors (train-teacher, or pretrain --boundaries); its backbone, "
         "decoder and µm/px must be the run's",
     )
-    parser.add_argument("--resume", action="store_true", help="continue the run already in --out")
     group = parser.add_argument_group("self-training on unlabeled tissue")
     group.add_argument(
         "--unlabeled",
