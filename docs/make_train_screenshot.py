@@ -26,11 +26,11 @@ def main(slide: str, out: str = "docs/images/train.png") -> None:
     annotate, train = AnnotateWidget(viewer), TrainWidget(viewer)
     viewer.window.add_dock_widget(annotate, name="Annotate slide", area="right")
     viewer.window.add_dock_widget(train, name="Train student", area="right", tabify=True)
-    annotate._on_create_clicked()
+    annotate.session.create_layers(viewer.layers[0].name)
     for name, (top, left) in zip(
         ("tumour", "stroma", "normal"), ((300, 250), (1400, 300), (900, 1300)), strict=True
     ):
-        annotate.class_box.setCurrentText(name)
+        annotate.session.choose_class(name)
         annotate.shapes.add_rectangles(np.array([[top, left], [top + 500.0, left + 600.0]]))
     annotate.labels.data[1800:2600, 1200:2000] = 2
     annotate.labels.refresh()
@@ -42,8 +42,8 @@ def main(slide: str, out: str = "docs/images/train.png") -> None:
     train.batch_size.setValue(4)
     train.budget.setValue(12)
     train.device.setCurrentText("cpu")
-    train._on_start_clicked()
-    while train.running:
+    train.session.start(train.settings())
+    while train.session.running:
         QApplication.processEvents()
         time.sleep(0.05)
     viewer.reset_view()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-# Tests share one process with napari viewers: keep triton out of it as the viewer's own
+# Tests share one process with napari viewers: load triton with its own LLVM as the viewer's
 # process does (see napari_rckd._widgets), whichever test happens to import timm first.
 import napari_rckd._widgets  # noqa: F401
 

@@ -15,6 +15,7 @@ from napari_rckd.io import find_slides
 from napari_rckd.io.tissue import tissue_fraction
 from napari_rckd.teachers import TeacherOutput, get_teacher
 from napari_rckd.training.data.augment import Augment
+from napari_rckd.training.data.sampling import SlidePool
 from napari_rckd.training.data.stage1 import TissueTileDataset
 
 SIZE = 128
@@ -127,7 +128,7 @@ def test_slide_without_mpp_needs_one(tmp_path):
     teacher = get_teacher("classical")
     with pytest.raises(RckdError, match="tcga-cr-7395-jp2k.svs has no mpp.*pass --slide-mpp"):
         TissueTileDataset(jp2k, teacher, tmp_path, count=2, size=64)
-    dataset = TissueTileDataset(jp2k, teacher, tmp_path, count=2, size=64, slide_mpp=0.25)
+    dataset = TissueTileDataset(SlidePool([jp2k], 0.25), teacher, tmp_path, count=2, size=64)
     assert dataset[0]["target"].shape == (1, 64, 64)
 
 
@@ -157,7 +158,7 @@ def test_tiles_come_from_several_slides(tmp_path, shared_data):
         shared_data / "slides/cmu-1-small-region.svs",
         shared_data / "slides/he-tma-core.ome.tif",
     ]
-    dataset = TissueTileDataset(paths, _FlatTeacher(), tmp_path, count=20, size=64, slide_mpp=0.5)
+    dataset = TissueTileDataset(SlidePool(paths, 0.5), _FlatTeacher(), tmp_path, count=20, size=64)
     counts = np.bincount(dataset.plan[:, 0], minlength=2)
     assert counts.sum() == 20 and (counts > 0).all()
 

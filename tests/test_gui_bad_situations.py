@@ -56,20 +56,20 @@ def test_out_of_memory_in_training_shows_in_the_widget(viewer, tmp_path):
 
     widget = TrainWidget(viewer)
     widget.out_dir.setText(str(tmp_path / "run"))
-    widget._set_running(True)  # as during a run; the child reports its error, then exits
+    widget.session.running = True  # as during a run; the child reports its error, then exits
     oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
     for event in (
         {"event": "fit_start", "stage": "stage1", "start_step": 0, "total_steps": 10},
         {"event": "error", "stage": "stage1", "message": _explain(oom)},
         {"event": "exit", "code": 1},
     ):
-        widget._handle(event)
+        widget.session.handle(event)
     assert widget.status.text() == (
         "Training failed: the device ran out of memory; lower the batch size or the tile size, "
         "or use the CPU"
     )
     assert widget.start_button.isEnabled() and not widget.stop_button.isEnabled()
-    assert widget.checkpoint is None and not widget.use_button.isEnabled()
+    assert widget.session.checkpoint is None and not widget.use_button.isEnabled()
     _still_usable(viewer)
 
 

@@ -30,12 +30,12 @@ def viewer_and_widget(make_napari_viewer, tmp_path):
     widget.batch_size.setValue(2)
     widget.device.setCurrentText("cpu")
     yield viewer, widget
-    if widget.process is not None:
-        widget.process.kill()
+    if widget.session.process is not None:
+        widget.session.process.kill()
 
 
 def _regions(viewer, classes):
-    from napari_rckd._widgets.annotate import add_annotation_layers, set_class
+    from napari_rckd._widgets.annotation_session import add_annotation_layers, set_class
 
     shapes, labels = add_annotation_layers(viewer, viewer.layers[0])
     for index, name in enumerate(classes):
@@ -70,10 +70,12 @@ def test_stage_1_and_2_train_to_a_classifier_sent_to_live_analysis_with_a_random
     received = []
     TRAINED.model_ready.connect(lambda path, kind: received.append((path, kind)))
 
-    widget._on_start_clicked()
-    assert widget.running and not widget.start_button.isEnabled()
-    qtbot.waitUntil(lambda: not widget.running, timeout=TRAINING_S)
-    assert widget.status.text().startswith("Training completed."), widget.status.text()
+    session = widget.session
+    assert session.start(widget.settings(), shapes)
+    assert session.running and not widget.start_button.isEnabled()
+    qtbot.waitUntil(lambda: not session.running, timeout=TRAINING_S)  # the widget's timer polls
+    assert session.status.startswith("Training completed."), session.status
+    assert widget.status.text() == session.status
     assert widget.progress.value() == widget.progress.maximum() == 2
     assert len(widget.plot.loss) == 2  # the plot restarts with each run
     assert "from random weights" in widget.comparison.text(), widget.comparison.text()
@@ -81,24 +83,25 @@ def test_stage_1_and_2_train_to_a_classifier_sent_to_live_analysis_with_a_random
     assert "stage 1: start weights: random" in notes, notes
     assert "stage 2: start weights: " in notes and "best.safetensors" in notes
     assert "stage 2: validation: split by group (each annotated region is one group)" in notes
-    assert (widget.process.out_dir / "stage2-random" / "last.safetensors").exists()
-    model, metadata = load_checkpoint(widget.checkpoint)
+    assert (session.process.out_dir / "stage2-random" / "last.safetensors").exists()
+    model, metadata = load_checkpoint(session.checkpoint)
     assert model.config.task == "classify" and model.config.class_names == ["tumour", "stroma"]
     assert metadata["provenance"]["init"]["name"] == "best.safetensors"  # stage 1's student
-    assert received[-1] == (widget.checkpoint, "subtype")
-    assert (widget.process.out_dir / "inputs" / "annotations.geojson").exists()
+    assert received[-1] == (session.checkpoint, "subtype")
+    assert (session.process.out_dir / "inputs" / "annotations.geojson").exists()
 
 
 def test_stop_ends_training_and_keeps_the_viewer_usable(viewer_and_widget, qtbot):
     viewer, widget = viewer_and_widget
     widget.budget.setValue(400)
-    widget._on_start_clicked()
+    session = widget.session
+    session.start(widget.settings())
     qtbot.waitUntil(lambda: widget.progress.value() >= 1, timeout=TRAINING_S)
-    widget._on_stop_clicked()
-    assert widget.process.wait(60) == 0  # the child checkpoints and exits
-    qtbot.waitUntil(lambda: not widget.running, timeout=10_000)
+    session.stop()
+    assert session.process.wait(60) == 0  # the child checkpoints and exits
+    qtbot.waitUntil(lambda: not session.running, timeout=10_000)
     assert "Stopped" in widget.status.text()
-    assert widget.checkpoint is not None and widget.resume_button.isEnabled()
+    assert session.checkpoint is not None and widget.resume_button.isEnabled()
     assert widget.progress.value() < 400
     viewer.add_points([[10, 10]])  # still responsive
     assert len(viewer.layers) == 2
@@ -115,8 +118,8 @@ def test_bad_annotations_are_a_message(viewer_and_widget, classes, message):
     widget.shapes_box.setCurrentText(shapes.name)
     widget.stage1_box.setChecked(False)
     widget.stage2_box.setChecked(True)
-    widget._on_start_clicked()
-    assert message in widget.status.text() and widget.process is None
+    widget.start_button.click()
+    assert message in widget.status.text() and widget.session.process is None
     assert widget.start_button.isEnabled()
 
 
@@ -127,8 +130,19 @@ def test_unreadable_slide_is_reported_by_the_widget(viewer_and_widget, qtbot, tm
     widget.slide_list.clear()
     widget.add_slide_paths([bad])
     widget.budget.setValue(2)
-    widget._on_start_clicked()
-    qtbot.waitUntil(lambda: not widget.running, timeout=TRAINING_S)
+    widget.session.start(widget.settings())
+    qtbot.waitUntil(lambda: not widget.session.running, timeout=TRAINING_S)
     assert widget.status.text().startswith("Training failed:")
     assert "broken.svs" in widget.status.text()
-    assert widget.start_button.isEnabled() and widget.checkpoint is None
+    assert widget.start_button.isEnabled() and widget.session.checkpoint is None
+
+
+def test_closing_the_widget_releases_its_keys(viewer_and_widget):
+    from napari.utils.key_bindings import KeyBinding
+
+    viewer, widget = viewer_and_widget
+    keys = [KeyBinding.from_str(k) for k in ("Alt-T", "Alt-X")]
+    assert all(key in viewer.keymap for key in keys)
+    widget.close()
+    assert not any(key in viewer.keymap for key in keys)
+    viewer.add_points([[10, 10]])  # the viewer's layer events no longer reach the widget

@@ -11,8 +11,9 @@ import tifffile
 
 from napari_rckd.errors import RckdError
 from napari_rckd.teachers import get_teacher
+from napari_rckd.training.data.sampling import SlidePool
 from napari_rckd.training.data.stage1 import TissueTileDataset
-from napari_rckd.training.recipes import fill_cache
+from napari_rckd.training.recipes.common import fill_cache
 
 
 def _garble(path, tiles):
@@ -32,7 +33,7 @@ def planned(tmp_path, crop_path):
     shutil.copy(crop_path, path)
     teacher = get_teacher("otsu")
     dataset = TissueTileDataset(
-        path, teacher, tmp_path / "cache", count=8, size=64, slide_mpp=0.499, seed=0
+        SlidePool([path], 0.499), teacher, tmp_path / "cache", count=8, size=64, seed=0
     )
     tiles = [int(y // 256) * 3 + int(x // 256) for _, y, x in dataset.plan]
     return path, dataset, tiles

@@ -7,12 +7,11 @@ atomic, so a failed save never destroys the previous file.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from napari_rckd.errors import RckdError
 from napari_rckd.io.annotations import Region, write_annotations
+from napari_rckd.io.slide_annotations import write_label_mask
 
 CLOSED_SHAPES = ("rectangle", "polygon", "ellipse")
 MICRONS = ("um", "µm", "micrometer", "micron")
@@ -66,14 +65,6 @@ def write_regions(path: str, data, attributes: dict) -> list[str]:
 
 def write_mask(path: str, data, attributes: dict) -> list[str]:
     """Write a 2-D Labels layer as an OME-TIFF, with its pixel size when it is in µm."""
-    import tifffile
-
-    from napari_rckd.atomic import atomic_path
-
-    mask = np.asarray(data)
-    if mask.ndim != 2:
-        raise RckdError(f"only 2-D label layers can be written as a mask, got shape {mask.shape}")
-    dtype = np.uint8 if mask.max(initial=0) < 256 and mask.min(initial=0) >= 0 else np.int32
     metadata: dict = {"axes": "YX", "Name": attributes.get("name", "mask")}
     scale = attributes.get("scale")
     units = [str(u) for u in attributes.get("units") or ()]
@@ -84,12 +75,7 @@ def write_mask(path: str, data, attributes: dict) -> list[str]:
             PhysicalSizeYUnit="µm",
             PhysicalSizeXUnit="µm",
         )
-    with atomic_path(path) as tmp:
-        tifffile.imwrite(
-            tmp, mask.astype(dtype), ome=True, metadata=metadata, compression="zlib",
-            photometric="minisblack",
-        )  # fmt: skip
-    return [str(Path(path))]
+    return [str(write_label_mask(path, data, metadata, ome=True))]
 
 
 def rgb_tuple(color) -> tuple[int, int, int]:

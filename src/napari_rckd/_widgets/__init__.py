@@ -3,14 +3,34 @@
 This is the only package that imports Qt, magicgui or napari; everything it calls (inference,
 training, io) runs headless. Widgets lay out and wire controls and delegate to plain classes.
 
-Importing it keeps triton out of the viewer's process. torch (through timm's use of
-torch._dynamo) imports triton when it is installed, and triton's bundled LLVM crashes the
-process if it loads after Mesa's llvmpipe has made the GL context (software OpenGL: Xvfb,
-virtual machines, remote desktops). The viewer process never compiles GPU kernels (training
-runs in a child process), so it loses nothing by not having triton.
+Importing it loads triton, when it is installed, with its own LLVM. torch imports triton on
+the way to torch._dynamo (here through timm -> torchvision.ops), and triton's bundled LLVM,
+loaded after Mesa's llvmpipe has made the viewer's GL context (software OpenGL: Xvfb, virtual
+machines, remote desktops), binds to Mesa's LLVM symbols and crashes the process. Loading its
+extension with ``RTLD_DEEPBIND`` makes it use its own symbols first; triton stays a working
+module (torch.compile keeps its GPU backend), unlike hiding it from the whole process.
 """
 
+import importlib.util
+import logging
+import os
 import sys
 
-if "triton" not in sys.modules:
-    sys.modules["triton"] = None  # `import triton` now raises ImportError: torch then skips it
+
+def _load_triton_with_its_own_llvm() -> None:
+    deepbind = getattr(
+        os, "RTLD_DEEPBIND", None
+    )  # glibc only: elsewhere there is no llvmpipe clash
+    if deepbind is None or "triton" in sys.modules or importlib.util.find_spec("triton") is None:
+        return
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags(flags | deepbind)
+    try:
+        import triton  # noqa: F401
+    except Exception as error:  # a broken triton install: torch will say so if it needs it
+        logging.getLogger(__name__).debug("triton did not load: %s", error)
+    finally:
+        sys.setdlopenflags(flags)
+
+
+_load_triton_with_its_own_llvm()

@@ -4,7 +4,9 @@
 sample's ground-truth region map, trains (stage 1 + stage 2 classify in the Train widget, then
 stage 2 segment from stage 1's student through the same job builder and training process),
 follows a fixed pan-and-zoom path with live analysis, exports, and screenshots the viewer after
-every step. Only the widgets' own callbacks are called, so the demo exercises what a user does.
+every step. Annotating and training go through the widgets' Qt-free sessions
+(`AnnotationSession`, `TrainSession`), the objects the widgets' buttons call, with the widgets
+docked and showing what the sessions do.
 """
 
 from __future__ import annotations
@@ -154,9 +156,9 @@ def _wait(condition, what: str, progress=lambda: None, stall_s: float = STALL_S)
         _process(0.05)
 
 
-def _shown(widget):
-    """What the Train widget shows of a run (status, step line): changes while it trains."""
-    return lambda: (widget.status.text(), widget.eta.text())
+def _shown(session):
+    """What a training session says of its run (status, step line): changes while it trains."""
+    return lambda: (session.status, session.eta)
 
 
 class Demo:
@@ -201,21 +203,20 @@ class Demo:
         from napari_rckd.io.samples import SYNTHETIC_SEED, SYNTHETIC_SIZE
         from napari_rckd.io.synthetic import MAP_DOWNSAMPLE, synthetic_region_map
 
-        widget = self._show("Annotate slide")
-        widget.slide_box.setCurrentText(self.layer.name)
-        widget._on_create_clicked()
-        shapes, labels = widget.shapes, widget.labels
+        session = self._show("Annotate slide").session
+        session.create_layers(self.layer.name)
+        shapes, labels = session.shapes, session.labels
         region_map = synthetic_region_map(SYNTHETIC_SIZE, SYNTHETIC_SEED)
         self.annotations = ground_truth_annotations(region_map, MAP_DOWNSAMPLE)
         for name, kind, vertices in self.annotations:
-            widget.class_box.setCurrentText(name)
+            session.choose_class(name)
             shapes.add(vertices, shape_type=kind)
         tumour = self.annotations[0][2].mean(axis=0)  # the first tumour square
         labels.data = cancer_mask(
             region_map, MAP_DOWNSAMPLE, labels.metadata["mask_downsample"], labels.data.shape,
             tumour, MASK_HALF,
         )  # fmt: skip
-        widget._on_save_clicked()
+        session.save()
         self.shapes, self.labels = shapes, labels
         self.snap("annotations", f"{len(shapes.data)} class-labelled regions and a cancer-region "
                   "mask drawn from the sample's ground truth")  # fmt: skip
@@ -240,53 +241,39 @@ class Demo:
 
     def train(self):
         from napari_rckd._widgets.train_job import prepare_job
-        from napari_rckd.training.subprocess_runner import TrainingProcess
 
         widget = self._show("Train student")
         self._train_settings(widget)
         widget.out_dir.setText(str(self.out / "run-subtype"))
         widget.stage2_box.setChecked(True)
         widget.task.setCurrentText("classify")
-        widget._refresh_layers()
-        widget.shapes_box.setCurrentText(self.shapes.name)
-        widget._on_start_clicked()
-        if widget.process is None:
-            raise RckdError(f"the Train widget refused the demo's job: {widget.status.text()}")
-        _wait(lambda: widget.progress.value() >= 1 or not widget.running, "the first step")
+        session = widget.session
+        if not session.start(widget.settings(), self.shapes):
+            raise RckdError(f"the Train widget refused the demo's job: {session.status}")
+        _wait(lambda: session.step >= 1 or not session.running, "the first step")
         self.snap("training", "stage 1 distils the built-in teacher into the student (live loss)")
-        _wait(lambda: not widget.running, "stage 1 and stage 2 (classify)", _shown(widget))
-        self._check_trained(widget, "subtype")
-        stage1 = Path(widget.process.out_dir) / "stage1" / "best.safetensors"
-        self.record.checkpoints.update(nuclei=str(stage1), subtype=widget.checkpoint)
+        _wait(lambda: not session.running, "stage 1 and stage 2 (classify)", _shown(session))
+        self._check_trained(session, "subtype")
+        stage1 = Path(session.process.out_dir) / "stage1" / "best.safetensors"
+        self.record.checkpoints.update(nuclei=str(stage1), subtype=session.checkpoint)
 
-        # Stage 2 (segment) from the same stage-1 student: the widget's job builder and runner.
+        # Stage 2 (segment) from the same stage-1 student: the widget's job builder and session.
         settings = widget.settings()
         settings.stage1, settings.task = False, "segment"
         settings.out_dir = str(self.out / "run-region")
         job = prepare_job(settings, self.shapes, self.labels)
         job.stage2["init"] = str(stage1)
-        process = TrainingProcess(job)
-        process.start()
-        exited = []
-        widget.plot.clear()
-
-        def pump():
-            for event in process.poll():
-                widget._handle(event)
-                if event["event"] == "exit":
-                    exited.append(event)
-            return bool(exited)
-
-        _wait(pump, "stage 2 (segment)", _shown(widget))
-        self._check_trained(widget, "region")
-        self.record.checkpoints["region"] = widget.checkpoint
+        session.start_job(job)
+        _wait(lambda: not session.running, "stage 2 (segment)", _shown(session))
+        self._check_trained(session, "region")
+        self.record.checkpoints["region"] = session.checkpoint
         self.snap("trained", "stage 2 fine-tuned a subtype classifier and a cancer-region "
                   "segmenter on the annotations")  # fmt: skip
 
     @staticmethod
-    def _check_trained(widget, kind: str) -> None:
-        if widget.kind != kind or not widget.checkpoint or "completed" not in widget.status.text():
-            raise RckdError(f"demo training ({kind}) did not finish: {widget.status.text()}")
+    def _check_trained(session, kind: str) -> None:
+        if session.kind != kind or not session.checkpoint or "completed" not in session.status:
+            raise RckdError(f"demo training ({kind}) did not finish: {session.status}")
 
     def analyze(self):
         from napari_rckd.defaults import DEFAULT_NUCLEI

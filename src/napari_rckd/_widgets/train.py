@@ -1,8 +1,8 @@
 """The "Train student" dock widget: RCKD stage 1 and stage 2 from the viewer, in a child process.
 
-The widget only lays out controls and wires them: `train_job.prepare_job` turns its settings
-and the annotation layers into a `TrainingJob`, `TrainingProcess` runs it, and
-`train_job.TRAINED` announces the finished model.
+The widget only lays out controls, reads them into `TrainSettings` and shows a `TrainSession`
+(train_session.py): its buttons are one call each of the session's `start`, `stop` and
+`use_model`, a timer calls its `poll`, and whatever the session says is drawn by `_render`.
 """
 
 from __future__ import annotations
@@ -30,20 +30,12 @@ from qtpy.QtWidgets import (
 )
 
 from napari_rckd import zoo
-from napari_rckd._widgets.annotate import DEFAULT_CLASSES
+from napari_rckd._widgets.annotation_session import DEFAULT_CLASSES
 from napari_rckd._widgets.form import scrolling_layout
+from napari_rckd._widgets.keys import ViewerKeys
 from napari_rckd._widgets.loss_plot import LossPlot
-from napari_rckd._widgets.train_job import (
-    TRAINED,
-    TrainSettings,
-    comparison_text,
-    format_eta,
-    prepare_job,
-)
-from napari_rckd.errors import RckdError
-from napari_rckd.training.subprocess_runner import TrainingProcess
-
-PRIMARY_METRICS = ("dice", "balanced_accuracy", "miou", "mIoU")
+from napari_rckd._widgets.train_job import TrainSettings
+from napari_rckd._widgets.train_session import TrainSession
 
 
 class TrainWidget(QWidget):
@@ -52,21 +44,50 @@ class TrainWidget(QWidget):
     def __init__(self, napari_viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.process: TrainingProcess | None = None
-        self.checkpoint: str | None = None
-        self.kind = "nuclei"
+        self.session = TrainSession()
         self._build()
         self.timer = QTimer(self)
         self.timer.setInterval(200)
-        self.timer.timeout.connect(self._poll)
-        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+        self.timer.timeout.connect(self.session.poll)
+        self.session.started.connect(self._start_polling)
+        self.session.changed.connect(self._render)
+        self._layer_events = (self.viewer.layers.events.inserted, self.viewer.layers.events.removed)
+        for event in self._layer_events:
             event.connect(self._refresh_layers)
         self._refresh_layers()
-        self.viewer.bind_key("Alt-T", lambda v: self._on_start_clicked(), overwrite=True)
-        self.viewer.bind_key("Alt-X", lambda v: self._on_stop_clicked(), overwrite=True)
+        self.keys = ViewerKeys(self.viewer)
+        self.keys.bind("Alt-T", lambda v: self._on_start_clicked())
+        self.keys.bind("Alt-X", lambda v: self.session.stop())
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
+        d = TrainSettings(out_dir="")  # the form starts at the recipes' defaults
+        self._build_stage1(d)
+        self._build_stage2(d)
+        shared = self._build_shared()
+        self._build_progress()
+        layout = scrolling_layout(self)  # taller than a laptop screen: it scrolls
+        for w in (self.stage1_box, self.stage2_box):
+            layout.addWidget(w)
+        layout.addLayout(shared)
+        buttons = QHBoxLayout()
+        for w in (self.start_button, self.stop_button, self.resume_button):
+            buttons.addWidget(w)
+        layout.addLayout(buttons)
+        for w in (self.progress, self.eta, self.plot, self.status, self.comparison,
+                  self.notes_label, self.checkpoint_label, self.use_button):  # fmt: skip
+            layout.addWidget(w)
+        layout.addStretch()
+
+        self.add_files_button.clicked.connect(self._on_add_files_clicked)
+        self.add_class_button.clicked.connect(self._on_add_class_clicked)
+        self.remove_class_button.clicked.connect(self._on_remove_class_clicked)
+        self.start_button.clicked.connect(self._on_start_clicked)
+        self.stop_button.clicked.connect(self.session.stop)
+        self.resume_button.clicked.connect(self._on_resume_clicked)
+        self.use_button.clicked.connect(self.session.use_model)
+
+    def _build_stage1(self, d: TrainSettings) -> None:
         self.stage1_box = QGroupBox("Stage 1: distil the teacher on unlabeled slides")
         self.stage1_box.setCheckable(True)
         self.slide_list = QListWidget()
@@ -75,14 +96,14 @@ class TrainWidget(QWidget):
         self.teacher = QComboBox(editable=True)
         self.teacher.addItems(list(zoo.names()))
         self.backbone = QComboBox(editable=True)
-        self.backbone.addItems(["rckd_csat", "resnet18"])
-        self.tile_size = QSpinBox(minimum=32, maximum=1024, singleStep=32, value=256)
-        self.mpp = QDoubleSpinBox(minimum=0.1, maximum=8.0, singleStep=0.25, value=0.5)
-        self.budget = QSpinBox(minimum=1, maximum=10_000_000, value=1000)
+        self.backbone.addItems([d.backbone, "resnet18"])
+        self.tile_size = QSpinBox(minimum=32, maximum=1024, singleStep=32, value=d.tile_size)
+        self.mpp = QDoubleSpinBox(minimum=0.1, maximum=8.0, singleStep=0.25, value=d.mpp)
+        self.budget = QSpinBox(minimum=1, maximum=10_000_000, value=d.budget)
         self.unit = QComboBox()
         self.unit.addItems(["steps", "epochs"])
-        self.tiles = QSpinBox(minimum=1, maximum=10_000_000, value=1000)
-        self.batch_size = QSpinBox(minimum=1, maximum=4096, value=16)
+        self.tiles = QSpinBox(minimum=1, maximum=10_000_000, value=d.tiles)
+        self.batch_size = QSpinBox(minimum=1, maximum=4096, value=d.batch_size)
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
         form = QFormLayout(self.stage1_box)
@@ -92,6 +113,7 @@ class TrainWidget(QWidget):
         form.addRow("Backbone", self.backbone)
         form.addRow("Tiles", self.tiles)
 
+    def _build_stage2(self, d: TrainSettings) -> None:
         self.stage2_box = QGroupBox("Stage 2: fine-tune on annotations")
         self.stage2_box.setCheckable(True)
         self.stage2_box.setChecked(False)
@@ -104,7 +126,7 @@ class TrainWidget(QWidget):
             self._add_class_item(name)
         self.new_class = QLineEdit(placeholderText="class name")
         self.add_class_button, self.remove_class_button = QPushButton("+"), QPushButton("−")
-        self.stage2_budget = QSpinBox(minimum=1, maximum=10_000_000, value=500)
+        self.stage2_budget = QSpinBox(minimum=1, maximum=10_000_000, value=d.stage2_budget)
         self.compare_random = QCheckBox("Also train from random weights, to compare")
         self.compare_random.setToolTip(
             "Trains stage 2 twice (double the time) and shows both validation scores: "
@@ -122,6 +144,7 @@ class TrainWidget(QWidget):
         form2.addRow("Budget", self.stage2_budget)
         form2.addRow("", self.compare_random)
 
+    def _build_shared(self) -> QFormLayout:
         shared = QFormLayout()
         shared.addRow("Tile size (px)", self.tile_size)
         shared.addRow("µm per pixel", self.mpp)
@@ -135,13 +158,12 @@ class TrainWidget(QWidget):
             str(Path.home() / "napari-rckd" / "runs" / time.strftime("%Y%m%d-%H%M%S"))
         )
         shared.addRow("Run folder", self.out_dir)
+        return shared
 
+    def _build_progress(self) -> None:
         self.start_button, self.stop_button = QPushButton("Start"), QPushButton("Stop")
         self.resume_button = QPushButton("Resume")
         self.stop_button.setEnabled(False)
-        buttons = QHBoxLayout()
-        for w in (self.start_button, self.stop_button, self.resume_button):
-            buttons.addWidget(w)
         self.progress = QProgressBar()
         self.eta = QLabel("")
         self.plot = LossPlot()
@@ -149,7 +171,6 @@ class TrainWidget(QWidget):
         self.status.setWordWrap(True)
         self.comparison = QLabel("")
         self.comparison.setWordWrap(True)
-        self.notes: list[str] = []  # what the run said: start weights, split, pixel size, model
         self.notes_label = QLabel("")
         self.notes_label.setWordWrap(True)
         self.notes_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
@@ -158,24 +179,6 @@ class TrainWidget(QWidget):
         self.checkpoint_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.use_button = QPushButton("Use for live analysis")
         self.use_button.setEnabled(False)
-
-        layout = scrolling_layout(self)  # taller than a laptop screen: it scrolls
-        for w in (self.stage1_box, self.stage2_box):
-            layout.addWidget(w)
-        layout.addLayout(shared)
-        layout.addLayout(buttons)
-        for w in (self.progress, self.eta, self.plot, self.status, self.comparison,
-                  self.notes_label, self.checkpoint_label, self.use_button):  # fmt: skip
-            layout.addWidget(w)
-        layout.addStretch()
-
-        self.add_files_button.clicked.connect(self._on_add_files_clicked)
-        self.add_class_button.clicked.connect(self._on_add_class_clicked)
-        self.remove_class_button.clicked.connect(self._on_remove_class_clicked)
-        self.start_button.clicked.connect(self._on_start_clicked)
-        self.stop_button.clicked.connect(self._on_stop_clicked)
-        self.resume_button.clicked.connect(self._on_resume_clicked)
-        self.use_button.clicked.connect(self._on_use_clicked)
 
     def _add_class_item(self, name: str) -> None:
         item = QListWidgetItem(name)
@@ -256,111 +259,46 @@ class TrainWidget(QWidget):
         return self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
 
     def _on_start_clicked(self, resume: bool = False) -> None:
-        if self.running:
-            self._report("Training is already running; press Stop first.")
-            return
-        settings = self.settings()
-        out = Path(settings.out_dir)
-        if not resume and any(out.glob("stage*/last.state.pt")):
-            self._report(f"{out} already holds a run: press Resume to continue it, or choose "
-                         "another run folder.")  # fmt: skip
-            return
-        try:
-            job = prepare_job(settings, self._layer(self.shapes_box), self._layer(self.labels_box))
-        except (RckdError, OSError) as error:
-            self._report(str(error))
-            return
-        job.resume = resume
-        self.plot.clear()
-        self.notes.clear()
-        self.notes_label.setText("")
-        self.progress.setValue(0)
-        self.use_button.setEnabled(False)
-        self.process = TrainingProcess(job)
-        self.process.start()
-        self._set_running(True)
-        self._report("Starting the training process…")
-        self.timer.start()
+        layers = self._layer(self.shapes_box), self._layer(self.labels_box)
+        self.session.start(self.settings(), *layers, resume=resume)
 
     def _on_resume_clicked(self) -> None:
         self._on_start_clicked(resume=True)
 
-    def _on_stop_clicked(self) -> None:
-        if self.running:
-            self.process.stop()
-            self._report("Stopping after this step…")
-
-    def _on_use_clicked(self) -> None:
-        if self.checkpoint:
-            TRAINED.model_ready.emit(self.checkpoint, self.kind)
-            self._report(f"Sent {Path(self.checkpoint).name} to live analysis ({self.kind}).")
+    def _start_polling(self) -> None:
+        self.timer.start()
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.timer.isActive()
+        return self.session.running
 
-    def _set_running(self, running: bool) -> None:
-        self.start_button.setEnabled(not running)
-        self.resume_button.setEnabled(not running)
-        self.stop_button.setEnabled(running)
-
-    def _report(self, text: str) -> None:
-        self.status.setText(text)
-
-    def _poll(self) -> None:
-        for event in self.process.poll():
-            self._handle(event)
-
-    def _handle(self, event: dict) -> None:
-        kind = event["event"]
-        stage = event.get("stage", "").replace("stage", "stage ")
-        if kind == "status":
-            self._report(event["message"])
-        elif kind == "fit_start":
-            if event["start_step"] == 0:
-                self.plot.clear()
-            self.progress.setMaximum(event["total_steps"])
-            self.progress.setValue(event["start_step"])
-            self._report(f"{stage}: training")
-        elif kind == "step":
-            self.progress.setValue(event["step"])
-            self.eta.setText(f"{stage} · step {event['step']}/{event['total_steps']} · loss "
-                             f"{event['loss']:.4f} · ETA {format_eta(event['eta_s'])}")  # fmt: skip
-            self.plot.loss.append((event["step"], event["loss"]))
-            self.plot.update()
-        elif kind == "validation":
-            metric = next((k for k in PRIMARY_METRICS if k in event["metrics"]), None)
-            if metric is not None:
-                self.plot.metric.append((event["step"], event["metrics"][metric]))
-                self.plot.update()
-        elif kind == "note":
-            self.notes.append(f"{stage}: {event['message']}")
-            self.notes_label.setText("\n".join(self.notes))
-        elif kind == "comparison":
-            self.comparison.setText(comparison_text(event))
-        elif kind == "end":
-            self._finished(event)
-        elif kind == "error":
-            self._report(f"Training failed: {event['message']}")
-        elif kind == "exit":
+    def _render(self) -> None:
+        """Show the session's state: buttons, progress, plot, status, notes, checkpoint."""
+        session = self.session
+        self.start_button.setEnabled(not session.running)
+        self.resume_button.setEnabled(not session.running)
+        self.stop_button.setEnabled(session.running)
+        self.progress.setMaximum(max(session.total_steps, 1))
+        self.progress.setValue(session.step)
+        self.eta.setText(session.eta)
+        self.plot.loss, self.plot.metric = session.loss, session.metric
+        self.plot.update()
+        self.status.setText(session.status)
+        self.comparison.setText(session.comparison)
+        self.notes_label.setText("\n".join(session.notes))
+        checkpoint = session.checkpoint
+        self.checkpoint_label.setText(f"Checkpoint: {checkpoint}" if checkpoint else "")
+        self.use_button.setEnabled(bool(checkpoint) and not session.running)
+        if not session.running:
             self.timer.stop()
-            self._set_running(False)
-
-    def _finished(self, event: dict) -> None:
-        self.checkpoint, self.kind = event.get("checkpoint"), event.get("kind", "nuclei")
-        status = event["status"]
-        if self.checkpoint:
-            self.checkpoint_label.setText(f"Checkpoint: {self.checkpoint}")
-            self.use_button.setEnabled(True)
-        if status == "cancelled":
-            self._report("Stopped; the last checkpoint is kept. Press Resume to continue.")
-        else:
-            if self.checkpoint:
-                TRAINED.model_ready.emit(self.checkpoint, self.kind)
-            sent = f" {Path(self.checkpoint).name} is in live analysis." if self.checkpoint else ""
-            self._report(f"Training {status.replace('_', ' ')}.{sent}")
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
-        if self.running:
-            self.process.stop()
+        """Undo what the widget bound (keys, viewer events, the timer); a run checkpoints."""
+        self.session.close()
+        self.timer.stop()
+        self.keys.release()
+        for layer_event in self._layer_events:
+            layer_event.disconnect(self._refresh_layers)
+        self.session.changed.disconnect(self._render)
+        self.session.started.disconnect(self._start_polling)
         super().closeEvent(event)

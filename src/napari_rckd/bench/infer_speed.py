@@ -25,7 +25,6 @@ def throughput(args, slide, folder: str, tiling: str, checkpoint: str | None) ->
     tissue detection in the second row.
     """
     import numpy as np
-    import torch
 
     from napari_rckd.inference.predictor import Predictor
     from napari_rckd.inference.scheduler import TileRequest
@@ -74,7 +73,6 @@ def throughput(args, slide, folder: str, tiling: str, checkpoint: str | None) ->
         piped, detect = pipeline(), detection()
         models.append(model_only())
         rounds.append((piped, detect, (models[-2] + models[-1]) / 2))
-    model_s = statistics.median(m for _, _, m in rounds)
     shared = dict(
         model=model_label(checkpoint),
         windows=tiling,
@@ -85,12 +83,21 @@ def throughput(args, slide, folder: str, tiling: str, checkpoint: str | None) ->
         repeats=len(rounds),
     )
     slide_passes = count / len(tiles)  # whole-slide passes the pipeline made, each one detection
+    return _throughput_rows(slide.path.name, shared, rounds, source.core, slide_passes)
+
+
+def _throughput_rows(slide_name, shared: dict, rounds, core: int, slide_passes: float) -> list:
+    """The two rows of `throughput` from its rounds of (pipeline, detection, model) seconds."""
+    import torch
+
+    count = shared["tiles"]
+    model_s = statistics.median(m for _, _, m in rounds)
     alone = [(piped, model) for piped, _, model in rounds]
-    output = [count * source.core**2 / 1e6 / piped for piped, _ in alone]
+    output = [count * core**2 / 1e6 / piped for piped, _ in alone]
     with_detection = [(piped + detect * slide_passes, model) for piped, detect, model in rounds]
     return [
         dict(
-            test=f"throughput on {slide.path.name} (tile cache cleared)",
+            test=f"throughput on {slide_name} (tile cache cleared)",
             **shared,
             torch_threads=torch.get_num_threads(),
             model_tiles_per_s=count / model_s,

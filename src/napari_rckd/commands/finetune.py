@@ -22,9 +22,9 @@ from napari_rckd.commands.pretrain import (
     add_shared_training_arguments,
     default_budget,
     stop_on_signals,
-    summary,
 )
-from napari_rckd.defaults import FINETUNE_STEPS, HEADS, PRETRAINED_BACKBONE_LR, STAGE2_HEAD
+from napari_rckd.defaults import FINETUNE_STEPS, HEADS
+from napari_rckd.training.recipes.stage2 import TASKS, Stage2Data, Stage2Recipe
 
 EPILOG = """examples:
   # tissue classes from sub-folder names, with the defaults (200 steps: minutes on a CPU)
@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "data", nargs="*", metavar="TILE_FOLDER", help="folders of labelled tiles (classify)"
     )
     parser.add_argument(
-        "--task", choices=("classify", "segment"), default="classify", help="default classify"
+        "--task", choices=TASKS, default=Stage2Recipe.task, help=f"default {Stage2Recipe.task}"
     )
     parser.add_argument(
         "--init",
@@ -70,8 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", help="class names, comma-separated (default: from the data)")
     parser.add_argument(
         "--label-from",
-        default="auto",
-        help="folder, prefix, field:N or auto (default): where a tile's class is written",
+        default=Stage2Data.label_from,
+        help=f"folder, prefix, field:N or auto: where a tile's class is written (default "
+        f"{Stage2Data.label_from})",
     )
     parser.add_argument(
         "--data-mpp",
@@ -94,34 +95,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--val-fraction",
         type=float,
-        default=0.2,
-        help="share of sources held out for validation (default 0.2)",
+        default=Stage2Data.val_fraction,
+        help=f"share of sources held out for validation (default {Stage2Data.val_fraction})",
     )
     parser.add_argument(
         "--patience", type=int, help="stop after this many validations without improvement"
     )
     add_recipe_arguments(parser)
-    add_shared_training_arguments(parser, tile_size=224, workers=2, steps=FINETUNE_STEPS)
-    # Stage 2 starts from the init checkpoint's backbone unless told otherwise.
-    parser.set_defaults(backbone=None)
+    # Stage 2 starts from the init checkpoint's backbone unless told otherwise (None).
+    add_shared_training_arguments(parser, Stage2Recipe(), steps=FINETUNE_STEPS)
 
 
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     """Stage-2 recipe flags shared with `bench transfer`, so it trains what users train."""
+    defaults = Stage2Recipe()
     parser.add_argument(
         "--head",
         choices=HEADS,
-        default=STAGE2_HEAD,
+        default=defaults.head,
         help="classifier on the deepest stage's features (last) or on every stage's (pyramid); "
-        f"default {STAGE2_HEAD}",
+        f"default {defaults.head}",
     )
     parser.add_argument(
         "--pretrained-backbone-lr",
         type=float,
-        default=PRETRAINED_BACKBONE_LR,
+        default=defaults.pretrained_backbone_lr,
         metavar="SCALE",
         help="a pretrained backbone learns at --lr × SCALE, the new head at --lr (default "
-        f"{PRETRAINED_BACKBONE_LR}; random backbones always 1)",
+        f"{defaults.pretrained_backbone_lr}; random backbones always 1)",
     )
     parser.add_argument(
         "--compile",
@@ -137,30 +138,24 @@ def run(args: argparse.Namespace) -> int:
 
     default_budget(args)
     from napari_rckd.training import TqdmProgress
-    from napari_rckd.training.finetune import Recipe, finetune, format_metrics
+    from napari_rckd.training.recipes.stage2 import finetune
+    from napari_rckd.training.run_notes import model_line
+    from napari_rckd.training.tile_evaluation import format_metrics
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    data, _ = Stage2Data.split({**vars(args), "classes": classes})
     with stop_on_signals() as stop:
         result = finetune(
-            args.data,
+            data,
             args.out,
-            recipe=Recipe.split(vars(args))[0],
+            Stage2Recipe.split(vars(args))[0],
             init=args.init,
-            classes=classes,
-            label_from=args.label_from,
-            data_mpp=args.data_mpp,
-            groups=args.groups,
-            annotations=args.annotations,
-            slide=args.slide,
-            masks=args.masks,
-            slide_mpp=args.slide_mpp,
-            val_fraction=args.val_fraction,
             resume=args.resume,
             callbacks=[TqdmProgress()],
             stop_event=stop,
         )
     if launch().rank == 0:
-        print(summary(result))
+        print(model_line(result))
         best = next((h for h in result.history if h["step"] == result.best_step), None)
         if best is not None:
             print(f"validation metrics of the best checkpoint (step {result.best_step}):")

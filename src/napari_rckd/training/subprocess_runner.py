@@ -6,9 +6,9 @@ exits (releasing every CUDA allocation) when the job ends. The parent talks to i
 files in the run folder and one pipe:
 
 - ``job.json`` (written atomically before the start) says what to train: stage 1
-  (`recipes.pretrain` keyword arguments), stage 2 (`finetune.Recipe` fields and the inputs of
-  `finetune.finetune`, flat; ``init`` defaults to stage 1's best checkpoint) or both; with ``compare_random``
-  stage 2 is trained again from random weights into ``stage2-random``, and a ``comparison``
+  (`Stage1Recipe` fields and the slides of `recipes.stage1.pretrain`), stage 2
+  (`Stage2Recipe` and `Stage2Data` fields and ``init``, which defaults to stage 1's best
+  checkpoint), each flat, or both; with ``compare_random`` stage 2 is trained again from random weights into ``stage2-random``, and a ``comparison``
   event gives both best validation scores;
 - the child's stdout carries one JSON event per line: ``status`` (a phase message), ``note``
   (a line of the run's account: start weights, split, pixel size, where the model went),
@@ -174,8 +174,8 @@ class _NoteEvents(logging.Handler):
 
 
 def _run_stages(job: TrainingJob, writer: EventWriter, out: Path, stop: threading.Event) -> dict:
-    from napari_rckd.training.finetune import Recipe, finetune
-    from napari_rckd.training.recipes import pretrain
+    from napari_rckd.training.recipes.stage1 import Stage1Recipe, pretrain
+    from napari_rckd.training.recipes.stage2 import Stage2Data, Stage2Recipe, finetune
 
     threading.Thread(
         target=_watch_stop_file, args=(out / STOP_FILE, stop, writer), daemon=True
@@ -183,9 +183,10 @@ def _run_stages(job: TrainingJob, writer: EventWriter, out: Path, stop: threadin
     checkpoint = None
     if job.stage1 is not None:
         writer.emit("status", message="stage 1: reading tissue tiles and teacher responses")
+        recipe, inputs = Stage1Recipe.split(job.stage1)
         result = pretrain(
-            out_dir=out / "stage1", resume=job.resume, callbacks=[writer], stop_event=stop,
-            **job.stage1,
+            out_dir=out / "stage1", recipe=recipe, resume=job.resume, callbacks=[writer],
+            stop_event=stop, **inputs,
         )  # fmt: skip
         checkpoint = result.best_checkpoint or result.last_checkpoint
         if result.status == "cancelled" or job.stage2 is None:
@@ -196,10 +197,11 @@ def _run_stages(job: TrainingJob, writer: EventWriter, out: Path, stop: threadin
     if kwargs.get("init") is None and checkpoint is not None:
         kwargs["init"] = str(checkpoint)
     writer.emit("status", message="stage 2: cutting tiles from the annotations")
-    recipe, inputs = Recipe.split(kwargs)
+    recipe, rest = Stage2Recipe.split(kwargs)
+    data, rest = Stage2Data.split(rest)
     result = finetune(
-        out_dir=out / "stage2", recipe=recipe, resume=job.resume, callbacks=[writer],
-        stop_event=stop, **inputs,
+        data, out / "stage2", recipe, init=rest.get("init"), resume=job.resume,
+        callbacks=[writer], stop_event=stop,
     )  # fmt: skip
     checkpoint = result.best_checkpoint or result.last_checkpoint
     kind = "subtype" if kwargs.get("task", "classify") == "classify" else "region"
@@ -208,10 +210,9 @@ def _run_stages(job: TrainingJob, writer: EventWriter, out: Path, stop: threadin
         writer.stage = "stage2-random"
         writer.started.clear()
         writer.emit("status", message="stage 2 again from random weights, for comparison")
-        inputs["init"] = "none"
         random = finetune(
-            out_dir=out / "stage2-random", recipe=replace(recipe, backbone=_backbone_of(checkpoint)),
-            resume=job.resume, callbacks=[writer], stop_event=stop, **inputs,
+            data, out / "stage2-random", replace(recipe, backbone=_backbone_of(checkpoint)),
+            init="none", resume=job.resume, callbacks=[writer], stop_event=stop,
         )  # fmt: skip
         status = random.status  # a Stop here is resumed like any other
         if status == "completed":

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 
 class TissueTileDataset(Dataset):
-    """``count`` tissue tiles of ``size`` px at ``mpp`` from ``slides`` (files or folders).
+    """``count`` tissue tiles of ``size`` px at ``mpp`` from ``slides`` (files or folders, or a
+    `SlidePool` of them that knows the pixel size of slides whose files do not say it).
 
     Items: ``image`` float32 3×H×W in [0, 1] and ``target`` float32 C×H×W (channel 0 the
     teacher's nuclear probability, channel 1 instance boundaries when ``boundaries``).
@@ -42,21 +43,19 @@ class TissueTileDataset(Dataset):
 
     def __init__(
         self,
-        slides: str | os.PathLike | Iterable[str | os.PathLike],
+        slides: str | os.PathLike | Iterable[str | os.PathLike] | SlidePool,
         teacher,
         cache_dir: str | os.PathLike,
         count: int = 1000,
         size: int = 256,
         mpp: float = 0.5,
         seed: int = 0,
-        slide_mpp: float | None = None,
-        mpp_table: dict[str, float] | None = None,
         boundaries: bool = False,
         augment: Augment | None = None,
-        min_tissue: float = MIN_TISSUE,
         avoid: TissueTileDataset | None = None,
     ):
-        self.pool = SlidePool(find_slides(slides), fallback_mpp=slide_mpp, mpp_table=mpp_table)
+        # A `SlidePool` brings the pixel sizes of slides whose files do not say theirs.
+        self.pool = slides if isinstance(slides, SlidePool) else SlidePool(find_slides(slides))
         self.teacher = teacher
         self.cache = ResponseCache(cache_dir, teacher.identity)
         self.size, self.mpp, self.seed = size, mpp, seed
@@ -70,7 +69,8 @@ class TissueTileDataset(Dataset):
             self._avoid = avoid.plan
         avoided = None if avoid is None else hashlib.sha256(avoid.plan.tobytes()).hexdigest()
         mpps = [self.pool.mpp_table.get(str(p.resolve())) for p in self.pool.paths]
-        plan_key = [self._slide_ids, count, size, mpp, seed, slide_mpp, min_tissue, avoided]
+        slide_mpp = self.pool.fallback_mpp
+        plan_key = [self._slide_ids, count, size, mpp, seed, slide_mpp, MIN_TISSUE, avoided]
         plan_key += [mpps] if any(mpps) else []  # plans from before mpp tables keep their key
         self.plan = self._cached_plan(plan_key)
         self.pool.close()  # workers reopen what they read

@@ -11,12 +11,11 @@ metric is kept, with its validation metrics recorded in the checkpoint's provena
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,18 +24,21 @@ from napari_rckd.devices import launch
 from napari_rckd.errors import RckdError
 from napari_rckd.training.callbacks import Callback
 from napari_rckd.training.config import FitResult
-from napari_rckd.training.in_sample import tile_fingerprints, tiles_seen
+from napari_rckd.training.in_sample import tile_fingerprints
 from napari_rckd.training.initial import Init, resolve_init
-from napari_rckd.training.recipes import (
+from napari_rckd.training.recipes.common import (
+    RecipeOptions,
     check_out_dir,
+    data_sha256,
+    provenance,
     schedule,
     stage_fit_config,
 )
 from napari_rckd.training.run_notes import (
-    Stage2Inputs,
     init_line,
     model_line,
     run_log,
+    slide_mpp_line,
     split_line,
     tell,
 )
@@ -54,7 +56,7 @@ DEFAULT_WORKERS = 2
 
 
 @dataclass
-class Recipe:
+class Stage2Recipe(RecipeOptions):
     """How stage 2 trains, whatever the data: `finetune` and `bench transfer` share it so
     a benchmark measures exactly what users run. ``backbone`` None: the init's."""
 
@@ -75,75 +77,108 @@ class Recipe:
     pretrained_backbone_lr: float = PRETRAINED_BACKBONE_LR  # lr scale of a pretrained backbone
     compile: bool = False  # torch.compile the training step
 
-    @classmethod
-    def split(cls, options: dict) -> tuple[Recipe, dict]:
-        """Flat keyword options (a training job's) -> the recipe and the rest."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        recipe = cls(**{k: v for k, v in options.items() if k in names})
-        return recipe, {k: v for k, v in options.items() if k not in names}
+
+@dataclass
+class Stage2Data(RecipeOptions):
+    """What stage 2 learns from: labelled tile folders (``data``), or class-named regions
+    (``annotations``) or a label mask (``masks``) of a ``slide``; how labels, groups and pixel
+    sizes are read, and the share of groups that validates."""
+
+    data: list[str | os.PathLike] = field(default_factory=list)  # tile folders (classify)
+    classes: list[str] | None = None  # None: from the data
+    label_from: str = "auto"  # folder, prefix, field:N or auto
+    data_mpp: float | None = None  # µm/px of the tiles, when known
+    groups: str | os.PathLike | None = None  # CSV class,group,file (None: groups.csv beside)
+    annotations: str | os.PathLike | None = None  # GeoJSON regions named by class
+    slide: str | os.PathLike | None = None  # the slide of annotations or masks
+    masks: str | os.PathLike | None = None  # label mask of the slide (segment)
+    slide_mpp: float | None = None  # µm/px of the slide when its file does not say
+    val_fraction: float = 0.2
+
+    def files(self) -> list[str | os.PathLike]:
+        """The single files read (annotations, slide, mask), for their names and hashes."""
+        paths = (self.annotations, self.slide, self.masks)
+        return [p for p in paths if isinstance(p, (str, os.PathLike))]
+
+    def mpp_line(self, recipe: Stage2Recipe) -> str:
+        """How the data's pixel size was handled, for the run's account."""
+        if self.slide is not None and isinstance(self.slide, (str, os.PathLike)):
+            return slide_mpp_line([Path(self.slide)], recipe.mpp, self.slide_mpp, None)
+        if self.data_mpp is not None:
+            return (
+                f"pixel size: tiles at {self.data_mpp:g} µm/px (--data-mpp), resampled to the "
+                f"model's {recipe.mpp:g} µm/px in {recipe.tile_size}-px tiles"
+            )
+        return (
+            f"pixel size: the tiles record none, so each is resized to {recipe.tile_size} px "
+            f"and read as {recipe.mpp:g} µm/px (--data-mpp with their real µm/px resamples "
+            "them instead)"
+        )
+
+    def group_source(self, task: str) -> str:
+        """Where the groups of the split came from."""
+        from napari_rckd.training.data.groups import groups_file
+
+        if task == "segment":
+            return "blocks of 4×4 neighbouring tiles of the mask"
+        if self.annotations is not None:
+            return "each annotated region is one group"
+        if self.groups is not None:
+            return f"--groups {Path(self.groups).name}"
+        beside = [Path(d).name for d in self.data if groups_file(Path(d)) is not None]
+        if beside:
+            return f"groups.csv beside {', '.join(beside)}"
+        return "from the file names: TCGA case or the fields before the label, else each file"
 
 
 def finetune(
-    data: Sequence[str | os.PathLike] = (),
+    data: Stage2Data,
     out_dir: str | os.PathLike = "runs/stage2",
+    recipe: Stage2Recipe | None = None,
     *,
-    recipe: Recipe | None = None,
     init: str | os.PathLike | None = None,
-    classes: Sequence[str] | None = None,
-    label_from: str = "auto",
-    data_mpp: float | None = None,
-    groups: str | os.PathLike | None = None,
-    annotations: str | os.PathLike | None = None,
-    slide: str | os.PathLike | None = None,
-    masks: str | os.PathLike | None = None,
-    slide_mpp: float | None = None,
-    val_fraction: float = 0.2,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | None = None,
 ) -> FitResult:
-    """Fine-tune by ``recipe`` (task, backbone, budget, optimiser: `Recipe`) on ``data`` tile
-    folders, or ``annotations`` / ``masks`` of a ``slide``, and return how the run ended.
+    """Fine-tune by ``recipe`` (task, backbone, budget, optimiser: `Stage2Recipe`) on ``data``
+    (tile folders, or annotations or masks of a slide: `Stage2Data`); return how it ended.
 
     ``init`` is a stage-1 (or any napari-rckd) checkpoint whose backbone starts the model,
     ``"csat"`` for the shipped RCKD-CSAT student, ``"imagenet"`` for timm's ImageNet
     weights, ``"none"`` for random weights, or None for `default_init` (``csat`` for
     ``rckd_csat``). The recipe's backbone defaults to the init checkpoint's. Tile folders are
-    grouped by ``groups`` (a CSV ``class,group,file``) or a ``groups.csv`` beside the tiles.
+    grouped by ``data.groups`` (a CSV ``class,group,file``) or a ``groups.csv`` beside them.
     """
     from napari_rckd.training.data.augment import Augment
     from napari_rckd.training.data.labelled import TileFolderDataset
     from napari_rckd.training.data.splits import split_by_group
 
-    recipe = recipe or Recipe()
+    recipe = recipe or Stage2Recipe()
     if recipe.task not in TASKS:
         raise RckdError(f"--task {recipe.task!r} is unknown; use classify or segment")
-    task, backbone, seed = recipe.task, recipe.backbone, recipe.seed
-    tile_size, mpp = recipe.tile_size, recipe.mpp
     out_dir = Path(out_dir)
     check_out_dir(out_dir, resume)
     with run_log(out_dir):
-        start = resolve_init(init, backbone)
+        start = resolve_init(init, recipe.backbone)
         tell(init_line(start))
-        dataset = _dataset(
-            task, data, classes, label_from, data_mpp, groups, annotations, slide, masks,
-            slide_mpp, tile_size, mpp, seed, Augment(),
-        )  # fmt: skip
-        inputs = Stage2Inputs(data, groups, annotations, slide, slide_mpp, data_mpp)
-        mpp_line, fingerprints = inputs.mpp_line(recipe), {}
+        dataset = _dataset(recipe, data, Augment())
+        mpp_line, fingerprints = data.mpp_line(recipe), {}
         if isinstance(dataset, TileFolderDataset):  # check what the folders cannot show
-            _check_tile_folders(dataset.tiles, data, groups)
+            _check_tile_folders(dataset.tiles, data.data, data.groups)
             note = scale_note(dataset.tiles, start, recipe)
             mpp_line = f"pixel size: {note}" if note else mpp_line
         tell(mpp_line)
         labels = getattr(dataset, "labels", None)
-        train_index, val_index = split_by_group(dataset.groups, labels, val_fraction, seed)
-        tell(split_line(dataset.groups, train_index, val_index, inputs.group_source(task)))
+        train_index, val_index = split_by_group(
+            dataset.groups, labels, data.val_fraction, recipe.seed
+        )
+        tell(split_line(dataset.groups, train_index, val_index, data.group_source(recipe.task)))
         if isinstance(dataset, TileFolderDataset):  # lets `evaluate` see tiles it trained on
             fingerprints = tile_fingerprints(dataset.tiles, train_index, val_index)
         train, val = _split(dataset, train_index, val_index)
-        names = [Path(p).name for p in data]
-        names += [Path(p).name for p in (annotations, slide, masks) if p]
+        names = [Path(p).name for p in [*data.data, *data.files()]]
+        fingerprints["data_sha256"] = data_sha256(data.files())
         result = train_stage2(
             train, val, list(dataset.classes), start, recipe, out_dir, names, callbacks,
             stop_event, fingerprints,
@@ -159,7 +194,7 @@ def train_stage2(
     val: Dataset | None,
     class_names: list[str],
     start: Init,
-    recipe: Recipe,
+    recipe: Stage2Recipe,
     out_dir: Path,
     data_names: Sequence[str] = (),
     callbacks: Sequence[Callback] = (),
@@ -192,31 +227,17 @@ def train_stage2(
     torch.manual_seed(recipe.seed)  # the new head's weights: the same for every init
     model = create_model(config, pretrained=start.imagenet)
     start.load_into(model)
-    provenance = {
-        "stage": "rckd-stage2",
-        "task": recipe.task,
-        "init": start.identity(),
-        "data": list(data_names),
-        "train_tiles": len(train),
-        "val_tiles": len(val) if val is not None else 0,
+    record = provenance(
+        "rckd-stage2", recipe, init=start.identity(), data=list(data_names),
+        train_tiles=len(train), val_tiles=len(val) if val is not None else 0,
         **(extra_provenance or {}),
-    }
+    )  # fmt: skip
     kind = ClassificationTask if recipe.task == "classify" else SegmentationTask
     objective = kind(model, len(class_names), class_names)
     fit_config = stage_fit_config(
-        recipe.steps,
-        recipe.epochs,
-        total_steps,
-        batch_size=recipe.batch_size,
-        lr=recipe.lr,
-        patience=recipe.patience,
+        recipe, total_steps, record, patience=recipe.patience,
         backbone_lr_scale=recipe.pretrained_backbone_lr if start.name != "none" else 1.0,
-        device=recipe.device,
-        num_workers=recipe.workers,
-        seed=recipe.seed,
-        compile=recipe.compile,
-        provenance=provenance,
-    )
+    )  # fmt: skip
     result = fit(objective, train, val, fit_config, out_dir, callbacks, stop_event)
     if launch().rank == 0:
         record_best_metrics(result)
@@ -232,7 +253,7 @@ def _check_tile_folders(tiles, data, groups) -> None:
         warn_about_copies(tiles)
 
 
-def scale_note(tiles, start: Init, recipe: Recipe) -> str | None:
+def scale_note(tiles, start: Init, recipe: Stage2Recipe) -> str | None:
     """One line stating the scale assumed for tiles without an mpp, when the init was
     trained at a known one (the model then sees them at a scale nobody chose)."""
     from PIL import Image
@@ -266,31 +287,34 @@ def warn_if_saturated(result: FitResult) -> bool:
     return True
 
 
-def _dataset(task, data, classes, label_from, data_mpp, groups, annotations, slide, masks,
-             slide_mpp, tile_size, mpp, seed, augment):  # fmt: skip
+def _dataset(recipe: Stage2Recipe, data: Stage2Data, augment):
     from napari_rckd.training.data.labelled import TileFolderDataset, scan_tile_folders
     from napari_rckd.training.data.regions import MaskTileDataset, RegionTileDataset
 
-    if task == "segment":
-        if slide is None or masks is None or not classes:
+    size, mpp = recipe.tile_size, recipe.mpp
+    if recipe.task == "segment":
+        if data.slide is None or data.masks is None or not data.classes:
             raise RckdError(
                 "--task segment needs --slide IMAGE, --masks MASK (0 = unlabelled, k = class k) "
                 "and --classes A,B,..."
             )
         return MaskTileDataset(
-            slide, masks, classes, size=tile_size, mpp=mpp, image_mpp=slide_mpp, augment=augment
-        )
-    if annotations is not None:
-        if slide is None:
+            data.slide, data.masks, data.classes, size=size, mpp=mpp, image_mpp=data.slide_mpp,
+            augment=augment,
+        )  # fmt: skip
+    if data.annotations is not None:
+        if data.slide is None:
             raise RckdError("--annotations needs --slide: the slide the regions were drawn on")
         return RegionTileDataset(
-            slide, annotations, classes, size=tile_size, mpp=mpp, slide_mpp=slide_mpp,
-            seed=seed, augment=augment,
+            data.slide, data.annotations, data.classes, size=size, mpp=mpp,
+            slide_mpp=data.slide_mpp, seed=recipe.seed, augment=augment,
         )  # fmt: skip
-    if not data:
+    if not data.data:
         raise RckdError("give labelled tile folders, or --annotations with --slide")
-    tiles = scan_tile_folders(data, label_from=label_from, mpp=data_mpp, groups=groups)
-    return TileFolderDataset(tiles, classes, size=tile_size, mpp=mpp, train=True, augment=augment)
+    tiles = scan_tile_folders(
+        data.data, label_from=data.label_from, mpp=data.data_mpp, groups=data.groups
+    )
+    return TileFolderDataset(tiles, data.classes, size=size, mpp=mpp, train=True, augment=augment)
 
 
 def _split(dataset, train_index, val_index):
@@ -316,71 +340,3 @@ def record_best_metrics(result: FitResult) -> None:
     model, metadata = load_checkpoint(result.best_checkpoint)
     provenance = {**metadata.get("provenance", {}), "validation": metrics}
     save_checkpoint(result.best_checkpoint, model, provenance)
-
-
-def format_metrics(metrics: dict) -> str:
-    """Metrics as aligned lines: overall scores first, then one line per class."""
-    overall = [k for k in metrics if "/" not in k and k != "step"]
-    per_class = [k for k in metrics if "/" in k]
-    lines = [f"  {k:<18} {metrics[k]:.4f}" for k in overall]
-    lines += [f"  {k:<18} {metrics[k]:.4f}" for k in per_class]
-    return "\n".join(lines)
-
-
-def evaluate_tiles(
-    checkpoint: str | os.PathLike,
-    folders: Sequence[str | os.PathLike],
-    label_from: str = "auto",
-    data_mpp: float | None = None,
-    batch_size: int = 16,
-    skip_unknown: bool = False,
-    track: Callable[[Iterable, int], Iterable] | None = None,
-) -> dict[str, float]:
-    """A classifier checkpoint's metrics on labelled tile folders (its own class names).
-
-    Tiles of classes the model does not know are refused, or with ``skip_unknown`` left out
-    and counted as ``skipped/<class>``. A warning says when test tiles are ones the model
-    was trained or validated on (`in_sample.tiles_seen`). ``track(batches, count)`` may wrap
-    the batches (a progress bar).
-    """
-    import torch
-    from torch.utils.data import DataLoader
-
-    from napari_rckd.models import load_checkpoint
-    from napari_rckd.training.data.labelled import TileFolderDataset, scan_tile_folders
-    from napari_rckd.training.tasks import ClassificationTask
-
-    model, metadata = load_checkpoint(checkpoint)
-    config = model.config
-    if config.task != "classify":
-        raise RckdError(
-            f"{Path(checkpoint).name} is a {config.task} model, not a classifier; give a "
-            "checkpoint from `napari-rckd finetune --task classify`"
-        )
-    tiles = scan_tile_folders(folders, label_from=label_from, mpp=data_mpp)
-    unknown = sorted({t.label for t in tiles} - set(config.class_names))
-    if unknown and not skip_unknown:
-        raise RckdError(
-            f"the tiles have labels {', '.join(unknown)} that {Path(checkpoint).name} does not "
-            f"know (its classes: {', '.join(config.class_names)}); remove those tiles or pass "
-            "--skip-unknown"
-        )
-    skipped = {f"skipped/{name}": float(sum(t.label == name for t in tiles)) for name in unknown}
-    tiles = [t for t in tiles if t.label not in unknown]
-    if not tiles:
-        raise RckdError(
-            f"no tile has a class {Path(checkpoint).name} knows ({', '.join(config.class_names)})"
-            "; check --label-from"
-        )
-    warning = tiles_seen(
-        metadata.get("provenance", {}), [t.path for t in tiles], folders, Path(checkpoint).name
-    )
-    if warning:
-        log.warning(warning)
-    dataset = TileFolderDataset(tiles, config.class_names, config.tile_size, config.input_mpp)
-    task = ClassificationTask(model, config.num_outputs, config.class_names)
-    loader = DataLoader(dataset, batch_size=batch_size)
-    with torch.inference_mode():
-        metrics = task.evaluate(loader if track is None else track(loader, len(loader)))
-    metrics["tiles"] = float(len(dataset))
-    return {**metrics, **skipped}
