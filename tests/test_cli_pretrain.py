@@ -105,3 +105,34 @@ def test_ctrl_c_asks_the_run_to_stop_and_a_second_one_aborts():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) == before  # the caller's handler is back
+
+
+def test_init_starts_the_student_from_csat_and_grows_a_detail_decoder(tmp_path, capsys):
+    """--init csat --decoder detail: every weight of the shipped student is where the run
+    started (the refiner alone is new), and the checkpoint says where it came from."""
+    import torch
+
+    from napari_rckd.models import load_checkpoint
+    from napari_rckd.models.shipped import shipped_weights
+    from napari_rckd.models.weights import read_weights
+
+    slide = shared_path("slides/cmu-1-small-region.svs")
+    out = tmp_path / "run"
+    tiny = [a for a in TINY if a not in ("--backbone", "resnet18")]
+    args = ["pretrain", str(slide), "--out", str(out), "--teacher", "classical", "--init", "csat"]
+    assert main([*args, "--decoder", "detail", "--steps", "1", "--lr", "1e-9", *tiny]) == 2
+    assert "add --boundaries" in error_of(capsys)  # csat has a contour output; so must the run
+    assert main([*args, "--mpp", "0.25", "--boundaries", "--steps", "1", *tiny]) == 2
+    assert "--mpp 0.5" in error_of(capsys)
+    flags = ["--decoder", "detail", "--boundaries", "--steps", "1", "--lr", "1e-9"]
+    assert main([*args, *flags, *tiny]) == 0
+    model, metadata = load_checkpoint(out / "last.safetensors")
+    assert model.config.decoder == "detail"
+    assert metadata["provenance"]["init"]["path"] == "csat"
+    shipped, _ = read_weights(shipped_weights("csat"))
+    state = model.state_dict()
+    assert set(state) - set(shipped) == {k for k in state if k.startswith("detail.")}
+    for name in shipped:  # one step at lr 1e-9: still the shipped weights (fp16 there)
+        torch.testing.assert_close(state[name], shipped[name].float(), atol=1e-3, rtol=0)
+    told = (out / "run.log").read_text()
+    assert "start weights: the shipped RCKD-CSAT student 'csat'" in told

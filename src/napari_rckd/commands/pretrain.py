@@ -200,10 +200,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache", metavar="DIR", help="teacher-response cache (default OUT/teacher-cache)"
     )
+    parser.add_argument(
+        "--init",
+        metavar="SPEC",
+        help="start the student from this nuclei model's weights instead of random ones (csat, "
+        "or a pretrain --boundaries .safetensors) to distil it further; its backbone and µm/px "
+        "must be the run's, and a standard decoder may grow into --decoder detail",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     checks.pretrain(args)  # before torch loads: a typo answers at once
+    checks.model_file(args.init, "--init")
     from napari_rckd.devices import launch
 
     default_budget(args)

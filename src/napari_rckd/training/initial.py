@@ -88,6 +88,53 @@ def resolve_init(
     return Init(str(init), trained, path, metadata)
 
 
+def nuclei_start(
+    spec: str, backbone: str, decoder: str, mpp: float, grow_detail: bool = False
+) -> Init:
+    """A nuclei model to start a teacher or stage-1 run from: a zoo name's shipped weights or a
+    checkpoint, refused in one sentence unless it is a two-output (nuclei, contour) model of
+    ``backbone``, ``decoder`` and ``mpp``. With ``grow_detail`` a standard-decoder model may
+    start a ``detail`` one (its refiner starts at zero: `models.assembly.DetailRefiner`)."""
+    from napari_rckd.models.shipped import shipped_weights
+    from napari_rckd.models.weights import read_weights
+
+    named = zoo.find(spec)
+    path = shipped_weights(named.name) if named is not None and named.weights else Path(spec)
+    _, metadata = read_weights(path)
+    if metadata is None or "config" not in metadata:
+        raise RckdError(f"--init {path} is not a napari-rckd checkpoint; give a nuclei model")
+    have = metadata["config"]
+    if have.get("task") != "dense" or have.get("num_outputs") != 2:
+        raise RckdError(
+            f"--init {spec} is not a nuclei model with a contour output ({have.get('task')}, "
+            f"{have.get('num_outputs')} outputs); start from learned, csat or a train-teacher "
+            "checkpoint"
+        )
+    theirs = (have["backbone"], have.get("decoder", "standard"), have["input_mpp"])
+    grows = grow_detail and theirs[1] == "standard" and decoder == "detail"
+    if theirs != (backbone, decoder, mpp) and not (grows and theirs[::2] == (backbone, mpp)):
+        raise RckdError(
+            f"--init {spec} is a {theirs[0]} with a {theirs[1]} decoder at {theirs[2]:g} "
+            f"µm/px; pass --backbone {theirs[0]} --decoder {theirs[1]} --mpp {theirs[2]:g} to "
+            "start from it"
+        )
+    return Init(spec, theirs[0], path, metadata)
+
+
+def load_nuclei_weights(model, start: Init) -> None:
+    """All of ``start``'s weights into ``model``; only a detail refiner it lacks starts new."""
+    from napari_rckd.models.weights import read_weights
+
+    tensors, _ = read_weights(start.path)
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if unexpected or any(not k.startswith("detail.") for k in missing):
+        raise RckdError(
+            f"--init {start.name} does not fit the model to train ({len(missing)} tensors "
+            f"missing, {len(unexpected)} unexpected); start from a model of the same backbone"
+        )
+
+
 def default_init(backbone: str | None) -> str:
     """Stage 2's start when none is named: the zoo's shipped RCKD-CSAT student for CSAT, random
     for any other backbone (no student of theirs ships)."""

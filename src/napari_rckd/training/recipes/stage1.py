@@ -18,6 +18,7 @@ from napari_rckd.devices import launch
 from napari_rckd.errors import RckdError
 from napari_rckd.training.callbacks import Callback
 from napari_rckd.training.config import FitResult
+from napari_rckd.training.initial import load_nuclei_weights, nuclei_start
 from napari_rckd.training.recipes.common import (
     RecipeOptions,
     check_out_dir,
@@ -29,6 +30,7 @@ from napari_rckd.training.recipes.common import (
     stage_fit_config,
 )
 from napari_rckd.training.run_notes import (
+    init_line,
     model_line,
     run_log,
     slide_mpp_line,
@@ -62,6 +64,9 @@ class Stage1Recipe(RecipeOptions):
     workers: int = 2
     seed: int = 0
     boundaries: bool = False  # also learn the teacher's instance boundaries (a 2nd channel)
+    # a nuclei model (zoo name or checkpoint) whose weights the student starts from, e.g. the
+    # shipped csat to distil further or to grow a detail decoder on; None: random
+    init: str | None = None
 
 
 def pretrain(
@@ -106,7 +111,7 @@ def pretrain(
     total_steps = schedule(r.steps, r.epochs, r.tiles, r.batch_size, launch().world_size)
     with run_log(out_dir):
         the_teacher = get_teacher(r.teacher)
-        tell(f"start weights: random (stage 1 trains a new {r.backbone} student)")
+        start = _check_init(r)
         tell(teacher_line(r.teacher, the_teacher))
         tell(slide_mpp_line(paths, r.mpp, slide_mpp, mpp_table))
         cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / "teacher-cache"
@@ -144,12 +149,29 @@ def pretrain(
         )
         record = provenance(
             "rckd-stage1", r, teacher=the_teacher.identity, val_tiles=val_tiles,
+            init=start.identity() if start else None,
             slides=[p.name for p in paths], data_sha256=data_sha256(paths),
         )  # fmt: skip
         fit_config = stage_fit_config(r, total_steps, record)
-        task = DistillationTask(create_model(config))
+        model = create_model(config)
+        if start is not None:
+            load_nuclei_weights(model, start)
+        task = DistillationTask(model)
         result = fit(task, train, val, fit_config, out_dir, callbacks, stop_event)
         if launch().rank == 0:
             tell(model_line(result))
 
     return result
+
+
+def _check_init(r: Stage1Recipe):
+    """The student's start, told before any data loads: random, or ``r.init``'s weights (which
+    need the contour output: ``boundaries``)."""
+    if r.init is None:
+        tell(f"start weights: random (stage 1 trains a new {r.backbone} student)")
+        return None
+    if not r.boundaries:
+        raise RckdError(f"--init {r.init} starts a student with a contour output; add --boundaries")
+    start = nuclei_start(r.init, r.backbone, r.decoder, r.mpp, grow_detail=True)
+    tell(init_line(start))
+    return start

@@ -24,6 +24,7 @@ from napari_rckd.devices import launch
 from napari_rckd.errors import RckdError
 from napari_rckd.training.callbacks import Callback
 from napari_rckd.training.config import FitResult
+from napari_rckd.training.initial import nuclei_start
 from napari_rckd.training.recipes.common import (
     RecipeOptions,
     check_out_dir,
@@ -174,43 +175,13 @@ def _datasets(r: TeacherRecipe, train_images, val_images) -> tuple:
 
 def check_init(r: TeacherRecipe):
     """Where the run starts, told and checked before any data loads: None (random weights) or
-    ``r.init`` as an `Init`, refused unless it is a two-output nuclei model of the recipe's
-    backbone, decoder and µm/px."""
+    ``r.init`` as an `Init` of the recipe's backbone, decoder and µm/px."""
     if r.init is None:
         tell(f"start weights: random (a new {r.backbone} teacher)")
         return None
-    start = _resolve_init(r.init)
-    have = start.metadata["config"]
-    if have.get("task") != "dense" or have.get("num_outputs") != 2:
-        raise RckdError(
-            f"--init {r.init} is not a nuclei model with a contour output ({have.get('task')}, "
-            f"{have.get('num_outputs')} outputs); start from learned, csat or a train-teacher "
-            "checkpoint"
-        )
-    theirs = (have["backbone"], have.get("decoder", "standard"), have["input_mpp"])
-    if theirs != (r.backbone, r.decoder, r.mpp):
-        raise RckdError(
-            f"--init {r.init} is a {theirs[0]} with a {theirs[1]} decoder at {theirs[2]:g} "
-            f"µm/px; pass --backbone {theirs[0]} --decoder {theirs[1]} --mpp {theirs[2]:g} to "
-            "fine-tune it"
-        )
+    start = nuclei_start(r.init, r.backbone, r.decoder, r.mpp)
     tell(init_line(start))
     return start
-
-
-def _resolve_init(spec: str):
-    """A zoo name's shipped weights or a checkpoint file, as a stage-2 style `Init`."""
-    from napari_rckd import zoo
-    from napari_rckd.models.shipped import shipped_weights
-    from napari_rckd.models.weights import read_weights
-    from napari_rckd.training.initial import Init
-
-    named = zoo.find(spec)
-    path = shipped_weights(named.name) if named is not None and named.weights else Path(spec)
-    _, metadata = read_weights(path)
-    if metadata is None or "config" not in metadata:
-        raise RckdError(f"--init {path} is not a napari-rckd checkpoint; give a nuclei model")
-    return Init(spec, metadata["config"]["backbone"], path, metadata)
 
 
 def build_model(r: TeacherRecipe, start):
