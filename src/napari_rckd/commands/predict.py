@@ -150,7 +150,7 @@ def _run_cohort(args, slides: list[Path], one: bool, out: Path, exports) -> int:
         if client is not None:
             print(f"Dask dashboard: {dashboard(client)}")
         with CohortProgress(len(plan.todo), args.quiet) as progress:
-            rows = run_cohort(plan, client, table, progress.slide, progress.tiles)
+            rows = run_cohort(plan, client, table, progress.slide, progress.tiles, args.workers)
     failed = [row for row in rows if row["status"] == "failed"]
     done = sum(row["status"] == "done" for row in rows)
     print(f"{done} done, {len(plan.skipped)} skipped, {len(failed)} failed: {out / TABLE_NAME}")
