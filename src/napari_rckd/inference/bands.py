@@ -279,6 +279,7 @@ def _copy_rows(source: ResultStore, target: ResultStore, y0: int, y1: int) -> No
 def _finish(path, settings, slide, predictor, tissue, staging, total, damaged) -> dict:
     """Exports and figures of the merged slide, as `cohort_slide._predict_open` makes them."""
     from napari_rckd.inference.analysis import Analysis
+    from napari_rckd.inference.cohort_report import keep_thumbnail
     from napari_rckd.inference.cohort_table import FIGURES_ATTRIBUTE, slide_figures
     from napari_rckd.inference.export import NucleiFiles, export_targets, write_targets
     from napari_rckd.inference.nuclei_table import iter_nuclei
@@ -304,6 +305,8 @@ def _finish(path, settings, slide, predictor, tissue, staging, total, damaged) -
     figures = slide_figures(analysis, staging / f"{path.stem}.nuclei.csv")
     figures["damaged_tiles"] = damaged
     open_root(staging / f"{path.stem}.zarr").attrs[FIGURES_ATTRIBUTE] = figures
+    labels = predictor.stores.get(LABELS)
+    keep_thumbnail(staging / f"{path.stem}.zarr", slide, labels, tissue)  # for cohort.html
     models = " | ".join(source.identity for source in predictor.sources.values())
     return dict(file=str(path), status="done", **figures, models=models, worker=worker())
 

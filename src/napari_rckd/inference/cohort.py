@@ -20,6 +20,7 @@ from pathlib import Path
 
 from napari_rckd.errors import RckdError
 from napari_rckd.inference.bands import band_task, count_bands, merge_task
+from napari_rckd.inference.cohort_report import write_report
 from napari_rckd.inference.cohort_slide import (
     TILES_TOPIC,
     CohortSettings,
@@ -238,10 +239,12 @@ def _row(future, path: Path) -> dict:
 
 
 class CohortTable:
-    """cohort.csv, rewritten atomically: at the start, now and then, and at the end."""
+    """cohort.csv and cohort.html, rewritten atomically: at the start, now and then, and at
+    the end."""
 
     def __init__(self, out: Path, rows: dict, order: list[str]):
         self.out, self.rows, self.order = out, rows, order
+        self.thumbnails: dict = {}  # file -> its picture in cohort.html, read once
         self.written = 0.0
 
     def write(self, soon: bool = False) -> None:
@@ -252,6 +255,7 @@ class CohortTable:
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             write_table(self.out, (self.rows[key] for key in self.order))
+            write_report(self.out, self.thumbnails)
         except OSError as error:
             raise RckdError(write_failure(self.out, "the cohort", error)) from error
         self.written = time.monotonic()

@@ -187,6 +187,7 @@ def require_mpp(slide, path: Path) -> None:
 def _predict_open(slide, path, sources, settings, staging, on_tiles, start) -> dict:
     """The whole-slide run of an open slide into ``staging``; its row of the cohort table."""
     from napari_rckd.inference.analysis import Analysis
+    from napari_rckd.inference.cohort_report import keep_thumbnail
     from napari_rckd.inference.cohort_table import FIGURES_ATTRIBUTE, slide_figures
     from napari_rckd.inference.store import open_root
 
@@ -207,6 +208,8 @@ def _predict_open(slide, path, sources, settings, staging, on_tiles, start) -> d
     figures = slide_figures(analysis, staging / f"{path.stem}.nuclei.csv")
     figures["damaged_tiles"] = damaged
     open_root(zarr_path).attrs[FIGURES_ATTRIBUTE] = figures  # kept for a resumed run's table
+    labels = analysis.results.stores.get("nuclei_labels")
+    keep_thumbnail(zarr_path, slide, labels, analysis.tissue)  # for cohort.html
     models = " | ".join(source.for_whole_slide().identity for source in sources)
     seconds = round(time.perf_counter() - start, 2)
     return dict(
