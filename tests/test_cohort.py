@@ -51,10 +51,10 @@ def _snapshot(out: Path) -> dict[str, int]:
 
 
 def _assert_no_work(out: Path) -> None:
-    """Only the table of pending slides (written first: an --out that cannot be written into
-    is told before a cluster starts)."""
+    """Only the table and page of pending slides (written first: an --out that cannot be
+    written into is told before a cluster starts)."""
     if out.exists():  # a bad YAML is told even before that
-        assert [p.name for p in out.iterdir()] == ["cohort.csv"]
+        assert sorted(p.name for p in out.iterdir()) == ["cohort.csv", "cohort.html"]
         assert {row["status"] for row in _rows(out).values()} == {"pending"}
 
 
@@ -318,15 +318,23 @@ def test_slide_lists_and_twin_names(tmp_path, crop_path):
         find_slides(tmp_path / "empty.txt")
 
 
-def test_a_full_disk_is_one_sentence_before_a_cluster_starts(
-    tmp_path, crop_path, capsys, monkeypatch
+@pytest.mark.parametrize(
+    ("code", "why"),
+    [
+        ("ENOSPC", "the disk is full; free some space or choose another folder"),
+        ("EACCES", "the folder is read-only (permission denied); choose another folder"),
+        ("EROFS", "the folder is read-only (permission denied); choose another folder"),
+    ],
+)
+def test_a_full_disk_or_read_only_folder_is_one_sentence_before_a_cluster_starts(
+    tmp_path, crop_path, capsys, monkeypatch, code, why
 ):
     import errno
 
     from napari_rckd.inference import clusters, cohort
 
     def disk_full(out, rows):
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise OSError(getattr(errno, code), code)
 
     def no_cluster(*args, **kwargs):
         raise AssertionError("a cluster was started")
@@ -339,9 +347,30 @@ def test_a_full_disk_is_one_sentence_before_a_cluster_starts(
     error = capsys.readouterr().err.strip().splitlines()
     assert error == [
         f"napari-rckd predict: error: could not write the results of the cohort into {out}: "
-        "the disk is full; free some space or choose another folder (earlier results are intact)."
+        f"{why} (earlier results are intact)."
     ]
     assert not out.exists()  # the refused run leaves no folder of its own behind
+
+
+def test_a_folder_without_slides_is_one_sentence_before_a_cluster_starts(
+    tmp_path, capsys, monkeypatch
+):
+    from napari_rckd.inference import clusters
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a cluster was started")
+
+    monkeypatch.setattr(clusters, "_local_cluster", no_cluster)
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "notes.txt.bak").write_text("not a slide")
+    out = tmp_path / "out"
+    argv = ["predict", str(folder), "--out", str(out), *ARGS, "--cluster", "local:2"]
+    assert main(argv) == 2
+    [error] = capsys.readouterr().err.strip().splitlines()
+    assert error.startswith(f"napari-rckd predict: error: folder {folder} holds no slide files (")
+    assert error.endswith("); point at a slide or a folder of slides.")
+    assert not out.exists()
 
 
 def test_a_retried_task_finishes_what_its_killed_attempt_published(tmp_path, crop_path):
