@@ -62,8 +62,10 @@ def tile_counts(labels) -> tuple[np.ndarray, np.ndarray]:
     for row in range(rows):
         band = labels.read(Box(row * tile, 0, (row + 1) * tile, labels.shape[1]))
         for col in range(cols):
-            ids = np.unique(band[:, col * tile : (col + 1) * tile])
-            counts[row, col] = np.count_nonzero((ids > 0) & (ids // ID_STRIDE == row * cols + col))
+            ids = band[:, col * tile : (col + 1) * tile]
+            start = (row * cols + col) * ID_STRIDE  # the tile's ids: start + 1 .. start + k
+            local = ids[(ids > start) & (ids < start + ID_STRIDE)].astype(np.int64) - start
+            counts[row, col] = np.count_nonzero(np.bincount(local, minlength=1))
             pixels = band.shape[0] * min(tile, labels.shape[1] - col * tile)
             area[row, col] = pixels * labels.mpp**2 / 1e6
     return counts, area
