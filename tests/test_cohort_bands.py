@@ -76,6 +76,7 @@ def test_bands_planned_for_few_slides_only():
     assert bands_wanted(slides=1, workers=2) == 6
     assert bands_wanted(slides=4, workers=2) == 2
     assert bands_wanted(slides=500, workers=16) == 1
+    assert bands_wanted(slides=2, workers=1) == 1  # one worker: nothing to balance
 
 
 def test_usable_bands_keep_rows_per_band(slide_path):

@@ -166,8 +166,11 @@ def _tiles_callback(on_tiles):
 
 def bands_wanted(slides: int, workers: int) -> int:
     """Bands per slide so that a cohort of few slides still gives every worker work: about
-    `TASKS_PER_WORKER` tasks a worker in all; one (the whole slide) once slides are enough."""
-    return max(1, -(-TASKS_PER_WORKER * max(1, workers) // max(1, slides)))
+    `TASKS_PER_WORKER` tasks a worker in all; one (the whole slide) once slides are enough,
+    and on one worker (nothing to balance: bands would only cost their merge)."""
+    if workers <= 1:
+        return 1
+    return max(1, -(-TASKS_PER_WORKER * workers // max(1, slides)))
 
 
 def _on_cluster(plan: Plan, client, on_tiles=None, workers: int | None = None):
