@@ -59,6 +59,22 @@ def _assert_no_work(out: Path) -> None:
         assert {row["status"] for row in _rows(out).values()} == {"pending"}
 
 
+def worker_killer(client, killed: list):
+    """An ``on_tiles`` that kills a busy worker (os._exit) the first time tiles are heard, and
+    adds its address to ``killed``."""
+    import os
+
+    def kill_a_busy_worker(tiles: int) -> None:
+        busy = [worker for worker, keys in client.processing().items() if keys]
+        if killed or not busy:
+            return
+        killed.append(busy[0])
+        with contextlib.suppress(Exception):  # the worker dies before it answers
+            client.run(os._exit, 1, workers=busy[:1])
+
+    return kill_a_busy_worker
+
+
 def test_a_running_scheduler_equals_in_process_reports_bad_slides_and_resumes(
     tmp_path, crop_path, capsys
 ):
@@ -140,16 +156,7 @@ def test_a_worker_killed_mid_slide_changes_no_result(tmp_path, crop_path):
     with open_client("local:2") as client:
         threads = client.run(lambda: os.environ.get("NAPARI_RCKD_THREADS"))  # cores split in 2
         assert sorted(threads.values()) == [str(max(1, os.cpu_count() // 2))] * 2
-
-        def kill_a_busy_worker(tiles: int) -> None:
-            busy = [worker for worker, keys in client.processing().items() if keys]
-            if killed or not busy:
-                return
-            killed.append(busy[0])
-            with contextlib.suppress(Exception):  # the worker dies before it answers
-                client.run(os._exit, 1, workers=busy[:1])
-
-        rows = run_cohort(plan, client, on_tiles=kill_a_busy_worker)
+        rows = run_cohort(plan, client, on_tiles=worker_killer(client, killed))
         # a task that raises (not a bad slide): run twice by Dask, then reported
         broken = replace(plan.settings, models=dict(nuclei="classical", bogus="x"))
         broken = replace(plan, settings=replace(broken, out=str(tmp_path / "broken")))

@@ -11,6 +11,7 @@ import tifffile
 from napari_rckd.inference import bands
 from napari_rckd.inference.cohort_slide import CohortSettings, predict_slide
 from napari_rckd.inference.wholeslide import open_results
+from test_cohort import worker_killer
 from test_predict import checkpoints  # noqa: F401  (fixtures)
 
 pytest.importorskip("distributed")
@@ -143,9 +144,6 @@ def test_one_slide_on_a_local_cluster_is_cut_into_bands(slide_path, unsplit, tmp
 def test_a_worker_killed_mid_band_changes_no_result(slide_path, unsplit, tmp_path):
     """Dask runs the band of a worker killed with os._exit again elsewhere; the merged slide
     still equals the unsplit run."""
-    import contextlib
-    import os
-
     from napari_rckd.inference.clusters import open_client
     from napari_rckd.inference.cohort import plan_cohort, run_cohort
     from napari_rckd.inference.cohort_slide import describe_models
@@ -154,16 +152,7 @@ def test_a_worker_killed_mid_band_changes_no_result(slide_path, unsplit, tmp_pat
     plan = plan_cohort([slide_path], settings, describe_models(settings))
     killed = []
     with open_client("local:2") as client:
-
-        def kill_a_busy_worker(tiles: int) -> None:
-            busy = [worker for worker, keys in client.processing().items() if keys]
-            if killed or not busy:
-                return
-            killed.append(busy[0])
-            with contextlib.suppress(Exception):  # the worker dies before it answers
-                client.run(os._exit, 1, workers=busy[:1])
-
-        [row] = run_cohort(plan, client, on_tiles=kill_a_busy_worker)
+        [row] = run_cohort(plan, client, on_tiles=worker_killer(client, killed))
     assert killed, "no worker was busy when the first tiles were heard"
     assert row["status"] == "done" and row["bands"] == 2, row
     _assert_same_results(tmp_path, unsplit[0])
