@@ -27,6 +27,7 @@ def test_predict_writes_results_and_exports(tmp_path, crop_path, checkpoints):  
     assert results["region_mask"].read((0, 0, 4, 4)).min() >= 1
     assert sorted(p.name for p in out.iterdir()) == [
         "cohort.csv",
+        "cohort.html",
         "crop.region.geojson",
         "crop.region.ome.tif",
         "crop.zarr",

@@ -47,15 +47,32 @@ def _labels(zarr: Path) -> np.ndarray:
 
 
 def _snapshot(out: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "cohort.csv"}
+    table = ("cohort.csv", "cohort.html")  # rewritten by every run
+    return {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name not in table}
 
 
 def _assert_no_work(out: Path) -> None:
-    """Only the table of pending slides (written first: an --out that cannot be written into
-    is told before a cluster starts)."""
+    """Only the table and page of pending slides (written first: an --out that cannot be
+    written into is told before a cluster starts)."""
     if out.exists():  # a bad YAML is told even before that
-        assert [p.name for p in out.iterdir()] == ["cohort.csv"]
+        assert sorted(p.name for p in out.iterdir()) == ["cohort.csv", "cohort.html"]
         assert {row["status"] for row in _rows(out).values()} == {"pending"}
+
+
+def worker_killer(client, killed: list):
+    """An ``on_tiles`` that kills a busy worker (os._exit) the first time tiles are heard, and
+    adds its address to ``killed``."""
+    import os
+
+    def kill_a_busy_worker(tiles: int) -> None:
+        busy = [worker for worker, keys in client.processing().items() if keys]
+        if killed or not busy:
+            return
+        killed.append(busy[0])
+        with contextlib.suppress(Exception):  # the worker dies before it answers
+            client.run(os._exit, 1, workers=busy[:1])
+
+    return kill_a_busy_worker
 
 
 def test_a_running_scheduler_equals_in_process_reports_bad_slides_and_resumes(
@@ -139,16 +156,7 @@ def test_a_worker_killed_mid_slide_changes_no_result(tmp_path, crop_path):
     with open_client("local:2") as client:
         threads = client.run(lambda: os.environ.get("NAPARI_RCKD_THREADS"))  # cores split in 2
         assert sorted(threads.values()) == [str(max(1, os.cpu_count() // 2))] * 2
-
-        def kill_a_busy_worker(tiles: int) -> None:
-            busy = [worker for worker, keys in client.processing().items() if keys]
-            if killed or not busy:
-                return
-            killed.append(busy[0])
-            with contextlib.suppress(Exception):  # the worker dies before it answers
-                client.run(os._exit, 1, workers=busy[:1])
-
-        rows = run_cohort(plan, client, on_tiles=kill_a_busy_worker)
+        rows = run_cohort(plan, client, on_tiles=worker_killer(client, killed))
         # a task that raises (not a bad slide): run twice by Dask, then reported
         broken = replace(plan.settings, models=dict(nuclei="classical", bogus="x"))
         broken = replace(plan, settings=replace(broken, out=str(tmp_path / "broken")))
@@ -318,15 +326,23 @@ def test_slide_lists_and_twin_names(tmp_path, crop_path):
         find_slides(tmp_path / "empty.txt")
 
 
-def test_a_full_disk_is_one_sentence_before_a_cluster_starts(
-    tmp_path, crop_path, capsys, monkeypatch
+@pytest.mark.parametrize(
+    ("code", "why"),
+    [
+        ("ENOSPC", "the disk is full; free some space or choose another folder"),
+        ("EACCES", "the folder is read-only (permission denied); choose another folder"),
+        ("EROFS", "the folder is read-only (permission denied); choose another folder"),
+    ],
+)
+def test_a_full_disk_or_read_only_folder_is_one_sentence_before_a_cluster_starts(
+    tmp_path, crop_path, capsys, monkeypatch, code, why
 ):
     import errno
 
     from napari_rckd.inference import clusters, cohort
 
     def disk_full(out, rows):
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise OSError(getattr(errno, code), code)
 
     def no_cluster(*args, **kwargs):
         raise AssertionError("a cluster was started")
@@ -339,9 +355,30 @@ def test_a_full_disk_is_one_sentence_before_a_cluster_starts(
     error = capsys.readouterr().err.strip().splitlines()
     assert error == [
         f"napari-rckd predict: error: could not write the results of the cohort into {out}: "
-        "the disk is full; free some space or choose another folder (earlier results are intact)."
+        f"{why} (earlier results are intact)."
     ]
     assert not out.exists()  # the refused run leaves no folder of its own behind
+
+
+def test_a_folder_without_slides_is_one_sentence_before_a_cluster_starts(
+    tmp_path, capsys, monkeypatch
+):
+    from napari_rckd.inference import clusters
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a cluster was started")
+
+    monkeypatch.setattr(clusters, "_local_cluster", no_cluster)
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "notes.txt.bak").write_text("not a slide")
+    out = tmp_path / "out"
+    argv = ["predict", str(folder), "--out", str(out), *ARGS, "--cluster", "local:2"]
+    assert main(argv) == 2
+    [error] = capsys.readouterr().err.strip().splitlines()
+    assert error.startswith(f"napari-rckd predict: error: folder {folder} holds no slide files (")
+    assert error.endswith("); point at a slide or a folder of slides.")
+    assert not out.exists()
 
 
 def test_a_retried_task_finishes_what_its_killed_attempt_published(tmp_path, crop_path):
@@ -365,5 +402,5 @@ def test_a_retried_task_finishes_what_its_killed_attempt_published(tmp_path, cro
 
     row = run_task(str(crop_path), settings)
     assert row["status"] == "done" and row["nuclei"] == int(_rows(out)["crop.tif"]["nuclei"])
-    assert sorted(p.name for p in out.iterdir()) == ["cohort.csv", *names]
+    assert sorted(p.name for p in out.iterdir()) == ["cohort.csv", "cohort.html", *names]
     assert {p.name: p.stat().st_mtime_ns for p in (out / "crop.zarr").iterdir()} == before

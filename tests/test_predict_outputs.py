@@ -134,8 +134,9 @@ def _predict(crop_path, out, *extra):
 
 
 def _snapshot(folder):
-    """The slide's files (the cohort table beside them is rewritten by every run)."""
-    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.name != "cohort.csv"}
+    """The slide's files (the cohort table and page beside them are rewritten by every run)."""
+    table = ("cohort.csv", "cohort.html")
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.name not in table}
 
 
 def test_predict_refuses_then_overwrites_then_survives_a_full_disk(

@@ -1,6 +1,6 @@
 """Benchmarks: each prints a table of figures and can write them as JSON.
 
-`napari-rckd bench read|models|train|infer|transfer|fuzz|faults|scale|browse|viewport|gpu ...`; every target is a module in this
+`napari-rckd bench read|models|train|infer|transfer|fuzz|faults|scale|cohort|browse|viewport|gpu ...`; every target is a module in this
 package with ``add_arguments(parser)`` and ``run(args)``, imported only when chosen.
 """
 
@@ -47,6 +47,11 @@ TARGETS: dict[str, tuple[str, str]] = {
     "scale": (
         "napari_rckd.bench.scale",
         "predict at growing slide sizes: tiles/s, export s per 1,000 nuclei, peak RSS, napari open",
+    ),
+    "cohort": (
+        "napari_rckd.bench.cohort",
+        "slides/h and tiles/s in-process, local:1 and local:2; Dask and scheduler overhead, "
+        "worker peak RSS at two slide sizes, 10,000 slides on 16 workers",
     ),
     "browse": (
         "napari_rckd.bench.browse",

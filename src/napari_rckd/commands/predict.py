@@ -103,6 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from napari_rckd.inference.clusters import check_spec
     from napari_rckd.inference.cohort import LIST_SUFFIXES, find_slides
+    from napari_rckd.inference.cohort_report import REPORT_NAME
     from napari_rckd.inference.cohort_table import TABLE_NAME
     from napari_rckd.inference.export import parse_exports
 
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     slides = find_slides(args.input)
     one = Path(args.input).is_file() and Path(args.input).suffix.lower() not in LIST_SUFFIXES
     out = Path(args.out).absolute()  # workers elsewhere see the same absolute path
-    made = [p for p in (out / TABLE_NAME, out) if not p.exists()]
+    made = [p for p in (out / TABLE_NAME, out / REPORT_NAME, out) if not p.exists()]
     try:
         return _run_cohort(args, slides, one, out, exports)
     except BaseException:  # a refused or failed run leaves no table or --out of its own behind
@@ -150,7 +151,7 @@ def _run_cohort(args, slides: list[Path], one: bool, out: Path, exports) -> int:
         if client is not None:
             print(f"Dask dashboard: {dashboard(client)}")
         with CohortProgress(len(plan.todo), args.quiet) as progress:
-            rows = run_cohort(plan, client, table, progress.slide, progress.tiles)
+            rows = run_cohort(plan, client, table, progress.slide, progress.tiles, args.workers)
     failed = [row for row in rows if row["status"] == "failed"]
     done = sum(row["status"] == "done" for row in rows)
     print(f"{done} done, {len(plan.skipped)} skipped, {len(failed)} failed: {out / TABLE_NAME}")

@@ -3,7 +3,8 @@
 `find_slides` reads SLIDE, FOLDER or LIST.txt; `plan_cohort` skips the slides already complete
 in ``DIR`` with the same models and files (a rerun resumes where the last one stopped) and
 refuses the others' old results unless ``overwrite``, before any work; `run_cohort` predicts
-the rest, one slide per task (`cohort_slide.run_task`), and keeps ``DIR/cohort.csv``. Dask
+the rest, one slide per task (`cohort_slide.run_task`) or, in a cohort of few slides, one task
+per band of tiles and one to merge them (`bands`), and keeps ``DIR/cohort.csv``. Dask
 schedules, balances and retries (``retries=1``); nothing here is a scheduler. No Qt, no print:
 the caller hears ``on_slide(row)`` and ``on_tiles(n)``.
 """
@@ -18,6 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from napari_rckd.errors import RckdError
+from napari_rckd.inference.bands import band_task, count_bands, merge_task
+from napari_rckd.inference.cohort_report import write_report
 from napari_rckd.inference.cohort_slide import (
     TILES_TOPIC,
     CohortSettings,
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 LIST_SUFFIXES = (".txt",)
 TABLE_EVERY_S = 60.0  # cohort.csv is rewritten at most this often while slides finish
 POLL_S = 0.5
+TASKS_PER_WORKER = 3  # a cohort of few slides is cut into bands until there are this many
 
 
 def find_slides(path: str | Path) -> list[Path]:
@@ -109,14 +113,23 @@ def open_table(plan: Plan) -> CohortTable:
 
 
 def run_cohort(
-    plan: Plan, client=None, table: CohortTable | None = None, on_slide=None, on_tiles=None
+    plan: Plan,
+    client=None,
+    table: CohortTable | None = None,
+    on_slide=None,
+    on_tiles=None,
+    workers: int | None = None,
 ) -> list[dict]:
     """Predict ``plan.todo`` (in this process when ``client`` is None), one row per slide;
     ``DIR/cohort.csv`` holds every slide, skipped ones included, when this returns (and the
-    slides finished so far if it is interrupted)."""
+    slides finished so far if it is interrupted). On a cluster, when there are fewer slides
+    than `TASKS_PER_WORKER` × workers (``workers``, or those the scheduler has now), slides
+    are cut into bands of tiles (`bands`), merged into the same results."""
     table = table or open_table(plan)
     finished = (
-        _in_process(plan, on_tiles) if client is None else _on_cluster(plan, client, on_tiles)
+        _in_process(plan, on_tiles)
+        if client is None
+        else _on_cluster(plan, client, on_tiles, workers)
     )
     try:
         for row in finished:
@@ -151,7 +164,16 @@ def _tiles_callback(on_tiles):
     return lambda new, done, total: on_tiles(new)
 
 
-def _on_cluster(plan: Plan, client, on_tiles=None):
+def bands_wanted(slides: int, workers: int) -> int:
+    """Bands per slide so that a cohort of few slides still gives every worker work: about
+    `TASKS_PER_WORKER` tasks a worker in all; one (the whole slide) once slides are enough,
+    and on one worker (nothing to balance: bands would only cost their merge)."""
+    if workers <= 1:
+        return 1
+    return max(1, -(-TASKS_PER_WORKER * workers // max(1, slides)))
+
+
+def _on_cluster(plan: Plan, client, on_tiles=None, workers: int | None = None):
     from distributed import as_completed
 
     settings = replace(plan.settings, models=pack_models(plan.settings.models))
@@ -160,12 +182,33 @@ def _on_cluster(plan: Plan, client, on_tiles=None):
     # holding the only copy costs a recomputation, not the slides that need it. Each worker
     # fetches it (checkpoints included) once.
     shared = client.submit(_settings, settings, key=f"settings-{run}")
-    futures = {
-        client.submit(
-            run_task, str(path), shared, pure=False, retries=1, key=f"predict-{path.stem}-{run}"
-        ): path
-        for path in plan.todo
-    }
+    wanted = bands_wanted(
+        len(plan.todo), max(workers or 0, len(client.scheduler_info()["workers"]))
+    )
+    futures, every = {}, []  # the future of each slide's row; every future of this run
+    for path in plan.todo:
+        count = count_bands(path, settings, wanted)
+        if count == 1:
+            task = (run_task, str(path), shared)
+        else:  # bands, then their merge (which waits for them)
+            parts = [
+                client.submit(
+                    band_task,
+                    str(path),
+                    shared,
+                    band,
+                    count,
+                    pure=False,
+                    retries=1,
+                    key=f"band-{path.stem}-{band}-{run}",
+                )  # fmt: skip
+                for band in range(count)
+            ]
+            every += parts
+            task = (merge_task, str(path), shared, parts)
+        future = client.submit(*task, pure=False, retries=1, key=f"predict-{path.stem}-{run}")
+        futures[future] = path
+        every.append(future)
     heard = {"tiles": 0}
     client.subscribe_topic(TILES_TOPIC, lambda event: heard.update(tiles=heard["tiles"] + event[1]))
     try:
@@ -181,7 +224,7 @@ def _on_cluster(plan: Plan, client, on_tiles=None):
                 time.sleep(POLL_S)
     finally:
         client.unsubscribe_topic(TILES_TOPIC)
-        unfinished = [future for future in futures if not future.done()]
+        unfinished = [future for future in every if not future.done()]
         if unfinished:  # interrupted: the cluster stops working for us
             client.cancel(unfinished)
 
@@ -199,10 +242,12 @@ def _row(future, path: Path) -> dict:
 
 
 class CohortTable:
-    """cohort.csv, rewritten atomically: at the start, now and then, and at the end."""
+    """cohort.csv and cohort.html, rewritten atomically: at the start, now and then, and at
+    the end."""
 
     def __init__(self, out: Path, rows: dict, order: list[str]):
         self.out, self.rows, self.order = out, rows, order
+        self.thumbnails: dict = {}  # file -> its picture in cohort.html, read once
         self.written = 0.0
 
     def write(self, soon: bool = False) -> None:
@@ -213,6 +258,7 @@ class CohortTable:
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             write_table(self.out, (self.rows[key] for key in self.order))
+            write_report(self.out, self.thumbnails)
         except OSError as error:
             raise RckdError(write_failure(self.out, "the cohort", error)) from error
         self.written = time.monotonic()

@@ -153,7 +153,17 @@ def predict_slide(path: str | Path, settings: CohortSettings, on_tiles=None) -> 
     from napari_rckd.io import open_slide
 
     start, path, out = time.perf_counter(), Path(path), Path(settings.out)
-    on_tiles = on_tiles or _worker_reporter()
+    on_tiles = on_tiles or worker_reporter()
+    sources = checked_sources(settings)
+    with open_slide(path, mpp=settings.slide_mpp) as slide:
+        require_mpp(slide, path)  # refused before anything is written into --out
+        with staged_outputs(out, path.stem, settings.overwrite) as staging:
+            return _predict_open(slide, path, sources, settings, staging, on_tiles, start)
+
+
+def checked_sources(settings: CohortSettings) -> list:
+    """This process's model sources (`load_sources`), refused when they are not the ones the
+    client planned: results the next run would refuse are never written."""
     _use_threads()
     sources, _ = load_sources(settings)
     mine = {source.name: source.for_whole_slide().identity for source in sources}
@@ -163,19 +173,21 @@ def predict_slide(path: str | Path, settings: CohortSettings, on_tiles=None) -> 
             f"worker {worker()} would run {', '.join(mine.values())}, not the models planned "
             f"({', '.join(planned.values())}); pass --nuclei and --device explicitly."
         )
-    with open_slide(path, mpp=settings.slide_mpp) as slide:
-        if slide.mpp is None:  # refused before anything is written into --out
-            raise RckdError(
-                f"{path.name} does not record its pixel size; pass --slide-mpp (e.g. 0.5 for 20x, "
-                "0.25 for 40x)."
-            )
-        with staged_outputs(out, path.stem, settings.overwrite) as staging:
-            return _predict_open(slide, path, sources, settings, staging, on_tiles, start)
+    return sources
+
+
+def require_mpp(slide, path: Path) -> None:
+    if slide.mpp is None:
+        raise RckdError(
+            f"{path.name} does not record its pixel size; pass --slide-mpp (e.g. 0.5 for 20x, "
+            "0.25 for 40x)."
+        )
 
 
 def _predict_open(slide, path, sources, settings, staging, on_tiles, start) -> dict:
     """The whole-slide run of an open slide into ``staging``; its row of the cohort table."""
     from napari_rckd.inference.analysis import Analysis
+    from napari_rckd.inference.cohort_report import keep_thumbnail
     from napari_rckd.inference.cohort_table import FIGURES_ATTRIBUTE, slide_figures
     from napari_rckd.inference.store import open_root
 
@@ -196,11 +208,14 @@ def _predict_open(slide, path, sources, settings, staging, on_tiles, start) -> d
     figures = slide_figures(analysis, staging / f"{path.stem}.nuclei.csv")
     figures["damaged_tiles"] = damaged
     open_root(zarr_path).attrs[FIGURES_ATTRIBUTE] = figures  # kept for a resumed run's table
+    labels = analysis.results.stores.get("nuclei_labels")
+    keep_thumbnail(zarr_path, slide, labels, analysis.tissue)  # for cohort.html
     models = " | ".join(source.for_whole_slide().identity for source in sources)
     seconds = round(time.perf_counter() - start, 2)
     return dict(
-        file=str(path), status="done", **figures, models=models, seconds=seconds, worker=worker()
-    )
+        file=str(path), status="done", **figures, bands=1, models=models, seconds=seconds,
+        worker=worker(),
+    )  # fmt: skip
 
 
 def _use_threads() -> None:
@@ -221,7 +236,7 @@ def worker() -> str:
         return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _worker_reporter():
+def worker_reporter():
     try:
         from distributed import get_worker
 
@@ -248,7 +263,7 @@ def run_task(path: str, settings: CohortSettings) -> dict:
     and reports the slide done instead of refusing its own results."""
     try:
         if settings.planned is not None:
-            finished = _published_before(Path(path), settings)
+            finished = published_before(Path(path), settings)
             if finished is not None:
                 return finished
         return predict_slide(path, settings)
@@ -256,7 +271,7 @@ def run_task(path: str, settings: CohortSettings) -> dict:
         return failed_row(path, str(error))
 
 
-def _published_before(path: Path, settings: CohortSettings) -> dict | None:
+def published_before(path: Path, settings: CohortSettings) -> dict | None:
     from napari_rckd.inference.outputs import finish_publications
 
     out = Path(settings.out)

@@ -31,6 +31,7 @@ COLUMNS = (
     "nuclear_area_iqr_um2",
     "tiles",
     "damaged_tiles",
+    "bands",  # 1: the slide was one task; k > 1: k bands of tiles and a merge (`bands`)
     "models",
     "seconds",
     "worker",
