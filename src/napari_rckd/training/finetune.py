@@ -125,17 +125,16 @@ def finetune(
     with run_log(out_dir):
         start = resolve_init(init, backbone)
         tell(init_line(start))
-        dataset = _dataset(
+        dataset, mpp_lines = _dataset(
             task, data, classes, label_from, data_mpp, groups, annotations, slide, masks,
             slide_mpp, tile_size, mpp, seed, Augment(),
         )  # fmt: skip
         inputs = Stage2Inputs(data, groups, annotations, slide, slide_mpp, data_mpp)
-        mpp_line, fingerprints = inputs.mpp_line(recipe), {}
+        fingerprints = {}
         if isinstance(dataset, TileFolderDataset):  # check what the folders cannot show
             _check_tile_folders(dataset.tiles, data, groups)
-            note = scale_note(dataset.tiles, start, recipe)
-            mpp_line = f"pixel size: {note}" if note else mpp_line
-        tell(mpp_line)
+        for line in mpp_lines or [inputs.mpp_line(recipe)]:
+            tell(line)
         labels = getattr(dataset, "labels", None)
         train_index, val_index = split_by_group(dataset.groups, labels, val_fraction, seed)
         tell(split_line(dataset.groups, train_index, val_index, inputs.group_source(task)))
@@ -232,24 +231,6 @@ def _check_tile_folders(tiles, data, groups) -> None:
         warn_about_copies(tiles)
 
 
-def scale_note(tiles, start: Init, recipe: Recipe) -> str | None:
-    """One line stating the scale assumed for tiles without an mpp, when the init was
-    trained at a known one (the model then sees them at a scale nobody chose)."""
-    from PIL import Image
-
-    if not tiles or tiles[0].mpp is not None or start.trained_mpp is None:
-        return None
-    with Image.open(tiles[0].path) as image:
-        width = image.width
-    as_if = recipe.mpp * recipe.tile_size / width
-    return (
-        f"the tiles record no µm per pixel: each ({width} px wide, like {tiles[0].path.name}) "
-        f"is resized to {recipe.tile_size} px and read as {recipe.mpp} µm/px, as if scanned "
-        f"at {as_if:.3g} µm/px (the init was trained at {start.trained_mpp} µm/px); pass "
-        "--data-mpp with their real µm/px to resample them instead"
-    )
-
-
 def warn_if_saturated(result: FitResult) -> bool:
     """Warn when every validation scored a perfect primary metric: on real data that is
     almost always copies of training images in validation, not a perfect model."""
@@ -268,29 +249,58 @@ def warn_if_saturated(result: FitResult) -> bool:
 
 def _dataset(task, data, classes, label_from, data_mpp, groups, annotations, slide, masks,
              slide_mpp, tile_size, mpp, seed, augment):  # fmt: skip
+    """The stage-2 dataset and the lines saying at which mpp its data is read (`read_scale`)."""
     from napari_rckd.training.data.labelled import TileFolderDataset, scan_tile_folders
     from napari_rckd.training.data.regions import MaskTileDataset, RegionTileDataset
+    from napari_rckd.training.data.scale import tile_scales
 
-    if task == "segment":
-        if slide is None or masks is None or not classes:
+    if task == "segment" or annotations is not None:
+        if task == "segment" and (slide is None or masks is None or not classes):
             raise RckdError(
                 "--task segment needs --slide IMAGE, --masks MASK (0 = unlabelled, k = class k) "
                 "and --classes A,B,..."
             )
-        return MaskTileDataset(
-            slide, masks, classes, size=tile_size, mpp=mpp, image_mpp=slide_mpp, augment=augment
-        )
-    if annotations is not None:
         if slide is None:
             raise RckdError("--annotations needs --slide: the slide the regions were drawn on")
-        return RegionTileDataset(
-            slide, annotations, classes, size=tile_size, mpp=mpp, slide_mpp=slide_mpp,
-            seed=seed, augment=augment,
-        )  # fmt: skip
+        slide_mpp, lines = _slide_scale(slide, slide_mpp, mpp)
+        if task == "segment":
+            dataset = MaskTileDataset(
+                slide, masks, classes, size=tile_size, mpp=mpp, image_mpp=slide_mpp,
+                augment=augment,
+            )  # fmt: skip
+        else:
+            dataset = RegionTileDataset(
+                slide, annotations, classes, size=tile_size, mpp=mpp, slide_mpp=slide_mpp,
+                seed=seed, augment=augment,
+            )  # fmt: skip
+        return dataset, lines
     if not data:
         raise RckdError("give labelled tile folders, or --annotations with --slide")
     tiles = scan_tile_folders(data, label_from=label_from, mpp=data_mpp, groups=groups)
-    return TileFolderDataset(tiles, classes, size=tile_size, mpp=mpp, train=True, augment=augment)
+    tiles, lines = tile_scales(tiles, data, data_mpp, mpp)
+    dataset = TileFolderDataset(
+        tiles, classes, size=tile_size, mpp=mpp, train=True, augment=augment
+    )
+    return dataset, lines
+
+
+def _slide_scale(slide, slide_mpp: float | None, mpp: float) -> tuple[float | None, list[str]]:
+    """A slide file's mpp by `read_scale` (its own, --slide-mpp, the nuclei estimate or its
+    pixels), and the line saying so; an in-memory image keeps its given mpp."""
+    from napari_rckd.io import open_slide
+    from napari_rckd.training.data.scale import read_scale, slide_images
+
+    if not isinstance(slide, (str, os.PathLike)):
+        return slide_mpp, []
+    path = Path(slide)
+    with open_slide(path) as opened:
+        recorded, source = opened.mpp, "from the file"
+        if recorded is None and slide_mpp is not None:
+            recorded, source = slide_mpp, "--slide-mpp"
+        chosen = read_scale(
+            path.name, recorded, lambda: slide_images(opened), mpp, source, "--slide-mpp"
+        )
+    return chosen.mpp, [chosen.line]
 
 
 def _split(dataset, train_index, val_index):
@@ -348,6 +358,7 @@ def evaluate_tiles(
 
     from napari_rckd.models import load_checkpoint
     from napari_rckd.training.data.labelled import TileFolderDataset, scan_tile_folders
+    from napari_rckd.training.data.scale import tile_scales
     from napari_rckd.training.tasks import ClassificationTask
 
     model, metadata = load_checkpoint(checkpoint)
@@ -358,6 +369,9 @@ def evaluate_tiles(
             "checkpoint from `napari-rckd finetune --task classify`"
         )
     tiles = scan_tile_folders(folders, label_from=label_from, mpp=data_mpp)
+    tiles, lines = tile_scales(tiles, folders, data_mpp, config.input_mpp)
+    for line in lines:
+        log.info(line)
     unknown = sorted({t.label for t in tiles} - set(config.class_names))
     if unknown and not skip_unknown:
         raise RckdError(

@@ -214,17 +214,11 @@ class Stage2Inputs:
         self.slide, self.slide_mpp, self.data_mpp = slide, slide_mpp, data_mpp
 
     def mpp_line(self, recipe) -> str:
-        if self.slide is not None and isinstance(self.slide, (str, os.PathLike)):
-            return slide_mpp_line([Path(self.slide)], recipe.mpp, self.slide_mpp, None)
-        if self.data_mpp is not None:
-            return (
-                f"pixel size: tiles at {self.data_mpp:g} µm/px (--data-mpp), resampled to the "
-                f"model's {recipe.mpp:g} µm/px in {recipe.tile_size}-px tiles"
-            )
+        """For an in-memory image; files and folders are told by `read_scale`'s lines."""
+        given = self.slide_mpp if self.slide_mpp is not None else recipe.mpp
         return (
-            f"pixel size: the tiles record none, so each is resized to {recipe.tile_size} px "
-            f"and read as {recipe.mpp:g} µm/px (--data-mpp with their real µm/px resamples "
-            "them instead)"
+            f"pixel size: the image read at {given:g} µm/px, resampled to the model's "
+            f"{recipe.mpp:g} µm/px in {recipe.tile_size}-px tiles"
         )
 
     def group_source(self, task: str) -> str:
