@@ -57,7 +57,7 @@ def test_finetune_says_where_it_started_how_it_split_and_where_the_model_went(cr
     # of training.data.scale), never squashed into the 64-px tile
     line = next(x for x in text.splitlines() if x.startswith("pixel size: crc-val-he-7k"))
     assert "records no µm/px" in line and "--data-mpp" in line
-    assert "estimated from nuclei size" in line or "read at its own pixels" in line
+    assert "estimated from the size of the nuclei" in line or "read at its own pixels" in line
     assert f"model: {out / 'best.safetensors'}" in text
     log = (out / "run.log").read_text(encoding="utf-8")
     for line in ("start weights:", "validation: split by group", "pixel size:", "model:"):

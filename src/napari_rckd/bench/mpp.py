@@ -58,15 +58,13 @@ def read_images(paths: list[Path], count: int):
             yield read_rgb(path)
 
 
-def slide_crops(path: Path, side: int = 512, count: int = 4):
-    """``count`` level-0 crops spread over a slide's middle."""
+def slide_crops(path: Path):
+    """Level-0 crops of a slide's tissue: the ones stage 2 estimates a slide's mpp from."""
     from napari_rckd.io import open_slide
+    from napari_rckd.io.nuclei_scale import slide_images
 
     with open_slide(path) as slide:
-        height, width = slide.shape
-        for y in np.linspace(height * 0.25, height * 0.75 - side, 2).astype(int):
-            for x in np.linspace(width * 0.25, width * 0.75 - side, count // 2).astype(int):
-                yield slide.read_region(0, int(y), int(x), side, side)
+        yield from list(slide_images(slide))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -288,7 +288,8 @@ def _slide_scale(slide, slide_mpp: float | None, mpp: float) -> tuple[float | No
     """A slide file's mpp by `read_scale` (its own, --slide-mpp, the nuclei estimate or its
     pixels), and the line saying so; an in-memory image keeps its given mpp."""
     from napari_rckd.io import open_slide
-    from napari_rckd.training.data.scale import read_scale, slide_images
+    from napari_rckd.io.nuclei_scale import slide_images
+    from napari_rckd.training.data.scale import read_scale
 
     if not isinstance(slide, (str, os.PathLike)):
         return slide_mpp, []

@@ -61,7 +61,7 @@ def read_scale(
             estimate.mpp,
             "estimated",
             f"pixel size: {name} records no µm/px; read at {estimate.mpp:.3g} µm/px, "
-            f"estimated from nuclei size ({estimate.describe()}), resampled to the model's "
+            f"estimated from the size of {estimate.evidence()}, resampled to the model's "
             f"{model_mpp:g} µm/px; {option} with the real value overrides it",
         )
     return ReadScale(
@@ -112,23 +112,3 @@ def tile_scales(
             if tiles[i].mpp is None:
                 out[i] = replace(tiles[i], mpp=chosen.mpp)
     return out, lines
-
-
-def slide_images(slide, count: int = 8, side: int = 512) -> Iterable[np.ndarray]:
-    """Up to ``count`` level-0 crops spread over a slide's tissue, for the nuclei estimate."""
-    from napari_rckd.io.tissue import tissue_fraction
-
-    height, width = slide.shape
-    side = min(side, height, width)
-    step = 4
-    ys = np.linspace(0, height - side, step).astype(int)
-    xs = np.linspace(0, width - side, step).astype(int)
-    given = 0
-    for y in ys:
-        for x in xs:
-            crop = slide.read_region(0, int(y), int(x), side, side)
-            if tissue_fraction(crop) >= 0.3:
-                yield crop
-                given += 1
-                if given == count:
-                    return
