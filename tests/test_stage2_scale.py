@@ -124,3 +124,19 @@ def test_the_gui_offers_the_nuclei_estimate():
     assert label.startswith("from its nuclei") and mpp == pytest.approx(
         estimate_mpp(nuclei_images(14)).mpp, rel=0.25
     )
+
+
+def test_a_slide_follows_the_same_rule():
+    """Stage 2 on a slide (the Train widget's input): the file's mpp, --slide-mpp, else the
+    nuclei estimate or its own pixels, instead of stopping for want of --slide-mpp."""
+    from napari_rckd.training.finetune import _slide_scale
+
+    recorded = shared_path("slides/cmu-1-small-region.svs")
+    mpp, (line,) = _slide_scale(recorded, None, 0.5)
+    assert mpp == pytest.approx(0.499, abs=1e-3) and "(from the file)" in line
+    unknown = shared_path("slides/tcga-cr-7395-jp2k.svs")  # records no mpp
+    mpp, (line,) = _slide_scale(unknown, 0.25, 0.5)
+    assert mpp == 0.25 and "read at 0.25 µm/px (--slide-mpp)" in line
+    mpp, (line,) = _slide_scale(unknown, None, 0.5)
+    assert line.startswith("pixel size: tcga-cr-7395-jp2k.svs records no µm/px")
+    assert ("read at its own pixels" in line) == (mpp == 0.5)

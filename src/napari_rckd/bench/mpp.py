@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                 "used for": "calibration" if name in CALIBRATION_SOURCES else "held out",
                 "true mpp": written,
                 "estimated": None if estimate.mpp is None else round(estimate.mpp, 3),
-                "error %": None if error is None else round(100 * error, 1),
+                "error %": None if error is None else round(100 * error, 1) + 0.0,  # no -0.0
                 "images": estimate.images,
                 "sure": "yes" if estimate.sure else f"no: {estimate.reason}",
             }
