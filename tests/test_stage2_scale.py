@@ -140,3 +140,28 @@ def test_a_slide_follows_the_same_rule():
     mpp, (line,) = _slide_scale(unknown, None, 0.5)
     assert line.startswith("pixel size: tcga-cr-7395-jp2k.svs records no µm/px")
     assert ("read at its own pixels" in line) == (mpp == 0.5)
+
+
+def test_bench_mpp_prints_true_estimated_and_error_per_source(tmp_path, capsys):
+    import json
+
+    from napari_rckd.cli import main
+
+    rows = ["path,kind,label,mpp"]
+    for diameter, mpp in ((14, 0.5), (28, 0.25)):
+        folder = tmp_path / f"d{diameter}"
+        folder.mkdir()
+        for seed in range(4):
+            Image.fromarray(nuclei_image(diameter, seed)).save(folder / f"{seed}.png")
+            rows.append(f"d{diameter}/{seed}.png,tile,,{mpp}")
+    rows.append("d14/unknown.png,tile,,")  # no mpp: not a source
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    assert main(["bench", "mpp", "--data", str(tmp_path), "--json", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| source" in out and "error %" in out and "held-out sources: median |error|" in out
+    table = json.loads((tmp_path / "m.json").read_text())["rows"]
+    assert [r["source"] for r in table] == ["d14", "d28"]
+    assert [r["true mpp"] for r in table] == ["0.5", "0.25"]
+    # the same blobs at half the µm per pixel: the two errors agree, whatever the constant
+    first, second = (r["estimated"] / float(r["true mpp"]) for r in table)
+    assert first == pytest.approx(second, rel=0.2)
