@@ -214,3 +214,19 @@ def test_resume_trains_only_the_missing_runs(grouped, tmp_path, monkeypatch, cap
     assert saved["status"] == "completed" and len(saved["rows"]) == 4
     assert saved["rows"][0] == first[0] and len(trained) == 3  # only the missing runs
     assert "1 runs kept" in capsys.readouterr().out
+
+
+def test_a_file_from_before_the_scale_rule_is_not_resumed(tmp_path):
+    """Runs of squashed tiles (a file without read_mpp) never mix with runs at the kept scale."""
+    from napari_rckd.bench.transfer_resume import SAME_RESULT, finished_rows
+    from napari_rckd.errors import RckdError
+
+    settings = {k: None for k in SAME_RESULT} | {"task": "classify", "read_mpp": [0.471]}
+    old = {k: v for k, v in settings.items() if k != "read_mpp"}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"settings": old, "rows": [{"init": "none"}]}))
+    with pytest.raises(RckdError, match="read_mpp='squashed'"):
+        finished_rows(str(path), True, settings)
+    given = old | {"data_mpp": 0.4}  # --data-mpp then and now: the same scale, kept
+    path.write_text(json.dumps({"settings": given, "rows": [{"init": "none"}]}))
+    assert finished_rows(str(path), True, given | {"read_mpp": [0.4]}) == [{"init": "none"}]

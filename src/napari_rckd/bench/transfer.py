@@ -138,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     _print_scale(plan, recipe)
     unused = {"json"} | (set() if args.task == "segment" else set(transfer_mosaic.FLAGS))
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in unused}
+    settings["read_mpp"] = plan.read_mpps()  # what the scale rule chose: a resume must match
     wanted = {job_key(job) for job in plan.jobs()}
     rows = finished_rows(args.json, args.resume, settings)  # all kept, even other budgets
     done = {job_key(r) for r in rows}

@@ -50,6 +50,11 @@ class Plan:
             )
         ]
 
+    def read_mpps(self) -> list[float]:
+        """The µm/px the tiles are read at (the scale rule's choices), for the --json file."""
+        tiles = self.tiles + (self.test or [])
+        return sorted({round(t.mpp, 4) for t in tiles if t.mpp is not None})
+
     def test_tiles(self, fold: int) -> list[LabelledTile]:
         if self.test is not None:
             return self.test
