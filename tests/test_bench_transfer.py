@@ -49,6 +49,7 @@ def test_tiny_run_rows_json_and_determinism(grouped, stage1, tmp_path, capsys):
     first = run_bench(grouped, tmp_path / "a.json", f"none,{stage1}")
     out = capsys.readouterr().out
     assert "paired difference to none" in out and "balanced_accuracy" in out
+    assert out.startswith("pixel size: tiles records no µm/px")  # the scale rule's line
     rows = first["rows"]
     assert len(rows) == 2 * 2 * 2  # folds × budgets × inits, one seed
     assert all(set(row) >= KEYS for row in rows) and first["status"] == "completed"
@@ -75,6 +76,10 @@ def test_no_group_is_trained_and_tested(grouped):
 def test_plan_on_the_real_lc25000_groups():
     root = shared_path("tiles/lc25000-lung-dev")
     plan = make_plan(root, None, 3, ["none"], "rckd_csat", [0.05, 0.2, 1.0], 2)
+    # no published mpp: read at the nuclei estimate (0.47 µm/px), not squashed (0.29 µm/px)
+    (line,) = plan.scale_lines
+    assert "lc25000-lung-dev records no µm/px; read at 0.4" in line
+    assert {round(t.mpp, 2) for t in plan.tiles} == {0.47}
     jobs = plan.jobs()
     assert len(jobs) == 3 * 2 * 3
     tested = set()
@@ -209,3 +214,19 @@ def test_resume_trains_only_the_missing_runs(grouped, tmp_path, monkeypatch, cap
     assert saved["status"] == "completed" and len(saved["rows"]) == 4
     assert saved["rows"][0] == first[0] and len(trained) == 3  # only the missing runs
     assert "1 runs kept" in capsys.readouterr().out
+
+
+def test_a_file_from_before_the_scale_rule_is_not_resumed(tmp_path):
+    """Runs of squashed tiles (a file without read_mpp) never mix with runs at the kept scale."""
+    from napari_rckd.bench.transfer_resume import SAME_RESULT, finished_rows
+    from napari_rckd.errors import RckdError
+
+    settings = {k: None for k in SAME_RESULT} | {"task": "classify", "read_mpp": [0.471]}
+    old = {k: v for k, v in settings.items() if k != "read_mpp"}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"settings": old, "rows": [{"init": "none"}]}))
+    with pytest.raises(RckdError, match="read_mpp='squashed'"):
+        finished_rows(str(path), True, settings)
+    given = old | {"data_mpp": 0.4}  # --data-mpp then and now: the same scale, kept
+    path.write_text(json.dumps({"settings": given, "rows": [{"init": "none"}]}))
+    assert finished_rows(str(path), True, given | {"read_mpp": [0.4]}) == [{"init": "none"}]

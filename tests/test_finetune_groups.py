@@ -157,9 +157,9 @@ def test_provenance_tells_two_inits_of_one_name_apart(tmp_path, two_inits_named_
     assert len(a["sha256"]) == 16 and a["sha256"] != b["sha256"]
     assert a["provenance"] == {"stage": "rckd-stage1", "run": "a"}
     assert b["provenance"]["run"] == "b"
-    # tiles without an mpp: one line per run saying which scale they are read at
-    notes = [r.message for r in caplog.records if "record no µm per pixel" in r.message]
-    assert len(notes) == 2 and "40 px wide" in notes[0] and "--data-mpp" in notes[0]
+    # tiles without an mpp: one line per run saying which scale they are read at, and why
+    notes = [r.message for r in caplog.records if "records no µm/px" in r.message]
+    assert len(notes) == 2 and "tiles" in notes[0] and "--data-mpp" in notes[0]
 
 
 def test_cli_and_python_share_the_recipe_defaults():

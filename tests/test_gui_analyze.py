@@ -133,8 +133,13 @@ def test_bad_models_and_slides_leave_a_message(widget, checkpoints, make_napari_
     assert "does not record its pixel size" in widget.status.text()
     assert widget.live is None
 
-    # the mpp field: pick the 20x suggestion, Set, and the same layer is re-scaled to µm
+    # the mpp field offers the value estimated from the nuclei (measured in the background)
     guess = widget.mpp.guess
+    qtbot.waitUntil(
+        lambda: guess.itemText(1).startswith("from its nuclei"), timeout=60_000
+    )  # fmt: skip
+    assert 0.1 < guess.itemData(1) < 2.0
+    # pick the 20x suggestion, Set, and the same layer is re-scaled to µm
     labels = [guess.itemText(i) for i in range(guess.count())]
     widget.mpp._on_guess_chosen(next(i for i, t in enumerate(labels) if t.startswith("20x")))
     assert widget.mpp.value.value() == pytest.approx(0.5)

@@ -53,7 +53,11 @@ def test_finetune_says_where_it_started_how_it_split_and_where_the_model_went(cr
     # 32 tiles, each its own source: 8 validate (20 %, at least one per class)
     assert "24 groups train (24 tiles), 8 other groups validate (8 tiles)" in text
     assert "every group is a single file" in text  # and it says what that risks
-    assert "pixel size: the tiles record no µm per pixel" in text
+    # crc-val tiles record no mpp: read at the nuclei estimate or their own pixels (the rule
+    # of training.data.scale), never squashed into the 64-px tile
+    line = next(x for x in text.splitlines() if x.startswith("pixel size: crc-val-he-7k"))
+    assert "records no µm/px" in line and "--data-mpp" in line
+    assert "estimated from the size of the nuclei" in line or "read at its own pixels" in line
     assert f"model: {out / 'best.safetensors'}" in text
     log = (out / "run.log").read_text(encoding="utf-8")
     for line in ("start weights:", "validation: split by group", "pixel size:", "model:"):

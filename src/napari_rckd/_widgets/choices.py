@@ -98,3 +98,16 @@ def mpp_suggestions(magnification: float | None) -> list[tuple[str, float]]:
         mine = (f"{magnification:g}x (from the file)", 10 / magnification)
         found = [mine, *(f for f in found if abs(f[1] - mine[1]) > 1e-9)]
     return [(f"{label}: {mpp:g} µm/px", mpp) for label, mpp in found]
+
+
+def nuclei_mpp_suggestion(slide) -> tuple[str, float] | None:
+    """(label, µm/px) estimated from the size of the nuclei in the slide's pixels (the
+    estimate stage 2 uses for data without a pixel size); None when it finds no tissue."""
+    from napari_rckd.io.nuclei_scale import estimate_mpp, slide_images
+
+    estimate = estimate_mpp(slide_images(slide))
+    if estimate.mpp is None:
+        return None
+    mpp = round(estimate.mpp, 3)
+    how = "from its nuclei" if estimate.sure else "from its nuclei, unsure"
+    return f"{how}: {mpp:g} µm/px", mpp

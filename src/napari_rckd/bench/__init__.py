@@ -1,6 +1,6 @@
 """Benchmarks: each prints a table of figures and can write them as JSON.
 
-`napari-rckd bench read|models|train|infer|transfer|fuzz|faults|scale|cohort|browse|viewport|gpu ...`; every target is a module in this
+`napari-rckd bench read|models|train|infer|transfer|mpp|fuzz|faults|scale|cohort|browse|viewport|gpu ...`; every target is a module in this
 package with ``add_arguments(parser)`` and ``run(args)``, imported only when chosen.
 """
 
@@ -35,6 +35,10 @@ TARGETS: dict[str, tuple[str, str]] = {
     "transfer": (
         "napari_rckd.bench.transfer",
         "RCKD stage 2 on grouped labelled tiles: init × label budget × seed, paired to random",
+    ),
+    "mpp": (
+        "napari_rckd.bench.mpp",
+        "the nuclei-based µm/px estimate against every source of known mpp: relative error",
     ),
     "faults": (
         "napari_rckd.bench.faults",

@@ -7,9 +7,10 @@ test tiles. --train and --test hold one sub-folder per class and may hold a grou
 (class,group,file: tiles of one source image, slide or patient share a group); without one
 each file is its own group. Without --test, --train is split into --folds grouped folds
 stratified by class. A budget is the fraction of each class's training groups, drawn per
-seed and nested (the 5 % groups are among the 20 %). Tiles without a recorded µm/px
-(LC25000's 224-px tiles) are resized to --tile-size and read as --mpp, i.e. the whole tile
-is assumed to span --tile-size × --mpp µm; --data-mpp gives their real scale instead.
+seed and nested (the 5 % groups are among the 20 %). The tiles are read at the scale
+`finetune` reads them at (`napari_rckd.training.data.scale.read_scale`, printed first):
+--data-mpp when given, else the µm/px estimated from their nuclei, else (estimate unsure)
+their own pixels; then resampled to --mpp and cropped to --tile-size.
 
 Prints mean ± sd over seeds and folds per init and budget, then the paired difference of
 every init to `none` (same seed, fold and groups) with a 95 % t-interval. Ctrl-C stops after
@@ -98,8 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-mpp",
         type=float,
-        help="µm/px of the tiles (default: unknown; each tile is then resized to --tile-size "
-        "and read as --mpp, e.g. a 224-px LC25000 tile at 128 px as if scanned at 0.29 µm/px)",
+        help="µm/px of the tiles (default: estimated from their nuclei, or their own pixels "
+        "when the estimate is unsure; the run prints which)",
     )
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     add_recipe_arguments(parser)
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
     plan = make_plan(
         args.train, args.test, args.folds, args.inits, args.backbone, args.budgets, args.seeds,
-        args.data_mpp,
+        args.data_mpp, args.mpp,
     )  # fmt: skip
     recipe, _ = Stage2Recipe.split(vars(args))  # the flags finetune shares
     if args.task == "segment":
@@ -137,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     _print_scale(plan, recipe)
     unused = {"json"} | (set() if args.task == "segment" else set(transfer_mosaic.FLAGS))
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in unused}
+    settings["read_mpp"] = plan.read_mpps()  # what the scale rule chose: a resume must match
     wanted = {job_key(job) for job in plan.jobs()}
     rows = finished_rows(args.json, args.resume, settings)  # all kept, even other budgets
     done = {job_key(r) for r in rows}
@@ -268,13 +270,8 @@ class HeldOutTiles:
 
 
 def _print_scale(plan, recipe) -> None:
-    from napari_rckd.training.recipes.stage2 import scale_note
-
-    for start in plan.inits.values():
-        note = scale_note(plan.tiles, start, recipe)
-        if note:
-            print(note)
-            return
+    for line in plan.scale_lines:
+        print(line)
 
 
 def _write(json_path: str | None, rows: list[dict], settings: dict, status: str, title: str):

@@ -8,7 +8,7 @@ cannot load) is found here and reported in one sentence, so a long run never die
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ class Plan:
     inits: dict[str, Init]
     budgets: list[float]
     seeds: list[int]
+    scale_lines: list[str] = field(default_factory=list)  # `read_scale`'s, one per folder
 
     def jobs(self) -> list[Job]:
         """In fold, seed, budget, init order: the runs of one comparison finish together."""
@@ -48,6 +49,11 @@ class Plan:
                 range(self.folds), self.seeds, self.budgets, self.inits
             )
         ]
+
+    def read_mpps(self) -> list[float]:
+        """The µm/px the tiles are read at (the scale rule's choices), for the --json file."""
+        tiles = self.tiles + (self.test or [])
+        return sorted({round(t.mpp, 4) for t in tiles if t.mpp is not None})
 
     def test_tiles(self, fold: int) -> list[LabelledTile]:
         if self.test is not None:
@@ -74,8 +80,10 @@ def make_plan(
     budgets: list[float],
     seeds: int,
     data_mpp: float | None = None,
+    model_mpp: float = 0.5,
 ) -> Plan:
-    """Read and check everything a run of `bench transfer` needs."""
+    """Read and check everything a run of `bench transfer` needs; the tiles' scale is chosen
+    by `read_scale` (recorded --data-mpp, else the nuclei estimate, else their own pixels)."""
     if seeds < 1 or not budgets or not inits:
         raise RckdError("give at least one seed (--seeds), budget (--budgets) and init (--inits)")
     outside = [b for b in budgets if not 0 < b <= 1]
@@ -84,12 +92,13 @@ def make_plan(
             f"--budgets {outside[0]:g} is not a fraction of the training groups; give values "
             "in (0, 1], e.g. 0.05,0.2,1.0"
         )
-    tiles = _class_tiles(Path(train), "--train", data_mpp)
+    lines: list[str] = []
+    tiles = _class_tiles(Path(train), "--train", data_mpp, model_mpp, lines)
     classes = check_classes([t.label for t in tiles], None, f"--train {train}")
     labels = [classes.index(t.label) for t in tiles]
     test_tiles = None
     if test is not None:
-        test_tiles = _class_tiles(Path(test), "--test", data_mpp)
+        test_tiles = _class_tiles(Path(test), "--test", data_mpp, model_mpp, lines)
         unknown = sorted({t.label for t in test_tiles} - set(classes))
         if unknown:
             raise RckdError(
@@ -108,15 +117,21 @@ def make_plan(
             raise RckdError(f"--folds must be at least 2 without --test, got {folds}")
         fold_of = group_folds([t.group for t in tiles], labels, folds, 0, classes)
     plan = Plan(
-        classes, tiles, test_tiles, fold_of, folds, {}, sorted(set(budgets)), list(range(seeds))
-    )
+        classes, tiles, test_tiles, fold_of, folds, {}, sorted(set(budgets)), list(range(seeds)),
+        lines,
+    )  # fmt: skip
     _check_budgets(plan, Path(train))
     plan.inits = {name: _init(name, backbone) for name in inits}
     return plan
 
 
-def _class_tiles(root: Path, flag: str, data_mpp: float | None) -> list[LabelledTile]:
-    """The tiles of ``root``, which must hold one sub-folder per class."""
+def _class_tiles(
+    root: Path, flag: str, data_mpp: float | None, model_mpp: float, lines: list[str]
+) -> list[LabelledTile]:
+    """The tiles of ``root``, which must hold one sub-folder per class, with the mpp they are
+    read at (`tile_scales`; its line is added to ``lines``)."""
+    from napari_rckd.training.data.scale import tile_scales
+
     if not root.is_dir():
         raise RckdError(
             f"{flag} {root} is not a folder; give a folder with one sub-folder per class"
@@ -134,6 +149,8 @@ def _class_tiles(root: Path, flag: str, data_mpp: float | None) -> list[Labelled
             f"{flag} {root} holds only one class folder ({classes[0]}); add a sub-folder for "
             "each other class"
         )
+    tiles, told = tile_scales(tiles, [root], data_mpp, model_mpp)
+    lines.extend(told)
     return tiles
 
 

@@ -15,7 +15,7 @@ from napari_rckd.errors import RckdError
 # Settings that change what a run computes; inits, budgets and seeds only choose the jobs.
 SAME_RESULT = (
     "task", "train", "test", "folds", "backbone", "steps", "tile_size", "batch_size", "mpp",
-    "data_mpp", "lr", "head", "pretrained_backbone_lr", "grid", "benign",
+    "data_mpp", "read_mpp", "lr", "head", "pretrained_backbone_lr", "grid", "benign",
 )  # fmt: skip
 # What a file written before --task existed ran (grid and benign are absent in classify runs).
 BEFORE = {"task": "classify"}
@@ -40,6 +40,8 @@ def finished_rows(json_path: str | None, resume: bool, settings: dict) -> list[d
             f"cannot resume from {json_path}: it is not a bench transfer result ({exc}); "
             "choose another --json file"
         ) from None
+    if "read_mpp" not in old:  # written before the scale rule: --data-mpp, else squashed
+        old["read_mpp"] = [old["data_mpp"]] if old.get("data_mpp") else "squashed"
     old = {k: old.get(k, BEFORE.get(k, settings.get(k))) for k in SAME_RESULT}
     differ = [k for k in SAME_RESULT if old[k] != settings.get(k)]
     if differ:

@@ -77,8 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-mpp",
         type=float,
-        help="µm per pixel of the tiles, when known (resampled to --mpp); without it each "
-        "tile is resized to --tile-size and read as --mpp (the command says so)",
+        help="µm per pixel of the tiles, when known (resampled to --mpp); without it the "
+        "µm/px estimated from their nuclei, or their own pixels when the estimate is unsure "
+        "(the run says which)",
     )
     parser.add_argument(
         "--groups",

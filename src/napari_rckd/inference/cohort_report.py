@@ -52,8 +52,8 @@ def colorize(values: np.ndarray) -> np.ndarray:
 def tile_counts(labels) -> tuple[np.ndarray, np.ndarray]:
     """Nuclei of each tile of a stitched labels store (a nucleus counts in the tile that owns
     it: ``id // ID_STRIDE``) and each tile's area in mm², read a tile row at a time."""
-    from napari_rckd.inference.stitching import ID_STRIDE
     from napari_rckd.inference.nuclei_table import grid_size
+    from napari_rckd.inference.stitching import ID_STRIDE
     from napari_rckd.inference.tiling import Box
 
     rows, cols = grid_size(labels)

@@ -44,6 +44,7 @@ def evaluate_tiles(
 
     from napari_rckd.models import load_checkpoint
     from napari_rckd.training.data.labelled import TileFolderDataset, scan_tile_folders
+    from napari_rckd.training.data.scale import tile_scales
     from napari_rckd.training.tasks import ClassificationTask
 
     model, metadata = load_checkpoint(checkpoint)
@@ -54,6 +55,9 @@ def evaluate_tiles(
             "checkpoint from `napari-rckd finetune --task classify`"
         )
     tiles = scan_tile_folders(folders, label_from=label_from, mpp=data_mpp)
+    tiles, lines = tile_scales(tiles, folders, data_mpp, config.input_mpp)
+    for line in lines:
+        log.info(line)
     unknown = sorted({t.label for t in tiles} - set(config.class_names))
     if unknown and not skip_unknown:
         raise RckdError(

@@ -202,8 +202,9 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 
 class TileFolderDataset(Dataset):
-    """Labelled tiles resized to the model's ``size`` px at ``mpp`` (when the tile's mpp is
-    known; else scaled to cover the tile); random crops and augmentation when ``train``."""
+    """Labelled tiles resampled from their mpp to the model's ``mpp`` (a tile without one is
+    read at its own pixels: `training.data.scale.tile_scales` chooses one), cropped to
+    ``size`` px (enlarged first if smaller); random crops and augmentation when ``train``."""
 
     def __init__(
         self,
@@ -229,7 +230,7 @@ class TileFolderDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         tile = self.tiles[index]
         rng = item_rng() if self.train else None
-        scale = tile.mpp / self.mpp if tile.mpp else 0.0  # 0: just cover the tile
+        scale = tile.mpp / self.mpp if tile.mpp else 1.0  # unknown: its own pixels
         image = to_tensor(fit_tile(read_rgb(tile.path), self.size, scale, rng))
         if self.train and self.augment is not None:
             (image,) = self.augment(rng, image)

@@ -38,7 +38,6 @@ from napari_rckd.training.run_notes import (
     init_line,
     model_line,
     run_log,
-    slide_mpp_line,
     split_line,
     tell,
 )
@@ -101,18 +100,11 @@ class Stage2Data(RecipeOptions):
         return [p for p in paths if isinstance(p, (str, os.PathLike))]
 
     def mpp_line(self, recipe: Stage2Recipe) -> str:
-        """How the data's pixel size was handled, for the run's account."""
-        if self.slide is not None and isinstance(self.slide, (str, os.PathLike)):
-            return slide_mpp_line([Path(self.slide)], recipe.mpp, self.slide_mpp, None)
-        if self.data_mpp is not None:
-            return (
-                f"pixel size: tiles at {self.data_mpp:g} µm/px (--data-mpp), resampled to the "
-                f"model's {recipe.mpp:g} µm/px in {recipe.tile_size}-px tiles"
-            )
+        """For an in-memory image; files and folders are told by `read_scale`'s lines."""
+        given = self.slide_mpp if self.slide_mpp is not None else recipe.mpp
         return (
-            f"pixel size: the tiles record none, so each is resized to {recipe.tile_size} px "
-            f"and read as {recipe.mpp:g} µm/px (--data-mpp with their real µm/px resamples "
-            "them instead)"
+            f"pixel size: the image read at {given:g} µm/px, resampled to the model's "
+            f"{recipe.mpp:g} µm/px in {recipe.tile_size}-px tiles"
         )
 
     def group_source(self, task: str) -> str:
@@ -162,13 +154,12 @@ def finetune(
     with run_log(out_dir):
         start = resolve_init(init, recipe.backbone)
         tell(init_line(start))
-        dataset = _dataset(recipe, data, Augment())
-        mpp_line, fingerprints = data.mpp_line(recipe), {}
+        dataset, mpp_lines = _dataset(recipe, data, Augment())
+        fingerprints = {}
         if isinstance(dataset, TileFolderDataset):  # check what the folders cannot show
             _check_tile_folders(dataset.tiles, data.data, data.groups)
-            note = scale_note(dataset.tiles, start, recipe)
-            mpp_line = f"pixel size: {note}" if note else mpp_line
-        tell(mpp_line)
+        for line in mpp_lines or [data.mpp_line(recipe)]:
+            tell(line)
         labels = getattr(dataset, "labels", None)
         train_index, val_index = split_by_group(
             dataset.groups, labels, data.val_fraction, recipe.seed
@@ -253,24 +244,6 @@ def _check_tile_folders(tiles, data, groups) -> None:
         warn_about_copies(tiles)
 
 
-def scale_note(tiles, start: Init, recipe: Stage2Recipe) -> str | None:
-    """One line stating the scale assumed for tiles without an mpp, when the init was
-    trained at a known one (the model then sees them at a scale nobody chose)."""
-    from PIL import Image
-
-    if not tiles or tiles[0].mpp is not None or start.trained_mpp is None:
-        return None
-    with Image.open(tiles[0].path) as image:
-        width = image.width
-    as_if = recipe.mpp * recipe.tile_size / width
-    return (
-        f"the tiles record no µm per pixel: each ({width} px wide, like {tiles[0].path.name}) "
-        f"is resized to {recipe.tile_size} px and read as {recipe.mpp} µm/px, as if scanned "
-        f"at {as_if:.3g} µm/px (the init was trained at {start.trained_mpp} µm/px); pass "
-        "--data-mpp with their real µm/px to resample them instead"
-    )
-
-
 def warn_if_saturated(result: FitResult) -> bool:
     """Warn when every validation scored a perfect primary metric: on real data that is
     almost always copies of training images in validation, not a perfect model."""
@@ -288,33 +261,63 @@ def warn_if_saturated(result: FitResult) -> bool:
 
 
 def _dataset(recipe: Stage2Recipe, data: Stage2Data, augment):
+    """The stage-2 dataset and the lines saying at which mpp its data is read (`read_scale`)."""
     from napari_rckd.training.data.labelled import TileFolderDataset, scan_tile_folders
     from napari_rckd.training.data.regions import MaskTileDataset, RegionTileDataset
+    from napari_rckd.training.data.scale import tile_scales
 
     size, mpp = recipe.tile_size, recipe.mpp
-    if recipe.task == "segment":
-        if data.slide is None or data.masks is None or not data.classes:
+    segment = recipe.task == "segment"
+    if segment or data.annotations is not None:
+        if segment and (data.slide is None or data.masks is None or not data.classes):
             raise RckdError(
                 "--task segment needs --slide IMAGE, --masks MASK (0 = unlabelled, k = class k) "
                 "and --classes A,B,..."
             )
-        return MaskTileDataset(
-            data.slide, data.masks, data.classes, size=size, mpp=mpp, image_mpp=data.slide_mpp,
-            augment=augment,
-        )  # fmt: skip
-    if data.annotations is not None:
         if data.slide is None:
             raise RckdError("--annotations needs --slide: the slide the regions were drawn on")
-        return RegionTileDataset(
-            data.slide, data.annotations, data.classes, size=size, mpp=mpp,
-            slide_mpp=data.slide_mpp, seed=recipe.seed, augment=augment,
-        )  # fmt: skip
+        slide_mpp, lines = _slide_scale(data.slide, data.slide_mpp, mpp)
+        if segment:
+            dataset = MaskTileDataset(
+                data.slide, data.masks, data.classes, size=size, mpp=mpp, image_mpp=slide_mpp,
+                augment=augment,
+            )  # fmt: skip
+        else:
+            dataset = RegionTileDataset(
+                data.slide, data.annotations, data.classes, size=size, mpp=mpp,
+                slide_mpp=slide_mpp, seed=recipe.seed, augment=augment,
+            )  # fmt: skip
+        return dataset, lines
     if not data.data:
         raise RckdError("give labelled tile folders, or --annotations with --slide")
     tiles = scan_tile_folders(
         data.data, label_from=data.label_from, mpp=data.data_mpp, groups=data.groups
     )
-    return TileFolderDataset(tiles, data.classes, size=size, mpp=mpp, train=True, augment=augment)
+    tiles, lines = tile_scales(tiles, data.data, data.data_mpp, mpp)
+    dataset = TileFolderDataset(
+        tiles, data.classes, size=size, mpp=mpp, train=True, augment=augment
+    )
+    return dataset, lines
+
+
+def _slide_scale(slide, slide_mpp: float | None, mpp: float) -> tuple[float | None, list[str]]:
+    """A slide file's mpp by `read_scale` (its own, --slide-mpp, the nuclei estimate or its
+    pixels), and the line saying so; an in-memory image keeps its given mpp."""
+    from napari_rckd.io import open_slide
+    from napari_rckd.io.nuclei_scale import slide_images
+    from napari_rckd.training.data.scale import read_scale
+
+    if not isinstance(slide, (str, os.PathLike)):
+        return slide_mpp, []
+    path = Path(slide)
+    with open_slide(path) as opened:
+        recorded, source = opened.mpp, "from the file"
+        if recorded is None and slide_mpp is not None:
+            recorded, source = slide_mpp, "--slide-mpp"
+        chosen = read_scale(
+            path.name, recorded, lambda: slide_images(opened), mpp, source, "--slide-mpp"
+        )
+    return chosen.mpp, [chosen.line]
 
 
 def _split(dataset, train_index, val_index):
