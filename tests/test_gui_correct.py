@@ -79,3 +79,28 @@ def test_correct_save_list_and_reopen(analyze, qtbot):
     panel.reopen_selected()
     np.testing.assert_array_equal(viewer.layers["crop corrections"].data, data)
     assert panel.draft.region == 1
+
+
+def test_a_model_fine_tuned_on_the_corrections_goes_live(analyze, qtbot):
+    """Train's end (TRAINED.model_ready) makes the new model the live nuclei model: the live
+    layers are rebuilt on it and the corrections panel answers with it."""
+    from napari_rckd._widgets.train_job import TRAINED
+    from napari_rckd.training.nuclei_finetune import finetune_nuclei
+
+    panel = analyze.correct
+    for centre in ((100, 100), (250, 250)):
+        analyze.viewer.scene.camera.center = centre
+        panel.correct_here(sync=True)
+        panel.save_corrections()
+    sidecar = analyze._slide()[1].path.with_name("crop.tif.corrections")
+    result = finetune_nuclei([sidecar], sidecar.parent / "run", steps=1, batch_size=2,
+                             tile_size=64, device="cpu", replay_tiles=2)  # fmt: skip
+    analyze.live_box.setChecked(True)
+    TRAINED.model_ready.emit(result.spec, "nuclei")
+    assert analyze.models["nuclei"].currentData() == str(result.model.resolve())
+    live = analyze.live
+    assert live is not None and live.enabled
+    assert result.model.parent.name in live.predictor.sources["nuclei"].identity
+    qtbot.waitUntil(lambda: bool(live.predictor.tiles_done("nuclei")), timeout=60000)
+    panel.correct_here(sync=True)
+    assert panel.session.teacher.path == result.model

@@ -39,7 +39,9 @@ from napari_rckd._widgets.train_job import (
     comparison_text,
     format_eta,
     prepare_job,
+    scores_text,
 )
+from napari_rckd._widgets.train_nuclei import NucleiBox
 from napari_rckd.errors import RckdError
 from napari_rckd.training.subprocess_runner import TrainingProcess
 
@@ -159,8 +161,13 @@ class TrainWidget(QWidget):
         self.use_button = QPushButton("Use for live analysis")
         self.use_button.setEnabled(False)
 
+        # nuclei from my corrections: instead of the two stages
+        self.nuclei_box = NucleiBox(self.viewer)
+        self.nuclei_box.toggled.connect(self._on_nuclei_toggled)
+        for box in (self.stage1_box, self.stage2_box):
+            box.toggled.connect(lambda on: on and self.nuclei_box.setChecked(False))
         layout = scrolling_layout(self)  # taller than a laptop screen: it scrolls
-        for w in (self.stage1_box, self.stage2_box):
+        for w in (self.stage1_box, self.stage2_box, self.nuclei_box):
             layout.addWidget(w)
         layout.addLayout(shared)
         layout.addLayout(buttons)
@@ -177,6 +184,11 @@ class TrainWidget(QWidget):
         self.resume_button.clicked.connect(self._on_resume_clicked)
         self.use_button.clicked.connect(self._on_use_clicked)
 
+    def _on_nuclei_toggled(self, on: bool) -> None:
+        if on:  # one kind of training per run
+            self.stage1_box.setChecked(False)
+            self.stage2_box.setChecked(False)
+
     def _add_class_item(self, name: str) -> None:
         item = QListWidgetItem(name)
         item.setFlags(item.flags() | Qt.ItemIsEditable)
@@ -191,6 +203,7 @@ class TrainWidget(QWidget):
             path = layer.metadata.get("path") if isinstance(layer, Image) else None
             if path and path not in known:
                 self._add_slide_item(path, checked=True)
+        self.nuclei_box.refresh()
         for box, kind in ((self.shapes_box, Shapes), (self.labels_box, Labels)):
             current = box.currentText()
             box.clear()
@@ -249,6 +262,7 @@ class TrainWidget(QWidget):
             classes=[self.class_list.item(i).text() for i in range(self.class_list.count())],
             stage2_budget=self.stage2_budget.value(),
             compare_random=self.compare_random.isChecked(),
+            **self.nuclei_box.settings(),
         )
 
     def _layer(self, box: QComboBox):
@@ -261,7 +275,7 @@ class TrainWidget(QWidget):
             return
         settings = self.settings()
         out = Path(settings.out_dir)
-        if not resume and any(out.glob("stage*/last.state.pt")):
+        if not resume and any(out.glob("*/last.state.pt")):
             self._report(f"{out} already holds a run: press Resume to continue it, or choose "
                          "another run folder.")  # fmt: skip
             return
@@ -272,6 +286,7 @@ class TrainWidget(QWidget):
             return
         job.resume = resume
         self.plot.clear()
+        self.comparison.setText("")
         self.notes.clear()
         self.notes_label.setText("")
         self.progress.setValue(0)
@@ -338,6 +353,8 @@ class TrainWidget(QWidget):
             self.notes_label.setText("\n".join(self.notes))
         elif kind == "comparison":
             self.comparison.setText(comparison_text(event))
+        elif kind == "scores":
+            self.comparison.setText(scores_text(event))
         elif kind == "end":
             self._finished(event)
         elif kind == "error":
