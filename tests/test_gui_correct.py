@@ -104,3 +104,21 @@ def test_a_model_fine_tuned_on_the_corrections_goes_live(analyze, qtbot):
     qtbot.waitUntil(lambda: bool(live.predictor.tiles_done("nuclei")), timeout=60000)
     panel.correct_here(sync=True)
     assert panel.session.teacher.path == result.model
+
+
+def test_suggest_regions_lists_and_jumps(analyze, qtbot):
+    panel, viewer = analyze.correct, analyze.viewer
+    panel.suggest_area.setCurrentIndex(1)  # the whole (768² px) crop
+    worker = panel.suggest_regions(top=4)
+    assert worker is not None, panel.status.text()
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=60000)
+    shapes = viewer.layers["crop suggested regions"]
+    assert 1 <= len(shapes.data) == panel.suggestions.count() <= 4
+    scores = [s.score for s in panel.found]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0
+    panel.suggestions.setCurrentRow(0)
+    cy, cx = panel.found[0].centre
+    assert np.allclose(viewer.scene.camera.center[-2:], (cy * MPP, cx * MPP))
+    panel.suggest_area.setCurrentIndex(0)
+    panel.suggest_regions(sync=True, top=2)  # the view (zoomed onto the first suggestion)
+    assert panel.suggestions.count() >= 1

@@ -16,6 +16,7 @@ import numpy as np
 from napari.qt.threading import thread_worker
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QComboBox,
     QGridLayout,
     QGroupBox,
     QLabel,
@@ -63,6 +64,15 @@ class CorrectPanel(QGroupBox):
         self.reopen = QPushButton("Reopen selected")
         self.list = QListWidget()
         self.list.setMaximumHeight(110)
+        self.suggest_button = QPushButton("Suggest regions")
+        self.suggest_button.setToolTip(
+            "rank tiles by how unsure the nuclei model is (share of pixels with a nuclear "
+            "probability between 0.2 and 0.8) and show the top ones; click one to go there"
+        )
+        self.suggest_area = QComboBox()
+        self.suggest_area.addItems(["in the view", "in the whole slide"])
+        self.suggestions = QListWidget()
+        self.suggestions.setMaximumHeight(110)
         self.status = QLabel(
             "turn live nuclei on, go to tissue the model gets wrong, press Correct"
         )
@@ -75,6 +85,11 @@ class CorrectPanel(QGroupBox):
         layout.addWidget(QLabel("saved regions (double-click to reopen)"))
         layout.addWidget(self.list)
         layout.addWidget(self.reopen)
+        row = QGridLayout()
+        row.addWidget(self.suggest_button, 0, 0)
+        row.addWidget(self.suggest_area, 0, 1)
+        layout.addLayout(row)
+        layout.addWidget(self.suggestions)
         layout.addWidget(self.status)
         self.here.clicked.connect(lambda: self.correct_here())
         self.new.clicked.connect(lambda: self.new_nucleus())
@@ -83,6 +98,9 @@ class CorrectPanel(QGroupBox):
         self.save.clicked.connect(lambda: self.save_corrections())
         self.reopen.clicked.connect(lambda: self.reopen_selected())
         self.list.itemDoubleClicked.connect(lambda item: self.reopen_region(item.data(Qt.UserRole)))
+        self.suggest_button.clicked.connect(lambda: self.suggest_regions())
+        self.suggestions.currentRowChanged.connect(lambda row: self.go_to_suggestion(row))
+        self.found: list = []  # the latest suggestions, best first
 
     def show_error(self, message: str) -> None:
         self.status.setText(message)
@@ -233,6 +251,84 @@ class CorrectPanel(QGroupBox):
     def reopen_region(self, region_id: int):
         self.show_draft(self.current_session().reopen(region_id))
 
+    # -- where to correct next ---------------------------------------------------------------
+
+    @reporting
+    def suggest_regions(self, sync: bool = False, top: int = 10):
+        """Rank the tiles of the view (or slide) by the model's unsure share; the top ones go
+        to a Shapes layer and the list (a thread worker yielding progress, or at once)."""
+        from napari_rckd.inference.suggest import suggest
+
+        session = self.current_session()
+        steps = suggest(session.slide, session.teacher, _suggest_box(self), top=top)
+        if sync:
+            found = []
+            for done, total, found in steps:
+                pass
+            self.show_suggestions(found)
+            return None
+        if self.worker is not None:
+            raise RckdError("the model is busy with a region; wait a moment")
+        if self.host.live is not None:
+            self.host.live.set_enabled(False)
+        worker = thread_worker(lambda: (yield from steps), start_thread=False)()
+        latest = {"found": []}
+
+        def progress(update):
+            done, total, latest["found"] = update
+            self.status.setText(f"suggest regions: {done}/{total} tiles scored")
+
+        worker.yielded.connect(progress)
+        worker.finished.connect(lambda: self.show_suggestions(latest["found"]))
+        worker.errored.connect(lambda error: self.show_error(str(error)))
+        worker.finished.connect(self._worker_done)
+        self.worker = worker
+        worker.start()
+        return worker
+
+    def show_suggestions(self, found) -> None:
+        """The suggestions as rectangles (µm) over the slide and as a list, best first."""
+        layer, slide = self.host._slide()
+        self.found = list(found)
+        name = f"{layer.name} suggested regions"
+        if name in self.host.viewer.layers:
+            self.host.viewer.layers.remove(name)
+        m = slide.mpp
+        boxes = [np.array([[s.y * m, s.x * m], [(s.y + s.height) * m, (s.x + s.width) * m]])
+                 for s in self.found]  # fmt: skip
+        if boxes:
+            shapes = self.host.viewer.add_shapes(
+                boxes, shape_type="rectangle", name=name, edge_color="yellow",
+                face_color="transparent", edge_width=2 * m, units=("um", "um"),
+                text={"string": [str(i + 1) for i in range(len(boxes))], "color": "yellow"},
+            )  # fmt: skip
+            shapes.editable = False
+            self.host.viewer.layers.selection.active = layer  # drawing stays a user's choice
+        self.suggestions.blockSignals(True)
+        self.suggestions.clear()
+        for i, s in enumerate(self.found, 1):
+            self.suggestions.addItem(f"{i}. unsure {s.unsure:.1%} at ({s.x}, {s.y})")
+        self.suggestions.blockSignals(False)
+        self.status.setText(
+            f"{len(self.found)} regions where the model is least sure; click one to go there, "
+            "then Correct nuclei here"
+            if self.found
+            else "no tissue tiles to suggest here"
+        )
+
+    @reporting
+    def go_to_suggestion(self, row: int) -> None:
+        """Centre the camera on suggestion ``row`` (zoomed to show it whole)."""
+        if not 0 <= row < len(self.found):
+            return
+        _, slide = self.host._slide()
+        suggestion = self.found[row]
+        cy, cx = suggestion.centre
+        camera = self.host.viewer.scene.camera
+        camera.center = (cy * slide.mpp, cx * slide.mpp)
+        canvas = min(self.host.viewer.canvas.size)
+        camera.zoom = 0.9 * canvas / (suggestion.height * slide.mpp)
+
     def refresh_list(self) -> None:
         self.list.clear()
         if self.session is None:
@@ -241,3 +337,10 @@ class CorrectPanel(QGroupBox):
             item = QListWidgetItem(region.summary())
             item.setData(Qt.UserRole, region.id)
             self.list.addItem(item)
+
+
+def _suggest_box(panel) -> tuple:
+    _, slide = panel.host._slide()
+    if panel.suggest_area.currentIndex() == 1:
+        return (0, 0, *slide.shape)
+    return panel.box()

@@ -1,6 +1,6 @@
 """Benchmarks: each prints a table of figures and can write them as JSON.
 
-`napari-rckd bench read|models|train|infer|transfer|fuzz|faults|scale|browse|viewport|gpu ...`; every target is a module in this
+`napari-rckd bench read|models|train|infer|transfer|fuzz|faults|scale|browse|viewport|gpu|suggest ...`; every target is a module in this
 package with ``add_arguments(parser)`` and ``run(args)``, imported only when chosen.
 """
 
@@ -51,6 +51,10 @@ TARGETS: dict[str, tuple[str, str]] = {
     "browse": (
         "napari_rckd.bench.browse",
         "live nuclei over many views of a large slide in napari: RSS against the memory budget",
+    ),
+    "suggest": (
+        "napari_rckd.bench.suggest",
+        "Suggest regions: precision of 'tile has a nuclei error' of each signal vs random tiles",
     ),
     "viewport": (
         "napari_rckd.bench.viewport",
