@@ -262,10 +262,8 @@ class CorrectPanel(QGroupBox):
         session = self.current_session()
         steps = suggest(session.slide, session.teacher, _suggest_box(self), top=top)
         if sync:
-            found = []
-            for done, total, found in steps:
-                pass
-            self.show_suggestions(found)
+            updates = list(steps)  # (done, total, best so far) after each tile
+            self.show_suggestions(updates[-1][2] if updates else [])
             return None
         if self.worker is not None:
             raise RckdError("the model is busy with a region; wait a moment")
