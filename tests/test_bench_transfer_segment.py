@@ -17,7 +17,7 @@ from napari_rckd.bench.transfer_plan import make_plan
 from napari_rckd.bench.transfer_stats import paired_rows, summary_rows
 from napari_rckd.cli import main
 from napari_rckd.errors import RckdError
-from napari_rckd.training.finetune import Recipe
+from napari_rckd.training.recipes.stage2 import Stage2Recipe
 
 TINY = ["--steps", "2", "--tile-size", "32", "--batch-size", "4", "--device", "cpu"]
 KEYS = {"init", "backbone", "budget", "seed", "fold", "miou", "iou_benign", "iou_tumour"}
@@ -57,7 +57,7 @@ def test_tiny_segment_run_rows_and_determinism(grouped, tmp_path, capsys):
 
 def segment_kind(folder, grid=2, benign=None) -> tuple:
     plan = make_plan(folder, None, 2, ["none"], "rckd_csat", [0.5, 1.0], 2)
-    recipe = Recipe(tile_size=16, batch_size=4, device="cpu")
+    recipe = Stage2Recipe(tile_size=16, batch_size=4, device="cpu")
     args = argparse.Namespace(grid=grid, benign=benign, train=str(folder))
     return plan, Segment.from_args(plan, recipe, args)
 

@@ -37,7 +37,8 @@ def test_pretrain_writes_a_dense_student_that_works_as_a_teacher(stage1):
     provenance = metadata["provenance"]
     assert provenance["stage"] == "rckd-stage1" and provenance["step"] == provenance["best_step"]
     assert provenance["slides"] == ["cmu-1-small-region.svs"] and provenance["tiles"] == 8
-    assert provenance["teacher"] == get_teacher("builtin").identity
+    assert provenance["teacher"] == get_teacher("builtin").identity and provenance["steps"] == 2
+    assert list(provenance["data_sha256"]) == ["cmu-1-small-region.svs"]
     assert (out / "last.state.pt").is_file()
     # 8 training + 2 validation tiles answered once each by the teacher
     assert len(list((out / "teacher-cache").rglob("*.npz"))) == 10

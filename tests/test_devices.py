@@ -25,13 +25,15 @@ def test_resolve_device_names_a_device_that_exists(monkeypatch):
         devices.resolve_device("cuda:0")
 
 
-def test_training_gets_the_same_device_as_a_torch_device():
-    import torch
+def test_training_runs_on_the_device_the_one_resolver_names():
+    from napari_rckd.training import distributed
 
-    from napari_rckd.training.distributed import resolve_device
-
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert str(resolve_device("auto")).startswith(devices.resolve_device("auto"))
+    assert not hasattr(distributed, "resolve_device")  # one resolver: napari_rckd.devices
+    runtime = distributed.setup("auto")
+    try:
+        assert str(runtime.device).startswith(devices.resolve_device("auto"))
+    finally:
+        distributed.teardown(runtime)
 
 
 def test_launch_reads_torchrun_s_environment(monkeypatch):

@@ -148,7 +148,7 @@ class _GreySlide:
 def _nuclei_near_the_end(side_px: int, tile: int = 256):
     """A labels store over a ``side_px``² slide with three nuclei owned by its last tile, one
     crossing the slide's bottom edge, ids as the stitcher makes them (tile × stride + k)."""
-    from napari_rckd.inference.instances import ID_STRIDE
+    from napari_rckd.inference.stitching import ID_STRIDE
 
     store = ResultStore.create(
         open_root(), "nuclei_labels", (side_px, side_px), tile, "uint32", "labels", 0.5, 0.5

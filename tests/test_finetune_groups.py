@@ -101,7 +101,7 @@ def test_identical_real_tiles_under_two_names_are_found(tmp_path):
 
 def test_saturated_validation_warns_and_the_tie_goes_to_the_later_step(tmp_path, caplog):
     from napari_rckd.training import ClassificationTask, FitConfig, fit
-    from napari_rckd.training.finetune import warn_if_saturated
+    from napari_rckd.training.recipes.stage2 import warn_if_saturated
     from synthetic_training import LabelledTiles, tiny_classifier
 
     class Perfect(ClassificationTask):
@@ -140,13 +140,15 @@ def two_inits_named_alike(tmp_path_factory):
 
 def test_provenance_tells_two_inits_of_one_name_apart(tmp_path, two_inits_named_alike, caplog):
     from napari_rckd.models import load_checkpoint
-    from napari_rckd.training.finetune import Recipe, finetune
+    from napari_rckd.training.recipes.stage2 import Stage2Recipe, finetune
 
     data = make_grouped_folder(tmp_path / "tiles")
     inits = []
     for number, init in enumerate(two_inits_named_alike):
-        with caplog.at_level(logging.INFO, logger="napari_rckd.training.finetune"):
-            result = finetune([data], tmp_path / f"run{number}", init=init, recipe=Recipe(**TINY))
+        with caplog.at_level(logging.INFO, logger="napari_rckd.training.recipes.stage2"):
+            result = finetune(
+                [data], tmp_path / f"run{number}", init=init, recipe=Stage2Recipe(**TINY)
+            )
         _, metadata = load_checkpoint(result.last_checkpoint)
         inits.append(metadata["provenance"]["init"])
     a, b = inits
@@ -162,12 +164,12 @@ def test_provenance_tells_two_inits_of_one_name_apart(tmp_path, two_inits_named_
 
 def test_cli_and_python_share_the_recipe_defaults():
     from napari_rckd.cli import build_parser
-    from napari_rckd.training.finetune import DEFAULT_WORKERS, Recipe
+    from napari_rckd.training.recipes.stage2 import DEFAULT_WORKERS, Stage2Recipe
 
     args = build_parser().parse_args(["finetune", "x", "--out", "y", "--steps", "1"])
-    assert args.workers == DEFAULT_WORKERS == Recipe().workers
-    recipe, rest = Recipe.split(vars(args))
-    assert recipe == Recipe(steps=1)  # every other recipe flag defaults as in Python
+    assert args.workers == DEFAULT_WORKERS == Stage2Recipe().workers
+    recipe, rest = Stage2Recipe.split(vars(args))
+    assert recipe == Stage2Recipe(steps=1)  # every other recipe flag defaults as in Python
     assert "init" in rest and "steps" not in rest
 
 

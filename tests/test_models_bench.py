@@ -14,7 +14,7 @@ def test_bench_models_writes_rows(tmp_path, capsys):
     out = tmp_path / "models.json"
     argv = ["bench", "models", "--models", "rckd_csat", "resnet18", "--sizes", "64"]
     argv += ["--batch", "1", "--seconds", "0.01", "--threads", "1", "--json", str(out)]
-    argv += ["--nuclei", "builtin", "csat"]
+    argv += ["--nuclei", "builtin", "csat", "--runtime-batches", "1", "2"]
     threads = torch.get_num_threads()
     try:
         assert main(argv) == 0
@@ -37,5 +37,12 @@ def test_bench_models_writes_rows(tmp_path, capsys):
     assert payload["matmul_peak_GMAC_per_s"] > 0
     nuclei = {row["nuclei_model"]: row["tiles_per_s"] for row in payload["nuclei_models"]}
     assert set(nuclei) == {"builtin", "csat"} and min(nuclei.values()) > 0
+    # csat by name and by file: one code path, the same outputs, a row per batch for each
+    runtime = payload["nuclei_runtime"]
+    assert [(r["given_as"], r["batch"]) for r in runtime] == [
+        ("name", 1), ("name", 2), ("file", 1), ("file", 2)
+    ]  # fmt: skip
+    assert len({r["code_path"] for r in runtime}) == 1 and "ModelRunner" in runtime[0]["code_path"]
+    assert all(r["same_output"] and r["tiles_per_s"] > 0 for r in runtime)
     printed = capsys.readouterr().out
     assert "| rckd_csat" in printed and "Nuclei models end to end" in printed

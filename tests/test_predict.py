@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_rckd.devices import resolve_device
 from napari_rckd.errors import RckdError
 from napari_rckd.inference.cache import ResultCache
 from napari_rckd.inference.predictor import Predictor
-from napari_rckd.inference.runner import resolve_device
 from napari_rckd.inference.sources import NucleiSource, RegionSource, SubtypeSource
 from napari_rckd.inference.tiling import Box
 

@@ -9,11 +9,13 @@ import torch
 
 from conftest import shared_path
 from napari_rckd.errors import RckdError
+from napari_rckd.files import sha256_prefix
 from napari_rckd.training.data.nuclei import (
     NucleiCropDataset,
     find_nuclei_images,
     target_channels,
 )
+from napari_rckd.training.recipes.teacher import TeacherRecipe, train_teacher
 
 
 def test_holdout_leaves_a_whole_cohort_out():
@@ -94,12 +96,10 @@ def _synthetic_source(folder, count=3, size=96, seed=0):
 
 def test_train_teacher_writes_a_teacher_that_separates_with_contours(tmp_path):
     from napari_rckd.teachers import get_teacher
-    from napari_rckd.training.teacher import train_teacher
 
     data = _synthetic_source(tmp_path / "data")
-    result = train_teacher(
-        data, tmp_path / "run", steps=3, tile_size=64, batch_size=2, workers=0, val_fraction=0.34
-    )
+    recipe = TeacherRecipe(steps=3, tile_size=64, batch_size=2, workers=0, val_fraction=0.34)
+    result = train_teacher(data, tmp_path / "run", recipe)
     assert result.status == "completed" and result.best_checkpoint.is_file()
     teacher = get_teacher(result.best_checkpoint)
     assert teacher.use_boundary and teacher.mpp == 0.25  # the recipe works at 40x
@@ -107,37 +107,51 @@ def test_train_teacher_writes_a_teacher_that_separates_with_contours(tmp_path):
     output = teacher.predict(np.full((70, 90, 3), 200, np.uint8), 0.5)
     assert output.labels.shape == (70, 90)
     with pytest.raises(RckdError, match="already holds a trained model"):
-        train_teacher(data, tmp_path / "run", steps=3, tile_size=64, workers=0)
+        train_teacher(data, tmp_path / "run", TeacherRecipe(steps=3, tile_size=64, workers=0))
 
 
 def test_train_teacher_builds_the_decoder_asked_for(tmp_path):
     from napari_rckd.models import load_checkpoint
-    from napari_rckd.training.teacher import train_teacher
 
     data = _synthetic_source(tmp_path / "data")
-    result = train_teacher(
-        data,
-        tmp_path / "run",
-        backbone="efficientnet_b0",
-        decoder="light",
-        steps=1,
-        tile_size=64,
-        batch_size=2,
-        workers=0,
-        val_fraction=0.34,
-    )
+    recipe = TeacherRecipe(
+        backbone="efficientnet_b0", decoder="light", steps=1, tile_size=64, batch_size=2,
+        workers=0, val_fraction=0.34,
+    )  # fmt: skip
+    result = train_teacher(data, tmp_path / "run", recipe)
     model, metadata = load_checkpoint(result.best_checkpoint)
     assert metadata["config"]["decoder"] == "light"
     assert model.decoder.out_channels == 16  # EfficientNet-B0's stride-2 width
 
 
+def test_train_teacher_can_start_from_a_nuclei_model(tmp_path):
+    """``init`` fine-tunes a nuclei model (all its weights) instead of training a new one."""
+    from napari_rckd.models import load_checkpoint
+    from napari_rckd.models.shipped import shipped_weights
+
+    data = _synthetic_source(tmp_path / "data")
+    recipe = TeacherRecipe(
+        init="learned", steps=1, tile_size=64, batch_size=2, workers=0, val_fraction=0.34, lr=1e-9
+    )
+    result = train_teacher(data, tmp_path / "run", recipe)
+    model, metadata = load_checkpoint(result.best_checkpoint)
+    init = metadata["provenance"]["init"]
+    assert init["path"] == "learned" and init["sha256"] == sha256_prefix(shipped_weights("learned"))
+    assert model.config.tile_size == 64
+    learned, _ = load_checkpoint(shipped_weights("learned"))
+    ours, theirs = model.state_dict(), learned.state_dict()
+    assert torch.allclose(ours["head.conv.weight"], theirs["head.conv.weight"], atol=1e-3)
+    with pytest.raises(RckdError, match="pass --backbone rckd_csat --decoder standard --mpp 0.5"):
+        train_teacher(data, tmp_path / "csat", TeacherRecipe(init="csat", steps=1))
+    assert not (tmp_path / "csat").exists()
+
+
 def test_train_teacher_refuses_bad_input_before_writing(tmp_path):
-    from napari_rckd.training.teacher import train_teacher
 
     with pytest.raises(RckdError, match="does not exist"):
         train_teacher(tmp_path / "nowhere", tmp_path / "run")
     with pytest.raises(RckdError, match="multiple of 32"):
-        train_teacher(tmp_path, tmp_path / "run", tile_size=100)
+        train_teacher(tmp_path, tmp_path / "run", TeacherRecipe(tile_size=100))
     (tmp_path / "empty").mkdir()
     with pytest.raises(RckdError, match="no labelled nuclei images"):
         train_teacher(tmp_path, tmp_path / "run")
@@ -194,27 +208,23 @@ def test_mixed_dataset_replaces_a_fixed_share_with_pseudo_labelled_tiles():
 
 def test_train_teacher_learns_from_unlabeled_tissue_answered_by_a_teacher(tmp_path):
     from napari_rckd.models import load_checkpoint
-    from napari_rckd.training.teacher import train_teacher
 
     data = _synthetic_source(tmp_path / "data")
     slide = shared_path("slides/cmu-1-small-region.svs")
-    result = train_teacher(
-        data,
-        tmp_path / "run",
-        steps=2,
-        tile_size=64,
-        batch_size=4,
-        workers=0,
-        val_fraction=0.34,
-        unlabeled=[slide],
-        pseudo_teacher="classical",
-        pseudo_share=0.5,
-        pseudo_tiles=3,
-    )
+    recipe = TeacherRecipe(
+        steps=2, tile_size=64, batch_size=4, workers=0, val_fraction=0.34,
+        pseudo_teacher="classical", pseudo_share=0.5, pseudo_tiles=3,
+    )  # fmt: skip
+    result = train_teacher(data, tmp_path / "run", recipe, unlabeled=[slide])
     _, metadata = load_checkpoint(result.best_checkpoint)
     provenance = metadata["provenance"]
     assert provenance["unlabeled"] == [slide.name] and provenance["pseudo_tiles"] == 3
     assert provenance["pseudo_teacher"].startswith("classical")
+    assert provenance["pseudo_share"] == 0.5 and provenance["steps"] == 2  # the recipe's own
+    assert set(provenance["data_sha256"]) == set(
+        provenance["train_images"] + provenance["val_images"]
+    )
+    assert provenance["unlabeled_sha256"] == {slide.name: sha256_prefix(slide)}
     assert len(list((tmp_path / "run" / "teacher-cache").rglob("*.npz"))) == 3  # answered once
 
 

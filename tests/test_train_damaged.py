@@ -12,7 +12,7 @@ import tifffile
 from napari_rckd.errors import RckdError
 from napari_rckd.teachers import get_teacher
 from napari_rckd.training.data.stage1 import TissueTileDataset
-from napari_rckd.training.recipes import fill_cache
+from napari_rckd.training.recipes.common import fill_cache
 
 
 def _garble(path, tiles):

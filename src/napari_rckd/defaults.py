@@ -22,7 +22,7 @@ STAGE2_HEAD = "pyramid"
 DECODERS = ("standard", "light")
 # Stage 2's learning-rate scale for a backbone that starts pretrained (1: like the head).
 PRETRAINED_BACKBONE_LR = 1.0
-# The learned nuclei teacher's recipe (`training.teacher`). A plain ResNet-10 (tiered stem)
+# The learned nuclei teacher's recipe (`training.recipes.teacher`). A plain ResNet-10 (tiered stem)
 # trains reliably from scratch, has stride-2 features for pixel-precise contours, and ran 2.8x
 # faster per training step than CSAT on the 2-core CPU. It works at 40x, the resolution the
 # nuclei were outlined at: at 0.5 µm/px touching nuclei lose the pixel between them (ground

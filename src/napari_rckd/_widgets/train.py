@@ -69,6 +69,7 @@ class TrainWidget(QWidget):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
+        d = TrainSettings(out_dir="")  # the form starts at the recipes' defaults
         self.stage1_box = QGroupBox("Stage 1: distil the teacher on unlabeled slides")
         self.stage1_box.setCheckable(True)
         self.slide_list = QListWidget()
@@ -77,14 +78,14 @@ class TrainWidget(QWidget):
         self.teacher = QComboBox(editable=True)
         self.teacher.addItems(list(zoo.names()))
         self.backbone = QComboBox(editable=True)
-        self.backbone.addItems(["rckd_csat", "resnet18"])
-        self.tile_size = QSpinBox(minimum=32, maximum=1024, singleStep=32, value=256)
-        self.mpp = QDoubleSpinBox(minimum=0.1, maximum=8.0, singleStep=0.25, value=0.5)
-        self.budget = QSpinBox(minimum=1, maximum=10_000_000, value=1000)
+        self.backbone.addItems([d.backbone, "resnet18"])
+        self.tile_size = QSpinBox(minimum=32, maximum=1024, singleStep=32, value=d.tile_size)
+        self.mpp = QDoubleSpinBox(minimum=0.1, maximum=8.0, singleStep=0.25, value=d.mpp)
+        self.budget = QSpinBox(minimum=1, maximum=10_000_000, value=d.budget)
         self.unit = QComboBox()
         self.unit.addItems(["steps", "epochs"])
-        self.tiles = QSpinBox(minimum=1, maximum=10_000_000, value=1000)
-        self.batch_size = QSpinBox(minimum=1, maximum=4096, value=16)
+        self.tiles = QSpinBox(minimum=1, maximum=10_000_000, value=d.tiles)
+        self.batch_size = QSpinBox(minimum=1, maximum=4096, value=d.batch_size)
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
         form = QFormLayout(self.stage1_box)
@@ -106,7 +107,7 @@ class TrainWidget(QWidget):
             self._add_class_item(name)
         self.new_class = QLineEdit(placeholderText="class name")
         self.add_class_button, self.remove_class_button = QPushButton("+"), QPushButton("−")
-        self.stage2_budget = QSpinBox(minimum=1, maximum=10_000_000, value=500)
+        self.stage2_budget = QSpinBox(minimum=1, maximum=10_000_000, value=d.stage2_budget)
         self.compare_random = QCheckBox("Also train from random weights, to compare")
         self.compare_random.setToolTip(
             "Trains stage 2 twice (double the time) and shows both validation scores: "

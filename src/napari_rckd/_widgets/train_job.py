@@ -9,7 +9,7 @@ No Qt here: the job is tested without a display.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,8 @@ from psygnal import Signal
 
 from napari_rckd._widgets.annotate import DEFAULT_CLASSES, save_annotations, write_mask
 from napari_rckd.errors import RckdError
+from napari_rckd.training.recipes.stage1 import Stage1Recipe
+from napari_rckd.training.recipes.stage2 import Stage2Recipe
 from napari_rckd.training.subprocess_runner import TrainingJob
 
 
@@ -37,15 +39,16 @@ class TrainSettings:
     slides: list[str] = field(default_factory=list)
     stage1: bool = True
     stage2: bool = False
-    teacher: str = "builtin"
-    backbone: str = "rckd_csat"
-    tile_size: int = 256
-    mpp: float = 0.5
+    # The form's defaults are stage 1's recipe's (stage 2 shares its scale, batch and device).
+    teacher: str = Stage1Recipe.teacher
+    backbone: str = Stage1Recipe.backbone
+    tile_size: int = Stage1Recipe.tile_size
+    mpp: float = Stage1Recipe.mpp
     budget: int = 1000
     unit: str = "steps"  # or "epochs"
-    tiles: int = 1000
-    batch_size: int = 16
-    device: str = "auto"
+    tiles: int = Stage1Recipe.tiles
+    batch_size: int = Stage1Recipe.batch_size
+    device: str = Stage1Recipe.device
     task: str = "classify"  # stage 2: classify (regions) or segment (cancer-region mask)
     classes: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
     stage2_budget: int = 500
@@ -77,16 +80,17 @@ def prepare_job(settings: TrainSettings, shapes=None, labels=None) -> TrainingJo
     if settings.stage1:
         if not settings.slides:
             raise RckdError("stage 1 needs unlabeled slides: tick open slides or add files")
-        stage1 = dict(slides=list(settings.slides), teacher=settings.teacher,
-                      backbone=settings.backbone, tiles=settings.tiles, **common,
-                      **_budget(settings.budget, settings.unit))  # fmt: skip
+        # workers=0: the child loads its tiles itself, beside napari, as it always has
+        recipe = Stage1Recipe(teacher=settings.teacher, backbone=settings.backbone,
+                              tiles=settings.tiles, workers=0, **common,
+                              **_budget(settings.budget, settings.unit))  # fmt: skip
+        stage1 = dict(slides=list(settings.slides), **asdict(recipe))
     if settings.stage2:
-        stage2 = dict(
-            task=settings.task, **common, **_budget(settings.stage2_budget, settings.unit)
-        )
-        stage2.update(_stage2_inputs(settings, shapes, labels, out / "inputs"))
-        if stage1 is None:
-            stage2["backbone"] = settings.backbone
+        # Stage 2 starts from stage 1's backbone when there is one (None: the init's).
+        backbone = settings.backbone if stage1 is None else None
+        recipe = Stage2Recipe(task=settings.task, backbone=backbone, **common,
+                              **_budget(settings.stage2_budget, settings.unit))  # fmt: skip
+        stage2 = dict(asdict(recipe), **_stage2_inputs(settings, shapes, labels, out / "inputs"))
     compare = settings.compare_random and stage2 is not None
     return TrainingJob(
         str(out), stage1=stage1, stage2=stage2, threads=settings.threads, compare_random=compare

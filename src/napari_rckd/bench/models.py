@@ -4,7 +4,9 @@ All models run in one process, side by side, in eval mode with channels_last (CP
 CUDA: bf16 autocast). The matmul peak is measured in the same run, so the fraction says how
 well each architecture uses the hardware independent of how fast the machine is. A second
 table times the packaged nuclei models end to end (``predict`` on a tile of the sample slide,
-resampling and instance separation included), as a user's live view runs them.
+resampling and instance separation included), as a user's live view runs them. A third shows
+``csat`` given by name and by its weights file at batch 1 and 8: one teacher class and one
+batched runner serve both, with the same outputs (``same_output``) and so the same tiles/s.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from napari_rckd.defaults import DECODERS
 DEFAULT_MODELS = ["rckd_csat", "efficientnet_b0", "convnextv2_atto", "resnet18"]
 DEFAULT_NUCLEI = ["builtin", "learned", "csat", "classical"]
 NUCLEI_TILE = 256  # px at the sample's 0.5 µm/px, the tile `evaluate nuclei` counts in
+RUNTIME_BATCHES = [1, 8]  # tiles per call of the by-name / by-file csat rows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="*",
         default=DEFAULT_NUCLEI,
         help=f"nuclei models to time end to end (default {' '.join(DEFAULT_NUCLEI)}; none: skip)",
+    )
+    parser.add_argument(
+        "--runtime-batches",
+        nargs="*",
+        type=int,
+        default=RUNTIME_BATCHES,
+        help="batches at which csat by name and by file are timed through the batched runner "
+        f"(default {' '.join(map(str, RUNTIME_BATCHES))}; none: skip)",
     )
 
 
@@ -100,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         {"nuclei_model": spec, "tiles_per_s": nuclei_tiles_per_second(spec, device, args.seconds)}
         for spec in args.nuclei
     ]
+    runtime_rows = by_name_and_file(device, args.runtime_batches, args.seconds)
     peak = max(peaks)
     for row in rows:
         row["fraction_of_peak"] = row["GMAC_per_s"] * 1e9 / peak
@@ -113,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         batch=batch,
         # Figures from a busy machine are low; the load says how busy it was.
         load_average_1min=f"{load_at_start:.1f} at start, {os.getloadavg()[0]:.1f} at end",
-        json_extra={"nuclei_models": nuclei_rows},
+        json_extra={"nuclei_models": nuclei_rows, "nuclei_runtime": runtime_rows},
     )
     if nuclei_rows:
         report(
@@ -122,7 +134,57 @@ def run(args: argparse.Namespace) -> int:
             nuclei_rows,
             None,
         )
+    if runtime_rows:
+        report(
+            f"csat by name and by file on {device.type}: one code path ({NUCLEI_TILE}² tiles "
+            "of the sample slide, batches through the runner)",
+            runtime_rows,
+            None,
+        )
     return 0
+
+
+def by_name_and_file(device, batches: list[int], seconds: float) -> list[dict]:
+    """Tiles/s of ``csat`` given by name and as its shipped weights file, at each batch: the
+    class and runner that serve each (the code path) and whether their outputs are equal."""
+    import numpy as np
+
+    from napari_rckd.models.shipped import shipped_weights
+    from napari_rckd.teachers import get_teacher
+
+    if not batches:
+        return []
+    tiles = _sample_tiles(max(batches))
+    rows, reference = [], None
+    for given, spec in (("name", "csat"), ("file", str(shipped_weights("csat")))):
+        teacher = get_teacher(spec, device=str(device))
+        outputs = teacher.predict_batch(tiles)
+        labels = np.stack([o.labels for o in outputs])
+        reference = labels if reference is None else reference
+        runner = getattr(teacher, "runner", None)
+        path = f"{type(teacher).__name__}.predict_batch -> {type(runner).__name__}"
+        for batch in batches:
+            rate = _timed(lambda b=batch, t=teacher: t.predict_batch(tiles[:b]), device, seconds)
+            rows.append({
+                "nuclei_model": "csat", "given_as": given, "code_path": path, "batch": batch,
+                "tiles_per_s": rate * batch, "same_output": bool(np.array_equal(labels, reference)),
+            })  # fmt: skip
+    return rows
+
+
+def _sample_tiles(count: int):
+    """``count`` different tiles of the sample slide, side by side along one row."""
+    import numpy as np
+
+    from napari_rckd.io import open_slide
+    from napari_rckd.io.samples import synthetic_sample_path
+
+    with open_slide(synthetic_sample_path()) as slide:
+        width = slide.levels[0].shape[1]
+        step = max(1, (width - NUCLEI_TILE) // count)
+        return np.stack(
+            [slide.read_region(0, 1024, i * step, NUCLEI_TILE, NUCLEI_TILE) for i in range(count)]
+        )
 
 
 def nuclei_tiles_per_second(spec: str, device, seconds: float) -> float:

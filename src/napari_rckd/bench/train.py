@@ -49,12 +49,12 @@ def run(args: argparse.Namespace) -> int:
 def measure(args: argparse.Namespace, cache: Path, out_dir: Path) -> tuple[list[dict], dict]:
     import torch
 
+    from napari_rckd.devices import resolve_device
     from napari_rckd.models import ModelConfig, create_model
     from napari_rckd.teachers import get_teacher
     from napari_rckd.training import Callback, DistillationTask, FitConfig, fit
     from napari_rckd.training.data.augment import Augment
     from napari_rckd.training.data.stage1 import TissueTileDataset
-    from napari_rckd.training.distributed import resolve_device
 
     slides = args.slides or [_sample_slide()]
     teacher = get_teacher(args.teacher)
@@ -66,7 +66,7 @@ def measure(args: argparse.Namespace, cache: Path, out_dir: Path) -> tuple[list[
     for _ in dataset.precompute():
         pass
     warm_seconds = time.perf_counter() - start
-    device = resolve_device(args.device)
+    device = torch.device(resolve_device(args.device))
 
     def student() -> DistillationTask:
         config = ModelConfig(task="dense", backbone=args.backbone, tile_size=args.tile_size)

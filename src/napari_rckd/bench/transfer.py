@@ -123,13 +123,13 @@ def run(args: argparse.Namespace) -> int:
     from napari_rckd.bench.transfer_plan import make_plan
     from napari_rckd.bench.transfer_resume import finished_rows, job_key
     from napari_rckd.commands.pretrain import stop_on_signals
-    from napari_rckd.training.finetune import Recipe
+    from napari_rckd.training.recipes.stage2 import Stage2Recipe
 
     plan = make_plan(
         args.train, args.test, args.folds, args.inits, args.backbone, args.budgets, args.seeds,
         args.data_mpp,
     )  # fmt: skip
-    recipe, _ = Recipe.split(vars(args))  # the flags finetune shares
+    recipe, _ = Stage2Recipe.split(vars(args))  # the flags finetune shares
     if args.task == "segment":
         kind = transfer_mosaic.Segment.from_args(plan, recipe, args)
     else:
@@ -198,7 +198,7 @@ def run_job(plan, job, kind, tester, out_dir: Path, bar, stop) -> dict | None:
     """Train one job through `train_stage2` and test its last weights; None if stopped."""
     from napari_rckd.models import load_checkpoint
     from napari_rckd.training.callbacks import Callback
-    from napari_rckd.training.finetune import train_stage2
+    from napari_rckd.training.recipes.stage2 import train_stage2
 
     class Advance(Callback):
         def on_step(self, info) -> None:
@@ -250,10 +250,10 @@ class HeldOutTiles:
     def score(self, model) -> dict[str, float]:
         import torch
 
-        from napari_rckd.training.distributed import resolve_device
+        from napari_rckd.devices import resolve_device
         from napari_rckd.training.tasks import ClassificationTask
 
-        device = resolve_device(self.recipe.device)
+        device = torch.device(resolve_device(self.recipe.device))
         task = ClassificationTask(model, len(self.classes), self.classes).to(device)
         size = self.recipe.batch_size * 2
         batches = (
@@ -268,7 +268,7 @@ class HeldOutTiles:
 
 
 def _print_scale(plan, recipe) -> None:
-    from napari_rckd.training.finetune import scale_note
+    from napari_rckd.training.recipes.stage2 import scale_note
 
     for start in plan.inits.values():
         note = scale_note(plan.tiles, start, recipe)

@@ -92,7 +92,7 @@ class Segment:
     """What `bench transfer` trains and scores with --task segment (see `Classify` in
     `napari_rckd.bench.transfer` for the classification twin of this interface)."""
 
-    cell_recipe: object  # the flags' Recipe: its tile_size is one mosaic cell
+    cell_recipe: object  # the flags' Stage2Recipe: its tile_size is one mosaic cell
     grid: int
     benign: set[str]
 
@@ -241,10 +241,10 @@ class HeldOutMosaics:
         """mIoU and each region's IoU of ``model``'s argmax over the test mosaics."""
         import torch
 
-        from napari_rckd.training.distributed import resolve_device
+        from napari_rckd.devices import resolve_device
         from napari_rckd.training.tasks import SegmentationTask
 
-        device = resolve_device(self.recipe.device)
+        device = torch.device(resolve_device(self.recipe.device))
         task = SegmentationTask(model, len(REGIONS), list(REGIONS)).to(device)
         size = self.recipe.batch_size
         batches = (

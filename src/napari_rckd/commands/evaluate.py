@@ -116,7 +116,7 @@ def run_nuclei(args: argparse.Namespace) -> int:
 
 def run_tiles(args: argparse.Namespace) -> int:
     from napari_rckd.report import report
-    from napari_rckd.training.finetune import evaluate_tiles
+    from napari_rckd.training.tile_evaluation import evaluate_tiles
 
     metrics = evaluate_tiles(
         args.checkpoint, args.data, args.label_from, args.data_mpp, args.batch_size,

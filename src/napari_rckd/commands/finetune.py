@@ -23,10 +23,10 @@ from napari_rckd.commands.pretrain import (
     add_shared_training_arguments,
     default_budget,
     stop_on_signals,
-    summary,
 )
-from napari_rckd.defaults import FINETUNE_STEPS, HEADS, PRETRAINED_BACKBONE_LR, STAGE2_HEAD
+from napari_rckd.defaults import FINETUNE_STEPS, HEADS
 from napari_rckd.errors import RckdError
+from napari_rckd.training.recipes.stage2 import TASKS, Stage2Recipe
 
 EPILOG = """examples:
   # tissue classes from sub-folder names, with the defaults (200 steps: minutes on a CPU)
@@ -69,9 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--task",
-        choices=("classify", "segment", "nuclei"),
-        default="classify",
-        help="default classify; nuclei: fine-tune a nuclei model on corrections (docs/correct.md)",
+        choices=(*TASKS, "nuclei"),
+        default=Stage2Recipe.task,
+        help=f"default {Stage2Recipe.task}; nuclei: fine-tune a nuclei model on corrections "
+        "(docs/correct.md)",
     )
     parser.add_argument(
         "--init",
@@ -113,11 +114,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--patience", type=int, help="stop after this many validations without improvement"
     )
     add_recipe_arguments(parser)
-    add_shared_training_arguments(parser, tile_size=224, workers=2, steps=FINETUNE_STEPS)
+    # Stage 2 starts from the init checkpoint's backbone unless told otherwise (None).
+    add_shared_training_arguments(parser, Stage2Recipe(), steps=FINETUNE_STEPS)
     add_nuclei_arguments(parser)
-    # Stage 2 starts from the init checkpoint's backbone unless told otherwise; --task nuclei
-    # has defaults of its own (filled in by `task_defaults`).
-    parser.set_defaults(backbone=None, tile_size=None, batch_size=None, lr=None, workers=None)
+    # --task nuclei has defaults of its own: these are filled in by `task_defaults`
+    parser.set_defaults(tile_size=None, batch_size=None, lr=None, workers=None)
 
 
 def add_nuclei_arguments(parser: argparse.ArgumentParser) -> None:
@@ -184,11 +185,7 @@ def share_or_zero(text: str) -> float:
     return 0.0 if float(text) == 0 else share(text)
 
 
-TASK_DEFAULTS = {
-    "nuclei": None,  # from training.nuclei_finetune, filled in by task_defaults
-    "classify": dict(tile_size=224, batch_size=16, lr=1e-3, workers=2),
-    "segment": dict(tile_size=224, batch_size=16, lr=1e-3, workers=2),
-}
+STAGE2_DEFAULTS = ("tile_size", "batch_size", "lr", "workers")
 
 
 def task_defaults(args: argparse.Namespace) -> None:
@@ -201,7 +198,8 @@ def task_defaults(args: argparse.Namespace) -> None:
         if args.epochs is not None:
             raise RckdError("--task nuclei counts --steps, not --epochs; give --steps N")
     else:
-        defaults = TASK_DEFAULTS[args.task]
+        recipe = Stage2Recipe()
+        defaults = {name: getattr(recipe, name) for name in STAGE2_DEFAULTS}
     for name, value in defaults.items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
@@ -209,20 +207,21 @@ def task_defaults(args: argparse.Namespace) -> None:
 
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     """Stage-2 recipe flags shared with `bench transfer`, so it trains what users train."""
+    defaults = Stage2Recipe()
     parser.add_argument(
         "--head",
         choices=HEADS,
-        default=STAGE2_HEAD,
+        default=defaults.head,
         help="classifier on the deepest stage's features (last) or on every stage's (pyramid); "
-        f"default {STAGE2_HEAD}",
+        f"default {defaults.head}",
     )
     parser.add_argument(
         "--pretrained-backbone-lr",
         type=float,
-        default=PRETRAINED_BACKBONE_LR,
+        default=defaults.pretrained_backbone_lr,
         metavar="SCALE",
         help="a pretrained backbone learns at --lr × SCALE, the new head at --lr (default "
-        f"{PRETRAINED_BACKBONE_LR}; random backbones always 1)",
+        f"{defaults.pretrained_backbone_lr}; random backbones always 1)",
     )
     parser.add_argument(
         "--compile",
@@ -241,14 +240,16 @@ def run(args: argparse.Namespace) -> int:
 
     default_budget(args)
     from napari_rckd.training import TqdmProgress
-    from napari_rckd.training.finetune import Recipe, finetune, format_metrics
+    from napari_rckd.training.recipes.stage2 import finetune
+    from napari_rckd.training.run_notes import model_line
+    from napari_rckd.training.tile_evaluation import format_metrics
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     with stop_on_signals() as stop:
         result = finetune(
             args.data,
             args.out,
-            recipe=Recipe.split(vars(args))[0],
+            recipe=Stage2Recipe.split(vars(args))[0],
             init=args.init,
             classes=classes,
             label_from=args.label_from,
@@ -264,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
             stop_event=stop,
         )
     if launch().rank == 0:
-        print(summary(result))
+        print(model_line(result))
         best = next((h for h in result.history if h["step"] == result.best_step), None)
         if best is not None:
             print(f"validation metrics of the best checkpoint (step {result.best_step}):")
@@ -309,7 +310,7 @@ def run_nuclei(args: argparse.Namespace) -> int:
             callbacks=[TqdmProgress()],
             stop_event=stop,
         )
-    print(summary(result.fit))
+    print(f"run {result.fit.status} at step {result.fit.step}")
     if result.scores:
         print(scores_line(result.scores))
     if result.spec:

@@ -28,6 +28,8 @@ from napari_rckd.commands.arguments import (
     positive_int,
 )
 from napari_rckd.defaults import PRETRAIN_STEPS
+from napari_rckd.training.recipes.stage1 import Stage1Recipe
+from napari_rckd.training.recipes.stage2 import Stage2Recipe
 
 EPILOG = """examples:
   # a first student with the defaults (1,000 tiles, 300 steps: minutes on a CPU)
@@ -51,30 +53,32 @@ EPILOG = """examples:
 
 
 def add_shared_training_arguments(
-    parser: argparse.ArgumentParser, tile_size: int, workers: int = 0, steps: int | None = None
+    parser: argparse.ArgumentParser, recipe: Stage1Recipe | Stage2Recipe, steps: int | None
 ) -> None:
-    """Flags stage 1 and stage 2 share: budget, optimiser, device, resume.
+    """Flags stage 1 and stage 2 share: budget, optimiser, device, resume, with the defaults of
+    ``recipe`` (the stage's recipe as built with no options: each default is written once).
 
     ``steps`` is what `default_budget` fills in when neither --steps nor --epochs is given.
     """
     parser.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints)")
+    backbone = recipe.backbone or "the --init checkpoint's"
     parser.add_argument(
         "--backbone",
-        default="rckd_csat",
-        help="timm backbone of the student (default rckd_csat; e.g. resnet18)",
+        default=recipe.backbone,
+        help=f"timm backbone of the student (default {backbone}; e.g. resnet18)",
     )
     add_decoder_argument(parser)
     parser.add_argument(
         "--mpp",
         type=positive_float,
-        default=0.5,
-        help="µm per pixel the model works at (default 0.5)",
+        default=recipe.mpp,
+        help=f"µm per pixel the model works at (default {recipe.mpp:g})",
     )
     parser.add_argument(
         "--tile-size",
         type=positive_int,
-        default=tile_size,
-        help=f"tile side in px (default {tile_size})",
+        default=recipe.tile_size,
+        help=f"tile side in px (default {recipe.tile_size})",
     )
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument(
@@ -91,22 +95,30 @@ def add_shared_training_arguments(
     parser.add_argument(
         "--batch-size",
         type=positive_int,
-        default=16,
-        help="tiles per step and process (default 16)",
+        default=recipe.batch_size,
+        help=f"tiles per step and process (default {recipe.batch_size})",
     )
     parser.add_argument(
-        "--lr", type=learning_rate, default=1e-3, help="peak learning rate (default 1e-3)"
+        "--lr",
+        type=learning_rate,
+        default=recipe.lr,
+        help=f"peak learning rate (default {recipe.lr:g})",
     )
     parser.add_argument(
-        "--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:N, mps"
+        "--device",
+        default=recipe.device,
+        help=f"auto (GPU when there is one), cpu, cuda, cuda:N, mps (default {recipe.device})",
     )
     parser.add_argument(
         "--workers",
         type=int,
-        default=workers,
-        help=f"data-loading processes (default {workers}); each augments with one torch thread",
+        default=recipe.workers,
+        help=f"data-loading processes (default {recipe.workers}); each augments with one torch "
+        "thread",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=recipe.seed, help=f"random seed (default {recipe.seed})"
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run already in --out")
 
 
@@ -147,21 +159,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "slides", nargs="+", metavar="SLIDE_OR_FOLDER", help="unlabeled slides or folders of them"
     )
+    defaults = Stage1Recipe()
     parser.add_argument(
         "--teacher",
-        default="builtin",
-        help=f"{', '.join(zoo.names())} (default builtin: the learned teacher averaged with "
+        default=defaults.teacher,
+        help=f"{', '.join(zoo.names())} (default {defaults.teacher}: the learned teacher averaged with "
         "the classical detector), a TorchScript file or a student .safetensors checkpoint "
         "(+classical averages a network with the classical detector)",
     )
-    # Workers matter here: in the main process the augmentation's small tensor ops share
-    # torch's thread pool with the model and ran ~20x slower (see docs/performance.md).
-    add_shared_training_arguments(parser, tile_size=256, workers=2, steps=PRETRAIN_STEPS)
+    add_shared_training_arguments(parser, defaults, steps=PRETRAIN_STEPS)
     parser.add_argument(
         "--tiles",
         type=positive_int,
-        default=1000,
-        help="training tiles drawn from the tissue (default 1000)",
+        default=defaults.tiles,
+        help=f"training tiles drawn from the tissue (default {defaults.tiles})",
     )
     parser.add_argument(
         "--val-tiles", type=int, help="held-out validation tiles (default 10%% of --tiles)"
@@ -184,44 +195,21 @@ def run(args: argparse.Namespace) -> int:
     default_budget(args)
     from napari_rckd.training import TqdmProgress
     from napari_rckd.training.data.sampling import read_mpp_table
-    from napari_rckd.training.recipes import pretrain
+    from napari_rckd.training.recipes.stage1 import pretrain
+    from napari_rckd.training.run_notes import model_line
 
     with stop_on_signals() as stop:
         result = pretrain(
             args.slides,
             args.out,
-            teacher=args.teacher,
-            backbone=args.backbone,
-            decoder=args.decoder,
-            mpp=args.mpp,
-            tile_size=args.tile_size,
-            tiles=args.tiles,
-            val_tiles=args.val_tiles,
-            steps=args.steps,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            device=args.device,
+            Stage1Recipe.split(vars(args))[0],
             resume=args.resume,
             slide_mpp=args.slide_mpp,
             mpp_table=read_mpp_table(args.mpp_table) if args.mpp_table else None,
-            workers=args.workers,
-            seed=args.seed,
-            boundaries=args.boundaries,
             cache_dir=args.cache,
             callbacks=[TqdmProgress()],
             stop_event=stop,
         )
     if launch().rank == 0:
-        print(summary(result))
+        print(model_line(result))
     return 0
-
-
-def summary(result) -> str:
-    """What happened and where the weights are, in two lines."""
-    best = "none" if result.best_metric is None else f"{result.best_metric:.4f}"
-    return (
-        f"{result.status} at step {result.step}: best {result.primary_metric} {best} "
-        f"(step {result.best_step})\nbest checkpoint: {result.best_checkpoint}\n"
-        f"last checkpoint: {result.last_checkpoint}"
-    )

@@ -21,9 +21,9 @@ from napari_rckd.commands.arguments import (
     positive_int,
     share,
 )
-from napari_rckd.commands.pretrain import stop_on_signals, summary
-from napari_rckd.defaults import TEACHER_BACKBONE, TEACHER_MPP, TEACHER_STEPS
+from napari_rckd.commands.pretrain import stop_on_signals
 from napari_rckd.errors import RckdError
+from napari_rckd.training.recipes.teacher import TeacherRecipe
 
 EPILOG = """examples:
   # the shipped teacher: every source of the shared nuclei data
@@ -43,6 +43,7 @@ EPILOG = """examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
+    defaults = TeacherRecipe()  # each option's default is the recipe's
     parser.add_argument("data", metavar="DATA", help="folder of nuclei ground-truth sources")
     parser.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints)")
     parser.add_argument(
@@ -53,24 +54,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="source prefix to leave out",
     )
     parser.add_argument(
-        "--backbone", default=TEACHER_BACKBONE, help=f"timm backbone (default {TEACHER_BACKBONE})"
+        "--backbone", default=defaults.backbone, help=f"timm backbone (default {defaults.backbone})"
     )
     add_decoder_argument(parser)
     parser.add_argument(
-        "--mpp", type=float, default=TEACHER_MPP, help=f"µm/px of the model (default {TEACHER_MPP})"
+        "--mpp",
+        type=float,
+        default=defaults.mpp,
+        help=f"µm/px of the model (default {defaults.mpp})",
     )
-    parser.add_argument("--tile-size", type=int, default=192, help="crop side in px (default 192)")
+    parser.add_argument(
+        "--tile-size",
+        type=int,
+        default=defaults.tile_size,
+        help=f"crop side in px (default {defaults.tile_size})",
+    )
     parser.add_argument(
         "--steps",
         type=int,
-        default=TEACHER_STEPS,
-        help=f"optimizer steps (default {TEACHER_STEPS})",
+        default=defaults.steps,
+        help=f"optimizer steps (default {defaults.steps})",
     )
-    parser.add_argument("--batch-size", type=int, default=12, help="crops per step (default 12)")
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help=f"crops per step (default {defaults.batch_size})",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=defaults.lr,
+        help=f"peak learning rate (default {defaults.lr:g})",
+    )
+    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=defaults.workers,
+        help=f"data-loading processes (default {defaults.workers})",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help=f"random seed (default {defaults.seed})"
+    )
+    parser.add_argument(
+        "--init",
+        metavar="SPEC",
+        help="start from this nuclei model's weights instead of random ones: learned, csat or a "
+        "two-output .safetensors (train-teacher, or pretrain --boundaries); its backbone, "
+        "decoder and µm/px must be the run's",
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run already in --out")
     group = parser.add_argument_group("self-training on unlabeled tissue")
     group.add_argument(
@@ -80,20 +113,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SLIDES",
         help="slide file or folder of H&E without labels (repeatable)",
     )
+    # No defaults here (None: not given), so they can be refused without --unlabeled.
     group.add_argument(
         "--pseudo-teacher",
         metavar="SPEC",
-        help="nuclei teacher that answers the unlabeled tiles (default builtin)",
+        help=f"nuclei teacher that answers the unlabeled tiles (default {defaults.pseudo_teacher})",
     )
     group.add_argument(
         "--pseudo-share",
         type=share,
-        help="share of training crops taken from the unlabeled tiles (default 0.3)",
+        help="share of training crops taken from the unlabeled tiles (default "
+        f"{defaults.pseudo_share})",
     )
     group.add_argument(
         "--pseudo-tiles",
         type=positive_int,
-        help="unlabeled tiles drawn and answered once (default 1500)",
+        help=f"unlabeled tiles drawn and answered once (default {defaults.pseudo_tiles})",
     )
     add_pixel_size_arguments(group, "unlabeled slides")
 
@@ -109,32 +144,24 @@ def run(args: argparse.Namespace) -> int:
         raise RckdError(f"{flags} only apply with --unlabeled SLIDES; add it or leave them out")
     if "pseudo_teacher" in pseudo:
         checks.teacher_spec(args.pseudo_teacher, "--pseudo-teacher")
+    checks.model_file(args.init, "--init")
     from napari_rckd.training import TqdmProgress
     from napari_rckd.training.data.sampling import read_mpp_table
-    from napari_rckd.training.teacher import train_teacher
+    from napari_rckd.training.recipes.teacher import train_teacher
+    from napari_rckd.training.run_notes import model_line
 
-    if args.mpp_table:
-        pseudo["mpp_table"] = read_mpp_table(args.mpp_table)
+    given = {k: v for k, v in vars(args).items() if v is not None}  # the rest: the recipe's
     with stop_on_signals() as stop:
         result = train_teacher(
             args.data,
             args.out,
-            holdout=args.holdout,
-            backbone=args.backbone,
-            decoder=args.decoder,
-            mpp=args.mpp,
-            tile_size=args.tile_size,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            device=args.device,
-            workers=args.workers,
-            seed=args.seed,
+            TeacherRecipe.split(given)[0],
             resume=args.resume,
             unlabeled=args.unlabeled,
-            **pseudo,
+            slide_mpp=args.slide_mpp,
+            mpp_table=read_mpp_table(args.mpp_table) if args.mpp_table else None,
             callbacks=[TqdmProgress()],
             stop_event=stop,
         )
-    print(summary(result))
+    print(model_line(result))
     return 0

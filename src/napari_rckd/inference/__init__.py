@@ -2,7 +2,6 @@
 tile-sparse multiscale result stores and a bounded result cache. No Qt, no napari."""
 
 from napari_rckd.inference.cache import ResultCache
-from napari_rckd.inference.instances import label_dtype, stitch_instances
 from napari_rckd.inference.scheduler import (
     NUCLEI_MIN_SCREEN_PX,
     ModelTiles,
@@ -12,6 +11,7 @@ from napari_rckd.inference.scheduler import (
     screen_pixels_per_model_pixel,
     view_from_corner_pixels,
 )
+from napari_rckd.inference.stitching import label_dtype, stitch_instances
 from napari_rckd.inference.store import ResultStore, open_root
 from napari_rckd.inference.tiling import Box, TileGrid
 

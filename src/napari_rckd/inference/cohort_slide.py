@@ -94,7 +94,7 @@ _LOCK = threading.Lock()
 def load_sources(settings: CohortSettings) -> tuple[list, list[str]]:
     """The model sources for ``settings`` in this process, built on first use and kept, and
     notes on the choice (why ``auto`` chose its nuclei model, what compiles)."""
-    from napari_rckd.inference.runner import resolve_device
+    from napari_rckd.devices import resolve_device
 
     device = resolve_device(settings.device)
     specs = {

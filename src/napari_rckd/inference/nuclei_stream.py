@@ -1,7 +1,7 @@
 """Nuclei exported while a whole-slide run is still predicting, so the export is no second pass.
 
 Stitching tile T changes only nuclei owned by tiles whose windows overlap T's (its 3×3
-neighbourhood, the halo being under half a tile: ``inference.instances``), and it writes
+neighbourhood, the halo being under half a tile: ``inference.stitching``), and it writes
 chunks at most two tiles from T (a duplicate is cleared in its owner's window). Measuring tile
 X reads chunks at most one tile from X. So once every tile within three tiles of X that the
 run computes is written, X's nuclei are final and no write can touch what measuring X reads:

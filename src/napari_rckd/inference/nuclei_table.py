@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_rckd.inference.instances import ID_STRIDE
+from napari_rckd.inference.stitching import ID_STRIDE
 from napari_rckd.inference.store import ResultStore
 from napari_rckd.inference.tiling import Box
 from napari_rckd.io.slide import DamagedSlideError

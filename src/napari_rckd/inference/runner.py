@@ -1,13 +1,13 @@
-"""The runner inference uses (`napari_rckd.models.runner`), its device resolver and softmax."""
+"""The runner inference uses (`napari_rckd.models.runner`) and softmax; devices are
+`napari_rckd.devices`."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from napari_rckd.devices import DEVICES, resolve_device
 from napari_rckd.models.runner import ModelRunner
 
-__all__ = ["DEVICES", "ModelRunner", "resolve_device", "softmax"]
+__all__ = ["ModelRunner", "softmax"]
 
 
 def softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

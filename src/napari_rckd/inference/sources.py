@@ -22,9 +22,9 @@ import numpy as np
 
 from napari_rckd.errors import RckdError
 from napari_rckd.files import sha256_prefix
-from napari_rckd.inference.instances import clear_owned, label_dtype, stitch_instances
 from napari_rckd.inference.runner import ModelRunner, softmax
 from napari_rckd.inference.scheduler import NUCLEI_MIN_SCREEN_PX
+from napari_rckd.inference.stitching import clear_owned, label_dtype, stitch_instances
 from napari_rckd.inference.store import ResultStore
 from napari_rckd.inference.tiling import Box, TileGrid
 

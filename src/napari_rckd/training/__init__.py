@@ -42,23 +42,38 @@ What `fit` does, and what it leaves in ``out_dir``:
   process.
 """
 
-from napari_rckd.training.callbacks import Callback, StepInfo, TensorBoardLogger, TqdmProgress
-from napari_rckd.training.config import FitConfig, FitResult
-from napari_rckd.training.loop import TrainingDiverged, fit, learning_rate
-from napari_rckd.training.tasks import ClassificationTask, DistillationTask, SegmentationTask, Task
+from __future__ import annotations
 
-__all__ = [
-    "Callback",
-    "ClassificationTask",
-    "DistillationTask",
-    "FitConfig",
-    "FitResult",
-    "SegmentationTask",
-    "StepInfo",
-    "Task",
-    "TensorBoardLogger",
-    "TqdmProgress",
-    "TrainingDiverged",
-    "fit",
-    "learning_rate",
-]
+import importlib
+
+# name -> the module that defines it. Imported on first use (PEP 562), so the command line
+# can read the recipes' defaults (`napari_rckd.training.recipes`) without loading torch.
+_EXPORTS = {
+    "Callback": "callbacks",
+    "StepInfo": "callbacks",
+    "TensorBoardLogger": "callbacks",
+    "TqdmProgress": "callbacks",
+    "FitConfig": "config",
+    "FitResult": "config",
+    "TrainingDiverged": "loop",
+    "fit": "loop",
+    "learning_rate": "loop",
+    "ClassificationTask": "tasks",
+    "DistillationTask": "tasks",
+    "SegmentationTask": "tasks",
+    "Task": "tasks",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

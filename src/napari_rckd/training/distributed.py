@@ -40,17 +40,12 @@ class Runtime:
         return self.world_size > 1
 
 
-def resolve_device(request: str, local_rank: int = 0) -> torch.device:
-    """`napari_rckd.devices.resolve_device` as a torch.device (callers under bench/ use this)."""
-    return torch.device(devices.resolve_device(request, local_rank))
-
-
 def setup(device_request: str) -> Runtime:
     """Pick the device and, when launched by torchrun, join the process group."""
     place = devices.launch()
     if not place.distributed and not dist.is_initialized():
-        return Runtime(device=resolve_device(device_request))
-    device = resolve_device(device_request, place.local_rank)
+        return Runtime(device=torch.device(devices.resolve_device(device_request)))
+    device = torch.device(devices.resolve_device(device_request, place.local_rank))
     if device.type == "mps":
         raise RckdError("distributed training needs CUDA GPUs or CPUs; use device 'cuda' or 'cpu'")
     if device.type == "cuda":

@@ -71,8 +71,7 @@ def fit(
 
 
 def _fit(task, train_data, val_data, config, out_dir, callbacks, stop_event, runtime: Runtime):
-    stop_event = stop_event or threading.Event()
-    device = runtime.device
+    run = _Run(task, config, out_dir, runtime, stop_event)
     if runtime.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         for orphan in remove_orphans(out_dir):  # left by a run killed mid-write
@@ -83,158 +82,41 @@ def _fit(task, train_data, val_data, config, out_dir, callbacks, stop_event, run
     _seed_everything(config.seed + runtime.rank)
 
     # ---- data ------------------------------------------------------------------------------
-    train_loader, sampler, steps_per_epoch = make_train_loader(train_data, config, runtime)
+    train_loader, sampler, run.steps_per_epoch = make_train_loader(train_data, config, runtime)
     val_loader = make_val_loader(val_data, config, runtime) if val_data is not None else None
-    total_steps = config.steps or config.epochs * steps_per_epoch
-    warmup_steps = config.warmup_steps if config.warmup_steps is not None else total_steps // 20
+    run.total_steps = config.steps or config.epochs * run.steps_per_epoch
+    warmup = config.warmup_steps
+    run.warmup_steps = warmup if warmup is not None else run.total_steps // 20
 
-    # ---- model and optimizer ---------------------------------------------------------------
-    task.to(device)
-    if config.channels_last:
-        task.model.to(memory_format=torch.channels_last)  # 30-45% faster convolutions here
-    # DDP wraps the whole task, so its forward (model + loss) runs under gradient sync.
-    trained = task
-    if runtime.distributed:
-        device_ids = [device.index] if device.type == "cuda" else None
-        trained = DistributedDataParallel(task, device_ids=device_ids)
-    if config.compile:  # compiled once per input shape, on the first step that has it
-        log.info("torch.compile: the first step of each batch shape compiles (~30 s on a CPU)")
-        trained = torch.compile(trained, dynamic=False)
-    parameter_groups = _parameter_groups(task.model, config.weight_decay, config.backbone_lr_scale)
-    optimizer = torch.optim.AdamW(parameter_groups, lr=config.lr, fused=device.type == "cuda")
-    autocast = _autocast(config, device)
-
-    # ---- resume ----------------------------------------------------------------------------
-    state = TrainState()
-    if config.resume and (out_dir / LAST_STATE).exists():
-        state = _resume(out_dir, task, optimizer, runtime)
-    elif (out_dir / LAST_STATE).exists():
-        raise RckdError(
-            f"{out_dir} already holds a training run; resume it (resume=True) or choose a new out_dir"
-        )
-    saved_step = state.step if state.step else None
-
-    hooks = CallbackList(list(callbacks) if runtime.is_main else [])
-    if runtime.is_main and config.tensorboard:
-        logger = tensorboard_logger(out_dir / "tensorboard", config.log_every)
-        hooks.callbacks += [logger] if logger else []
-    hooks.on_fit_start(state.step, total_steps)
-
-    def save_last() -> None:
-        nonlocal saved_step
-        # Every rank's RNG state is gathered (a collective), so only rank 0 writes the files.
-        rng = distributed.all_gather_objects(checkpointing.capture_rng())
-        if runtime.is_main:
-            provenance = _provenance(task, config, state, "last")
-            checkpointing.save_weights(out_dir / LAST_WEIGHTS, task.model, provenance)
-            checkpointing.save_state(out_dir / LAST_STATE, state, optimizer, config.to_dict(), rng)
-            hooks.on_checkpoint(state.step, out_dir / LAST_WEIGHTS)
-            log.info("step %d: checkpoint written to %s", state.step, out_dir / LAST_WEIGHTS)
-        saved_step = state.step
-
-    def result(status: str, train_loss: float | None) -> FitResult:
-        has_best = state.best_step is not None and (out_dir / BEST_WEIGHTS).exists()
-        return FitResult(
-            status=status,
-            step=state.step,
-            epoch=state.epoch,
-            primary_metric=task.primary_metric,
-            best_metric=state.best_metric,
-            best_step=state.best_step,
-            last_checkpoint=out_dir / LAST_WEIGHTS if saved_step is not None else None,
-            best_checkpoint=out_dir / BEST_WEIGHTS if has_best else None,
-            history=list(state.history),
-            train_loss=train_loss,
-        )
+    # ---- model, optimizer, resume, callbacks ----------------------------------------------
+    run.build_model()
+    run.resume()
+    run.open_hooks(callbacks)
 
     # ---- the loop --------------------------------------------------------------------------
-    batches = batches_forever(train_loader, sampler, state, config)
+    batches = batches_forever(train_loader, sampler, run.state, config)
     task.train()
     status, loss_value = "completed", None
-    world_batch = config.batch_size * runtime.world_size
-    while state.step < total_steps:
+    while run.state.step < run.total_steps:
         # Checked before fetching data, so a stop costs at most the step under way.
-        if _any_rank(stop_event.is_set(), device):
+        if _any_rank(run.stop_event.is_set(), run.device):
             status = "cancelled"
             break
         started = time.perf_counter()
-        batch = move_batch(next(batches), device, config.channels_last)
-        lr = learning_rate(state.step, total_steps, warmup_steps, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
-
-        with autocast:
-            output = trained(batch)
-        loss = output["loss"]
-        # CPU-GPU sync point, paid every step so a NaN never reaches the weights or a
-        # checkpoint; the sum over ranks makes every rank see (and stop on) any rank's NaN.
-        loss_value = distributed.all_reduce_sum(loss.detach().float().clone()).item()
-        loss_value /= runtime.world_size
-        if not math.isfinite(loss_value):
-            _diverged(
-                hooks, result, state, saved_step, out_dir, f"the loss became {loss_value}", lr
-            )
-
-        loss.backward()
-        grad_norm = None
-        if config.grad_clip is not None:
-            grad_norm = float(
-                torch.nn.utils.clip_grad_norm_(task.model.parameters(), config.grad_clip)
-            )
-            if not math.isfinite(grad_norm):
-                _diverged(
-                    hooks,
-                    result,
-                    state,
-                    saved_step,
-                    out_dir,
-                    f"the gradient norm became {grad_norm}",
-                    lr,
-                )
-        try:
-            optimizer.step()
-        except RuntimeError as error:  # an lr so large the update overflows (Adam: 1e300)
-            if "overflow" not in str(error):
-                raise
-            _diverged(
-                hooks, result, state, saved_step, out_dir, "the optimizer step overflowed", lr
-            )
-        optimizer.zero_grad(set_to_none=True)
-
-        state.step += 1
-        state.batch_in_epoch += 1
-        if steps_per_epoch and state.batch_in_epoch == steps_per_epoch:
-            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-        scalars = {
-            k: float(v)
-            for k, v in output.items()
-            if k not in ("loss", "output") and isinstance(v, torch.Tensor) and v.numel() == 1
-        }
-        elapsed = time.perf_counter() - started
-        hooks.on_step(
-            StepInfo(
-                state.step,
-                total_steps,
-                state.epoch,
-                loss_value,
-                lr,
-                world_batch / elapsed,
-                grad_norm,
-                scalars,
-            )
-        )
-
+        batch = move_batch(next(batches), run.device, config.channels_last)
+        loss_value = run.train_step(batch, started)
         if val_loader is not None and (
-            state.step % config.val_every == 0 or state.step == total_steps
+            run.state.step % config.val_every == 0 or run.state.step == run.total_steps
         ):
-            metrics = _validate(task, val_loader, config, device, autocast, stop_event, runtime)
+            metrics = _validate(task, val_loader, config, run.device, run.autocast, run.stop_event,
+                                runtime)  # fmt: skip
             if metrics is None:  # cancelled during validation
                 status = "cancelled"
                 break
-            _record_validation(task, state, metrics, out_dir, config, runtime, hooks)
-        if state.step % config.checkpoint_every == 0 or state.step == total_steps:
-            save_last()
-        if config.patience is not None and state.bad_validations >= config.patience:
+            _record_validation(task, run.state, metrics, out_dir, config, runtime, run.hooks)
+        if run.state.step % config.checkpoint_every == 0 or run.state.step == run.total_steps:
+            run.save_last()
+        if config.patience is not None and run.state.bad_validations >= config.patience:
             log.info(
                 "no improvement of %s in %d validations: stopping early",
                 task.primary_metric,
@@ -244,13 +126,162 @@ def _fit(task, train_data, val_data, config, out_dir, callbacks, stop_event, run
             break
 
     # A cancelled or early-stopped run keeps its progress; resuming continues from here.
-    if saved_step != state.step:
-        save_last()
+    if run.saved_step != run.state.step:
+        run.save_last()
     distributed.broadcast_buffers(task.model)  # every rank ends with the checkpointed model
     distributed.barrier()  # nobody exits while rank 0 is still writing
-    final = result(status, loss_value)
-    hooks.on_end(final)
+    final = run.result(status, loss_value)
+    run.hooks.on_end(final)
     return final
+
+
+class _Run:
+    """The state of one `fit` call (model, optimizer, progress, callbacks, the last step
+    written) and what the loop does with it: build, resume, train a step, checkpoint, report.
+    Held in one object so `_fit` reads top to bottom and each piece stays short."""
+
+    def __init__(self, task: Task, config: FitConfig, out_dir: Path, runtime: Runtime,
+                 stop_event: threading.Event | None) -> None:  # fmt: skip
+        self.task, self.config, self.out_dir, self.runtime = task, config, out_dir, runtime
+        self.device = runtime.device
+        self.stop_event = stop_event or threading.Event()
+        self.state = TrainState()
+        self.saved_step: int | None = None
+        self.steps_per_epoch = self.total_steps = self.warmup_steps = 0
+        self.trained = task  # what the step calls: the task, maybe wrapped by DDP and compiled
+        self.optimizer = None
+        self.autocast = contextlib.nullcontext()
+        self.hooks = CallbackList([])
+
+    def build_model(self) -> None:
+        """Move the task to its device, wrap it for DDP and compile, make the optimizer."""
+        task, config, device = self.task, self.config, self.device
+        task.to(device)
+        if config.channels_last:
+            task.model.to(memory_format=torch.channels_last)  # 30-45% faster convolutions here
+        # DDP wraps the whole task, so its forward (model + loss) runs under gradient sync.
+        if self.runtime.distributed:
+            device_ids = [device.index] if device.type == "cuda" else None
+            self.trained = DistributedDataParallel(task, device_ids=device_ids)
+        if config.compile:  # compiled once per input shape, on the first step that has it
+            log.info("torch.compile: the first step of each batch shape compiles (~30 s on a CPU)")
+            self.trained = torch.compile(self.trained, dynamic=False)
+        groups = _parameter_groups(task.model, config.weight_decay, config.backbone_lr_scale)
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, fused=device.type == "cuda")
+        self.autocast = _autocast(config, device)
+
+    def resume(self) -> None:
+        """Continue the run in out_dir when asked to; refuse to overwrite one otherwise."""
+        if self.config.resume and (self.out_dir / LAST_STATE).exists():
+            self.state = _resume(self.out_dir, self.task, self.optimizer, self.runtime)
+        elif (self.out_dir / LAST_STATE).exists():
+            raise RckdError(
+                f"{self.out_dir} already holds a training run; resume it (resume=True) or "
+                "choose a new out_dir"
+            )
+        self.saved_step = self.state.step if self.state.step else None
+
+    def open_hooks(self, callbacks: Sequence[Callback]) -> None:
+        """Callbacks (and TensorBoard) on rank 0, told that the run starts."""
+        self.hooks = CallbackList(list(callbacks) if self.runtime.is_main else [])
+        if self.runtime.is_main and self.config.tensorboard:
+            logger = tensorboard_logger(self.out_dir / "tensorboard", self.config.log_every)
+            self.hooks.callbacks += [logger] if logger else []
+        self.hooks.on_fit_start(self.state.step, self.total_steps)
+
+    def train_step(self, batch: dict, started: float) -> float:
+        """One optimizer step on ``batch``; returns the loss (the mean over ranks), having
+        counted the step and told the callbacks. Raises `TrainingDiverged` on NaN or inf."""
+        config, state = self.config, self.state
+        lr = learning_rate(state.step, self.total_steps, self.warmup_steps, config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+
+        with self.autocast:
+            output = self.trained(batch)
+        loss = output["loss"]
+        # CPU-GPU sync point, paid every step so a NaN never reaches the weights or a
+        # checkpoint; the sum over ranks makes every rank see (and stop on) any rank's NaN.
+        loss_value = distributed.all_reduce_sum(loss.detach().float().clone()).item()
+        loss_value /= self.runtime.world_size
+        if not math.isfinite(loss_value):
+            self.diverged(f"the loss became {loss_value}", lr)
+
+        loss.backward()
+        grad_norm = None
+        if config.grad_clip is not None:
+            parameters = self.task.model.parameters()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip))
+            if not math.isfinite(grad_norm):
+                self.diverged(f"the gradient norm became {grad_norm}", lr)
+        try:
+            self.optimizer.step()
+        except RuntimeError as error:  # an lr so large the update overflows (Adam: 1e300)
+            if "overflow" not in str(error):
+                raise
+            self.diverged("the optimizer step overflowed", lr)
+        self.optimizer.zero_grad(set_to_none=True)
+
+        state.step += 1
+        state.batch_in_epoch += 1
+        if self.steps_per_epoch and state.batch_in_epoch == self.steps_per_epoch:
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        scalars = {
+            k: float(v)
+            for k, v in output.items()
+            if k not in ("loss", "output") and isinstance(v, torch.Tensor) and v.numel() == 1
+        }
+        per_second = config.batch_size * self.runtime.world_size / (time.perf_counter() - started)
+        self.hooks.on_step(
+            StepInfo(state.step, self.total_steps, state.epoch, loss_value, lr, per_second,
+                     grad_norm, scalars)
+        )  # fmt: skip
+        return loss_value
+
+    def save_last(self) -> None:
+        """Write last.safetensors and last.state.pt (rank 0) for this step."""
+        # Every rank's RNG state is gathered (a collective), so only rank 0 writes the files.
+        rng = distributed.all_gather_objects(checkpointing.capture_rng())
+        state, out_dir = self.state, self.out_dir
+        if self.runtime.is_main:
+            provenance = _provenance(self.task, self.config, state, "last")
+            checkpointing.save_weights(out_dir / LAST_WEIGHTS, self.task.model, provenance)
+            checkpointing.save_state(
+                out_dir / LAST_STATE, state, self.optimizer, self.config.to_dict(), rng
+            )
+            self.hooks.on_checkpoint(state.step, out_dir / LAST_WEIGHTS)
+            log.info("step %d: checkpoint written to %s", state.step, out_dir / LAST_WEIGHTS)
+        self.saved_step = state.step
+
+    def result(self, status: str, train_loss: float | None) -> FitResult:
+        state, out_dir = self.state, self.out_dir
+        has_best = state.best_step is not None and (out_dir / BEST_WEIGHTS).exists()
+        return FitResult(
+            status=status,
+            step=state.step,
+            epoch=state.epoch,
+            primary_metric=self.task.primary_metric,
+            best_metric=state.best_metric,
+            best_step=state.best_step,
+            last_checkpoint=out_dir / LAST_WEIGHTS if self.saved_step is not None else None,
+            best_checkpoint=out_dir / BEST_WEIGHTS if has_best else None,
+            history=list(state.history),
+            train_loss=train_loss,
+        )
+
+    def diverged(self, what: str, lr: float) -> None:
+        """Stop the run: report to callbacks, then raise one clear sentence."""
+        self.hooks.on_end(self.result("diverged", None))
+        kept = (
+            f"the last good checkpoint (step {self.saved_step}) is kept in {self.out_dir}"
+            if self.saved_step is not None
+            else "no checkpoint had been written yet"
+        )
+        raise TrainingDiverged(
+            f"training diverged at step {self.state.step + 1}: {what} (learning rate {lr:.3g}); "
+            f"{kept}; lower the learning rate (--lr, or FitConfig.lr from Python) or check the "
+            "data for NaN values"
+        )
 
 
 def _seed_everything(seed: int) -> None:
@@ -370,17 +401,3 @@ def _provenance(task: Task, config: FitConfig, state: TrainState, kind: str) -> 
         "best_metric": state.best_metric,
         "best_step": state.best_step,
     }
-
-
-def _diverged(hooks, result, state, saved_step, out_dir, what: str, lr: float) -> None:
-    """Stop the run: report to callbacks, then raise one clear sentence."""
-    hooks.on_end(result("diverged", None))
-    kept = (
-        f"the last good checkpoint (step {saved_step}) is kept in {out_dir}"
-        if saved_step is not None
-        else "no checkpoint had been written yet"
-    )
-    raise TrainingDiverged(
-        f"training diverged at step {state.step + 1}: {what} (learning rate {lr:.3g}); {kept}; "
-        "lower the learning rate (--lr, or FitConfig.lr from Python) or check the data for NaN values"
-    )

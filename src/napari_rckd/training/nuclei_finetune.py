@@ -196,7 +196,7 @@ def finetune_nuclei(
     from napari_rckd.teachers import get_teacher
     from napari_rckd.teachers.network import has_contour_channel
     from napari_rckd.training.loop import fit
-    from napari_rckd.training.recipes import check_out_dir, stage_fit_config
+    from napari_rckd.training.recipes.common import check_out_dir, stage_fit_config
     from napari_rckd.training.tasks import DistillationTask
 
     out_dir = Path(out_dir)
@@ -248,10 +248,11 @@ def finetune_nuclei(
             "classical_prior": start.prior,
             "encoder": "trained" if train_encoder else "frozen",
         }  # fmt: skip
-        fit_config = stage_fit_config(
-            steps, None, steps, batch_size=batch_size, lr=lr, device=device,
-            num_workers=workers, seed=seed, provenance=provenance, tensorboard=False,
-        )  # fmt: skip
+        from types import SimpleNamespace
+
+        options = SimpleNamespace(steps=steps, batch_size=batch_size, lr=lr, device=device,
+                                  workers=workers, seed=seed)  # fmt: skip
+        fit_config = stage_fit_config(options, steps, provenance, tensorboard=False)
         task = DistillationTask(model, channel_weights=(1.0, 1.0))
         result = fit(task, train, None, fit_config, out_dir, callbacks, stop_event)
         weights = result.last_checkpoint
@@ -394,7 +395,7 @@ def _answered_crops(context, teacher, crops: dict):
 def _slide_tiles(paths, teacher, crops: dict, cache_dir: Path, slide_mpp):
     from napari_rckd.io import find_slides
     from napari_rckd.training.data.stage1 import TissueTileDataset
-    from napari_rckd.training.recipes import check_slides_have_mpp, fill_cache
+    from napari_rckd.training.recipes.common import check_slides_have_mpp, fill_cache
 
     slides = find_slides(paths)
     check_slides_have_mpp(slides, slide_mpp)

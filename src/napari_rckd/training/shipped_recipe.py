@@ -110,8 +110,8 @@ def package(checkpoint: Path, name: str, training_data: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     from napari_rckd.training import TqdmProgress
-    from napari_rckd.training.recipes import pretrain
-    from napari_rckd.training.teacher import train_teacher
+    from napari_rckd.training.recipes.stage1 import Stage1Recipe, pretrain
+    from napari_rckd.training.recipes.teacher import TeacherRecipe, train_teacher
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -139,11 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    common = dict(device=args.device, workers=args.workers, callbacks=[TqdmProgress()])
+    common = dict(device=args.device, workers=args.workers)
+    progress = [TqdmProgress()]
     teacher = args.teacher
     if teacher is None:
         teacher_dir = args.out / "teacher"
-        train_teacher(args.data / "nuclei", teacher_dir, resume=True, **common)  # no-op once done
+        recipe = TeacherRecipe(**common)
+        train_teacher(args.data / "nuclei", teacher_dir, recipe, resume=True, callbacks=progress)
         teacher = str(teacher_dir / "best.safetensors")
         if args.package:
             package(Path(teacher), "learned", TEACHER_DATA)
@@ -153,13 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     pretrain(
         paths,
         student,
-        teacher=teacher,
-        backbone=args.backbone,
+        Stage1Recipe(teacher=teacher, backbone=args.backbone, **STAGE1, **common),
         cache_dir=args.out / "teacher-cache",  # the teacher answers once for every student
         mpp_table=table,
         resume=True,
-        **STAGE1,
-        **common,
+        callbacks=progress,
     )
     if args.package and args.backbone == "rckd_csat":
         package(student / "best.safetensors", "csat", STUDENT_DATA)

@@ -9,9 +9,9 @@ files in the run folder and one pipe:
   from corrections (`nuclei_finetune.finetune_nuclei` keyword arguments; the ``end`` event's
   checkpoint is then the new model's spec, and a ``scores`` event gives before → after on
   the held-out corrected regions), or stage 1
-  (`recipes.pretrain` keyword arguments), stage 2 (`finetune.Recipe` fields and the inputs of
-  `finetune.finetune`, flat; ``init`` defaults to stage 1's best checkpoint) or both; with ``compare_random``
-  stage 2 is trained again from random weights into ``stage2-random``, and a ``comparison``
+  (`Stage1Recipe` fields and the slides of `recipes.stage1.pretrain`), stage 2
+  (`Stage2Recipe` fields and the inputs of `recipes.stage2.finetune`; ``init`` defaults to
+  stage 1's best checkpoint), each flat, or both; with ``compare_random`` stage 2 is trained again from random weights into ``stage2-random``, and a ``comparison``
   event gives both best validation scores;
 - the child's stdout carries one JSON event per line: ``status`` (a phase message), ``note``
   (a line of the run's account: start weights, split, pixel size, where the model went),
@@ -178,8 +178,8 @@ class _NoteEvents(logging.Handler):
 
 
 def _run_stages(job: TrainingJob, writer: EventWriter, out: Path, stop: threading.Event) -> dict:
-    from napari_rckd.training.finetune import Recipe, finetune
-    from napari_rckd.training.recipes import pretrain
+    from napari_rckd.training.recipes.stage1 import Stage1Recipe, pretrain
+    from napari_rckd.training.recipes.stage2 import Stage2Recipe, finetune
 
     threading.Thread(
         target=_watch_stop_file, args=(out / STOP_FILE, stop, writer), daemon=True
@@ -189,9 +189,10 @@ def _run_stages(job: TrainingJob, writer: EventWriter, out: Path, stop: threadin
     checkpoint = None
     if job.stage1 is not None:
         writer.emit("status", message="stage 1: reading tissue tiles and teacher responses")
+        recipe, inputs = Stage1Recipe.split(job.stage1)
         result = pretrain(
-            out_dir=out / "stage1", resume=job.resume, callbacks=[writer], stop_event=stop,
-            **job.stage1,
+            out_dir=out / "stage1", recipe=recipe, resume=job.resume, callbacks=[writer],
+            stop_event=stop, **inputs,
         )  # fmt: skip
         checkpoint = result.best_checkpoint or result.last_checkpoint
         if result.status == "cancelled" or job.stage2 is None:
@@ -202,7 +203,7 @@ def _run_stages(job: TrainingJob, writer: EventWriter, out: Path, stop: threadin
     if kwargs.get("init") is None and checkpoint is not None:
         kwargs["init"] = str(checkpoint)
     writer.emit("status", message="stage 2: cutting tiles from the annotations")
-    recipe, inputs = Recipe.split(kwargs)
+    recipe, inputs = Stage2Recipe.split(kwargs)
     result = finetune(
         out_dir=out / "stage2", recipe=recipe, resume=job.resume, callbacks=[writer],
         stop_event=stop, **inputs,

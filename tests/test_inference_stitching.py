@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 
 from conftest import shared_path
 from napari_rckd.errors import RckdError
-from napari_rckd.inference.instances import (
+from napari_rckd.inference.stitching import (
     ID_STRIDE,
     label_dtype,
     owned_instances,

@@ -11,11 +11,10 @@ metric is kept, with its validation metrics recorded in the checkpoint's provena
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,10 +24,13 @@ from napari_rckd.devices import launch
 from napari_rckd.errors import RckdError
 from napari_rckd.training.callbacks import Callback
 from napari_rckd.training.config import FitResult
-from napari_rckd.training.in_sample import tile_fingerprints, tiles_seen
+from napari_rckd.training.in_sample import tile_fingerprints
 from napari_rckd.training.initial import Init, resolve_init
-from napari_rckd.training.recipes import (
+from napari_rckd.training.recipes.common import (
+    RecipeOptions,
     check_out_dir,
+    data_sha256,
+    provenance,
     schedule,
     stage_fit_config,
 )
@@ -54,7 +56,7 @@ DEFAULT_WORKERS = 2
 
 
 @dataclass
-class Recipe:
+class Stage2Recipe(RecipeOptions):
     """How stage 2 trains, whatever the data: `finetune` and `bench transfer` share it so
     a benchmark measures exactly what users run. ``backbone`` None: the init's."""
 
@@ -75,19 +77,12 @@ class Recipe:
     pretrained_backbone_lr: float = PRETRAINED_BACKBONE_LR  # lr scale of a pretrained backbone
     compile: bool = False  # torch.compile the training step
 
-    @classmethod
-    def split(cls, options: dict) -> tuple[Recipe, dict]:
-        """Flat keyword options (a training job's) -> the recipe and the rest."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        recipe = cls(**{k: v for k, v in options.items() if k in names})
-        return recipe, {k: v for k, v in options.items() if k not in names}
-
 
 def finetune(
     data: Sequence[str | os.PathLike] = (),
     out_dir: str | os.PathLike = "runs/stage2",
     *,
-    recipe: Recipe | None = None,
+    recipe: Stage2Recipe | None = None,
     init: str | os.PathLike | None = None,
     classes: Sequence[str] | None = None,
     label_from: str = "auto",
@@ -102,7 +97,7 @@ def finetune(
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | None = None,
 ) -> FitResult:
-    """Fine-tune by ``recipe`` (task, backbone, budget, optimiser: `Recipe`) on ``data`` tile
+    """Fine-tune by ``recipe`` (task, backbone, budget, optimiser: `Stage2Recipe`) on ``data`` tile
     folders, or ``annotations`` / ``masks`` of a ``slide``, and return how the run ended.
 
     ``init`` is a stage-1 (or any napari-rckd) checkpoint whose backbone starts the model,
@@ -115,7 +110,7 @@ def finetune(
     from napari_rckd.training.data.labelled import TileFolderDataset
     from napari_rckd.training.data.splits import split_by_group
 
-    recipe = recipe or Recipe()
+    recipe = recipe or Stage2Recipe()
     if recipe.task not in TASKS:
         raise RckdError(f"--task {recipe.task!r} is unknown; use classify or segment")
     task, backbone, seed = recipe.task, recipe.backbone, recipe.seed
@@ -142,8 +137,9 @@ def finetune(
         if isinstance(dataset, TileFolderDataset):  # lets `evaluate` see tiles it trained on
             fingerprints = tile_fingerprints(dataset.tiles, train_index, val_index)
         train, val = _split(dataset, train_index, val_index)
-        names = [Path(p).name for p in data]
-        names += [Path(p).name for p in (annotations, slide, masks) if p]
+        files = [p for p in (annotations, slide, masks) if isinstance(p, (str, os.PathLike))]
+        names = [Path(p).name for p in data] + [Path(p).name for p in files]
+        fingerprints["data_sha256"] = data_sha256(files)
         result = train_stage2(
             train, val, list(dataset.classes), start, recipe, out_dir, names, callbacks,
             stop_event, fingerprints,
@@ -159,7 +155,7 @@ def train_stage2(
     val: Dataset | None,
     class_names: list[str],
     start: Init,
-    recipe: Recipe,
+    recipe: Stage2Recipe,
     out_dir: Path,
     data_names: Sequence[str] = (),
     callbacks: Sequence[Callback] = (),
@@ -192,31 +188,17 @@ def train_stage2(
     torch.manual_seed(recipe.seed)  # the new head's weights: the same for every init
     model = create_model(config, pretrained=start.imagenet)
     start.load_into(model)
-    provenance = {
-        "stage": "rckd-stage2",
-        "task": recipe.task,
-        "init": start.identity(),
-        "data": list(data_names),
-        "train_tiles": len(train),
-        "val_tiles": len(val) if val is not None else 0,
+    record = provenance(
+        "rckd-stage2", recipe, init=start.identity(), data=list(data_names),
+        train_tiles=len(train), val_tiles=len(val) if val is not None else 0,
         **(extra_provenance or {}),
-    }
+    )  # fmt: skip
     kind = ClassificationTask if recipe.task == "classify" else SegmentationTask
     objective = kind(model, len(class_names), class_names)
     fit_config = stage_fit_config(
-        recipe.steps,
-        recipe.epochs,
-        total_steps,
-        batch_size=recipe.batch_size,
-        lr=recipe.lr,
-        patience=recipe.patience,
+        recipe, total_steps, record, patience=recipe.patience,
         backbone_lr_scale=recipe.pretrained_backbone_lr if start.name != "none" else 1.0,
-        device=recipe.device,
-        num_workers=recipe.workers,
-        seed=recipe.seed,
-        compile=recipe.compile,
-        provenance=provenance,
-    )
+    )  # fmt: skip
     result = fit(objective, train, val, fit_config, out_dir, callbacks, stop_event)
     if launch().rank == 0:
         record_best_metrics(result)
@@ -232,7 +214,7 @@ def _check_tile_folders(tiles, data, groups) -> None:
         warn_about_copies(tiles)
 
 
-def scale_note(tiles, start: Init, recipe: Recipe) -> str | None:
+def scale_note(tiles, start: Init, recipe: Stage2Recipe) -> str | None:
     """One line stating the scale assumed for tiles without an mpp, when the init was
     trained at a known one (the model then sees them at a scale nobody chose)."""
     from PIL import Image
@@ -316,71 +298,3 @@ def record_best_metrics(result: FitResult) -> None:
     model, metadata = load_checkpoint(result.best_checkpoint)
     provenance = {**metadata.get("provenance", {}), "validation": metrics}
     save_checkpoint(result.best_checkpoint, model, provenance)
-
-
-def format_metrics(metrics: dict) -> str:
-    """Metrics as aligned lines: overall scores first, then one line per class."""
-    overall = [k for k in metrics if "/" not in k and k != "step"]
-    per_class = [k for k in metrics if "/" in k]
-    lines = [f"  {k:<18} {metrics[k]:.4f}" for k in overall]
-    lines += [f"  {k:<18} {metrics[k]:.4f}" for k in per_class]
-    return "\n".join(lines)
-
-
-def evaluate_tiles(
-    checkpoint: str | os.PathLike,
-    folders: Sequence[str | os.PathLike],
-    label_from: str = "auto",
-    data_mpp: float | None = None,
-    batch_size: int = 16,
-    skip_unknown: bool = False,
-    track: Callable[[Iterable, int], Iterable] | None = None,
-) -> dict[str, float]:
-    """A classifier checkpoint's metrics on labelled tile folders (its own class names).
-
-    Tiles of classes the model does not know are refused, or with ``skip_unknown`` left out
-    and counted as ``skipped/<class>``. A warning says when test tiles are ones the model
-    was trained or validated on (`in_sample.tiles_seen`). ``track(batches, count)`` may wrap
-    the batches (a progress bar).
-    """
-    import torch
-    from torch.utils.data import DataLoader
-
-    from napari_rckd.models import load_checkpoint
-    from napari_rckd.training.data.labelled import TileFolderDataset, scan_tile_folders
-    from napari_rckd.training.tasks import ClassificationTask
-
-    model, metadata = load_checkpoint(checkpoint)
-    config = model.config
-    if config.task != "classify":
-        raise RckdError(
-            f"{Path(checkpoint).name} is a {config.task} model, not a classifier; give a "
-            "checkpoint from `napari-rckd finetune --task classify`"
-        )
-    tiles = scan_tile_folders(folders, label_from=label_from, mpp=data_mpp)
-    unknown = sorted({t.label for t in tiles} - set(config.class_names))
-    if unknown and not skip_unknown:
-        raise RckdError(
-            f"the tiles have labels {', '.join(unknown)} that {Path(checkpoint).name} does not "
-            f"know (its classes: {', '.join(config.class_names)}); remove those tiles or pass "
-            "--skip-unknown"
-        )
-    skipped = {f"skipped/{name}": float(sum(t.label == name for t in tiles)) for name in unknown}
-    tiles = [t for t in tiles if t.label not in unknown]
-    if not tiles:
-        raise RckdError(
-            f"no tile has a class {Path(checkpoint).name} knows ({', '.join(config.class_names)})"
-            "; check --label-from"
-        )
-    warning = tiles_seen(
-        metadata.get("provenance", {}), [t.path for t in tiles], folders, Path(checkpoint).name
-    )
-    if warning:
-        log.warning(warning)
-    dataset = TileFolderDataset(tiles, config.class_names, config.tile_size, config.input_mpp)
-    task = ClassificationTask(model, config.num_outputs, config.class_names)
-    loader = DataLoader(dataset, batch_size=batch_size)
-    with torch.inference_mode():
-        metrics = task.evaluate(loader if track is None else track(loader, len(loader)))
-    metrics["tiles"] = float(len(dataset))
-    return {**metrics, **skipped}
