@@ -109,6 +109,7 @@ def test_a_model_fine_tuned_on_the_corrections_goes_live(analyze, qtbot):
 def test_suggest_regions_lists_and_jumps(analyze, qtbot):
     panel, viewer = analyze.correct, analyze.viewer
     panel.suggest_area.setCurrentIndex(1)  # the whole (768² px) crop
+    panel.second.setChecked(False)  # the unsure share alone (builtin is slow on a CPU)
     worker = panel.suggest_regions(top=4)
     assert worker is not None, panel.status.text()
     qtbot.waitUntil(lambda: panel.worker is None, timeout=60000)

@@ -45,5 +45,18 @@ def test_suggest_on_a_real_slide():
         assert 1 <= len(found) <= 3 and found[0].score >= found[-1].score
         assert found[0].height == round(128 * 0.5 / slide.mpp)
         assert all(0 <= s.unsure <= 1 for s in found)
+        # with a second opinion: ranked by the mean percentile rank of both signals
+        steps = list(suggest(slide, teacher, (800, 600, 1300, 1100), top=16, tile_px=128,
+                             other=get_teacher("otsu")))  # fmt: skip
+        both = steps[-1][2]
+        assert all(s.disagree is not None for s in both) and 2 <= len(both) <= 16
+        assert [s.score for s in both] == sorted((s.score for s in both), reverse=True)
+        from scipy.stats import rankdata
+
+        n = len(both)  # glass tiles are not scored
+        ranks = (rankdata([s.unsure for s in both]) + rankdata([s.disagree for s in both])) / (
+            2 * n
+        )
+        assert [s.score for s in both] == pytest.approx(list(ranks))
         with pytest.raises(RckdError, match="smaller than half"):
             list(suggest(slide, teacher, (0, 0, 10, 10)))

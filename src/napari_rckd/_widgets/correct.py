@@ -16,6 +16,7 @@ import numpy as np
 from napari.qt.threading import thread_worker
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QGridLayout,
     QGroupBox,
@@ -71,6 +72,12 @@ class CorrectPanel(QGroupBox):
         )
         self.suggest_area = QComboBox()
         self.suggest_area.addItems(["in the view", "in the whole slide"])
+        self.second = QCheckBox("with a second opinion (csat vs builtin)")
+        self.second.setChecked(True)
+        self.second.setToolTip(
+            "also rank by how much a second nuclei model disagrees (builtin, or csat when the "
+            "live model is builtin): better at finding errors (docs/correct.md), twice the work"
+        )
         self.suggestions = QListWidget()
         self.suggestions.setMaximumHeight(110)
         self.status = QLabel(
@@ -89,6 +96,7 @@ class CorrectPanel(QGroupBox):
         row.addWidget(self.suggest_button, 0, 0)
         row.addWidget(self.suggest_area, 0, 1)
         layout.addLayout(row)
+        layout.addWidget(self.second)
         layout.addWidget(self.suggestions)
         layout.addWidget(self.status)
         self.here.clicked.connect(lambda: self.correct_here())
@@ -260,7 +268,8 @@ class CorrectPanel(QGroupBox):
         from napari_rckd.inference.suggest import suggest
 
         session = self.current_session()
-        steps = suggest(session.slide, session.teacher, _suggest_box(self), top=top)
+        other = self.second_opinion(session.teacher) if self.second.isChecked() else None
+        steps = suggest(session.slide, session.teacher, _suggest_box(self), top=top, other=other)
         if sync:
             updates = list(steps)  # (done, total, best so far) after each tile
             self.show_suggestions(updates[-1][2] if updates else [])
@@ -284,6 +293,15 @@ class CorrectPanel(QGroupBox):
         worker.start()
         return worker
 
+    def second_opinion(self, teacher):
+        """builtin beside the live model, or csat when the live model is builtin (made once)."""
+        from napari_rckd.teachers import get_teacher
+
+        name = "csat" if teacher.name in ("builtin", "hybrid") else "builtin"
+        if getattr(self, "_second", None) is None or self._second.name != name:
+            self._second = get_teacher(name, device=getattr(teacher, "device", None))
+        return self._second
+
     def show_suggestions(self, found) -> None:
         """The suggestions as rectangles (µm) over the slide and as a list, best first."""
         layer, slide = self.host._slide()
@@ -305,7 +323,8 @@ class CorrectPanel(QGroupBox):
         self.suggestions.blockSignals(True)
         self.suggestions.clear()
         for i, s in enumerate(self.found, 1):
-            self.suggestions.addItem(f"{i}. unsure {s.unsure:.1%} at ({s.x}, {s.y})")
+            also = "" if s.disagree is None else f", disagree {s.disagree:.0%}"
+            self.suggestions.addItem(f"{i}. unsure {s.unsure:.1%}{also} at ({s.x}, {s.y})")
         self.suggestions.blockSignals(False)
         self.status.setText(
             f"{len(self.found)} regions where the model is least sure; click one to go there, "

@@ -1,11 +1,12 @@
 """Where to correct next: tiles of a slide ranked by how unsure the nuclei model is.
 
-The signal (measured by ``napari-rckd bench suggest`` on the labelled nuclei sources, see
-docs/correct.md) is the model's *unsure share*: the share of a tile's pixels whose nuclear
-probability lies between 0.2 and 0.8, where the model hesitates between nucleus and not.
-With a second model (``other``), the disagreement between the two models' nuclei (1 − F1
-of their instances matched at IoU > 0.5) can be used instead or averaged in by rank. Qt-free: the
-Analyze widget draws the top tiles as a Shapes layer; the bench scores the ranking.
+Two signals, measured by ``napari-rckd bench suggest`` on the labelled nuclei sources (see
+docs/correct.md): the model's *unsure share*, the share of a tile's pixels whose nuclear
+probability lies between 0.2 and 0.8, where it hesitates between nucleus and not; and, with a
+second model (``other``), their *disagreement*, 1 − F1 of the two models' nuclei matched at
+IoU > 0.5. With both, a tile's score is the mean of its two percentile ranks among the tiles
+scored so far (the combination that did best over both definitions of "a tile has an error");
+alone, the unsure share. Qt-free: the Analyze widget draws the top tiles as a Shapes layer.
 """
 
 from __future__ import annotations
@@ -104,21 +105,34 @@ def suggest(
         raise RckdError(f"{slide.path.name} does not record its pixel size; set its µm / pixel")
     size_l0 = tile_px * teacher.mpp / slide.mpp
     corners = tile_boxes(box, slide.shape, size_l0, limit)
-    found: list[Suggestion] = []
+    scored: list[Suggestion] = []
     side = int(round(size_l0))
     for done, (y, x) in enumerate(corners, 1):
         if stop is not None and stop():
             break
         tile = slide.read_at_mpp(y, x, tile_px, teacher.mpp)
-        if tile.mean() > GLASS and tile.std() < 20:
-            yield done, len(corners), found[:top]
-            continue
-        output = teacher.predict(tile, teacher.mpp)
-        unsure = unsure_share(output.prob)
-        disagree = None
-        if other is not None:
-            disagree = disagreement(output.labels, other.predict(tile, teacher.mpp).labels)
-        score = unsure if disagree is None else (unsure + disagree) / 2
-        found.append(Suggestion(y, x, side, side, score, unsure, disagree))
-        found.sort(key=lambda s: -s.score)
-        yield done, len(corners), found[:top]
+        if not (tile.mean() > GLASS and tile.std() < 20):
+            output = teacher.predict(tile, teacher.mpp)
+            unsure = unsure_share(output.prob)
+            disagree = None
+            if other is not None:
+                disagree = disagreement(output.labels, other.predict(tile, teacher.mpp).labels)
+            scored.append(Suggestion(y, x, side, side, unsure, unsure, disagree))
+        yield done, len(corners), ranked(scored)[:top]
+
+
+def ranked(scored: list[Suggestion]) -> list[Suggestion]:
+    """``scored`` best first: by the mean percentile rank of unsure share and disagreement
+    when there is a second model, else by unsure share."""
+    from dataclasses import replace
+
+    if not scored or scored[0].disagree is None:
+        return sorted(scored, key=lambda s: -s.unsure)
+    from scipy.stats import rankdata
+
+    count = len(scored)
+    unsure = rankdata([s.unsure for s in scored]) / count
+    disagree = rankdata([s.disagree for s in scored]) / count
+    scores = (unsure + disagree) / 2
+    order = np.argsort(-scores, kind="stable")
+    return [replace(scored[i], score=float(scores[i])) for i in order]
