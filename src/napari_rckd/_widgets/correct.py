@@ -315,7 +315,7 @@ class CorrectPanel(QGroupBox):
         if boxes:
             shapes = self.host.viewer.add_shapes(
                 boxes, shape_type="rectangle", name=name, edge_color="yellow",
-                face_color="transparent", edge_width=2 * m, units=("um", "um"),
+                face_color="transparent", edge_width=0.04 * self.found[0].height * m, units=("um", "um"),
                 text={"string": [str(i + 1) for i in range(len(boxes))], "color": "yellow"},
             )  # fmt: skip
             shapes.editable = False
