@@ -37,6 +37,7 @@ from napari_rckd.defaults import PRIOR_SUFFIX
 from napari_rckd.errors import RckdError
 from napari_rckd.training.callbacks import Callback
 from napari_rckd.training.config import FitResult
+from napari_rckd.training.recipes.common import RecipeOptions
 from napari_rckd.training.run_notes import run_log, tell
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,26 @@ REPLAY_SHARE = 0.3
 HOLDOUT_SHARE = 0.25
 REPLAY_TILES = 48  # tissue tiles of the corrections' slides answered by the starting model
 SCORES_FILE = "scores.json"
+
+
+@dataclass
+class NucleiRecipe(RecipeOptions):
+    """The choices of a nuclei fine-tune, as `recipes` records them: a checkpoint's provenance
+    is this recipe (`dataclasses.asdict`) plus what the run read."""
+
+    init: str = "csat"
+    replay_share: float = REPLAY_SHARE
+    replay_tiles: int = REPLAY_TILES
+    slide_replay: bool = True
+    holdout_share: float = HOLDOUT_SHARE
+    steps: int = NUCLEI_FINETUNE_STEPS
+    batch_size: int = NUCLEI_FINETUNE_BATCH
+    tile_size: int = NUCLEI_FINETUNE_TILE
+    lr: float = NUCLEI_FINETUNE_LR
+    train_encoder: bool = False
+    device: str = "auto"
+    workers: int = 0
+    seed: int = 0
 
 
 @dataclass
@@ -235,24 +256,28 @@ def finetune_nuclei(
             steps * batch_size, out_dir / "replay-cache", slide_mpp,
         )  # fmt: skip
         tell(f"replay: {share:.0%} of the crops; {replay_note}")
-        provenance = {
-            "stage": "nuclei-finetune",
-            "start": {"given": start.given, "identity": starting.identity,
-                      "provenance": (metadata or {}).get("provenance", {}).get("recipe")},
-            "regions": [_region_entry(i) for i in train_images],
-            "held_out": [_region_entry(i) for i in held],
-            "replay_share": share,
-            "replay": replay_note,
-            "mpp": mpp,
-            "tile_size": tile_size,
-            "classical_prior": start.prior,
-            "encoder": "trained" if train_encoder else "frozen",
-        }  # fmt: skip
-        from types import SimpleNamespace
+        from napari_rckd.training.recipes.common import provenance as recipe_provenance
 
-        options = SimpleNamespace(steps=steps, batch_size=batch_size, lr=lr, device=device,
-                                  workers=workers, seed=seed)  # fmt: skip
-        fit_config = stage_fit_config(options, steps, provenance, tensorboard=False)
+        recipe = NucleiRecipe(
+            init=init, replay_share=replay_share, replay_tiles=replay_tiles,
+            slide_replay=slide_replay, holdout_share=holdout_share, steps=steps,
+            batch_size=batch_size, tile_size=tile_size, lr=lr, train_encoder=train_encoder,
+            device=device, workers=workers, seed=seed,
+        )  # fmt: skip
+        started = (metadata or {}).get("provenance", {}).get("recipe")
+        provenance = recipe_provenance(
+            "nuclei-finetune",
+            recipe,
+            start={"given": start.given, "identity": starting.identity, "recipe": started},
+            regions=[_region_entry(i) for i in train_images],
+            held_out=[_region_entry(i) for i in held],
+            replay_share=share,  # the share used: 0 when there was nothing to replay
+            replay=replay_note,
+            mpp=mpp,
+            classical_prior=start.prior,
+            encoder="trained" if train_encoder else "frozen",
+        )
+        fit_config = stage_fit_config(recipe, steps, provenance, tensorboard=False)
         task = DistillationTask(model, channel_weights=(1.0, 1.0))
         result = fit(task, train, None, fit_config, out_dir, callbacks, stop_event)
         weights = result.last_checkpoint
