@@ -146,3 +146,43 @@ def test_closing_the_widget_releases_its_keys(viewer_and_widget):
     widget.close()
     assert not any(key in viewer.keymap for key in keys)
     viewer.add_points([[10, 10]])  # the viewer's layer events no longer reach the widget
+
+
+def test_nuclei_from_corrections_trains_in_the_child_and_goes_live(viewer_and_widget, qtbot):
+    """Saved corrections of the open slide are listed; a tiny fine-tune runs in the child
+    process with progress and loss, shows before → after and is sent to live analysis."""
+    from napari_rckd._widgets.train_job import TRAINED
+    from napari_rckd.io import open_slide
+    from napari_rckd.io.corrections import CorrectionsFolder
+    from napari_rckd.teachers import get_teacher
+
+    viewer, widget = viewer_and_widget
+    path = viewer.layers[0].metadata["path"]
+    folder = CorrectionsFolder(path)
+    teacher = get_teacher("classical")
+    with open_slide(path) as slide:
+        for y, x in ((400, 400), (1200, 900), (2000, 1400)):
+            image = slide.read_region(0, y, x, 96, 96)
+            labels = teacher.predict(image, slide.mpp).labels
+            folder.save(image, labels, slide.mpp, bounds=dict(y=y, x=x, height=96, width=96),
+                        model=teacher.identity, answer=labels)  # fmt: skip
+    widget._refresh_layers()
+    box = widget.nuclei_box
+    box.setChecked(True)
+    assert not widget.stage1_box.isChecked() and box.folders.count() == 1
+    box.steps.setValue(2)
+    box.crop.setValue(64)
+    box.batch.setValue(2)
+    received = []
+    TRAINED.model_ready.connect(lambda spec, kind: received.append((spec, kind)))
+
+    widget._on_start_clicked()
+    assert widget.running
+    qtbot.waitUntil(lambda: not widget.running, timeout=TRAINING_S)
+    assert widget.status.text().startswith("Training completed."), widget.status.text()
+    assert widget.progress.value() == widget.progress.maximum() == 2
+    assert len(widget.plot.loss) == 2
+    assert "held out from training: Dice" in widget.comparison.text(), widget.comparison.text()
+    assert received and received[-1][1] == "nuclei" and received[-1][0].endswith("last.safetensors")
+    assert "nuclei: replay:" in widget.notes_label.text()
+    assert get_teacher(received[-1][0]).mpp == 0.5

@@ -37,6 +37,7 @@ from napari_rckd._widgets.choices import (
     RecentModels,
     detect_devices,
 )
+from napari_rckd._widgets.correct import CorrectPanel
 from napari_rckd._widgets.form import confirm_replace, folder_row, reporting, scrolling_layout
 from napari_rckd._widgets.live import LiveAnalysis
 from napari_rckd._widgets.mpp_field import MppField
@@ -140,6 +141,8 @@ class AnalyzeWidget(QWidget):
         layout = scrolling_layout(self)
         layout.addLayout(form)
         layout.addWidget(self.live_box)
+        self.correct = CorrectPanel(self)  # correct the live nuclei, saved beside the slide
+        layout.addWidget(self.correct)
         layout.addWidget(whole)
         layout.addWidget(export)
         layout.addWidget(self.status)

@@ -35,6 +35,7 @@ from napari_rckd._widgets.form import scrolling_layout
 from napari_rckd._widgets.keys import ViewerKeys
 from napari_rckd._widgets.loss_plot import LossPlot
 from napari_rckd._widgets.train_job import TrainSettings
+from napari_rckd._widgets.train_nuclei import NucleiBox
 from napari_rckd._widgets.train_session import TrainSession
 
 
@@ -66,8 +67,13 @@ class TrainWidget(QWidget):
         self._build_stage2(d)
         shared = self._build_shared()
         self._build_progress()
+        # nuclei from my corrections: instead of the two stages
+        self.nuclei_box = NucleiBox(self.viewer)
+        self.nuclei_box.toggled.connect(self._on_nuclei_toggled)
+        for box in (self.stage1_box, self.stage2_box):
+            box.toggled.connect(lambda on: on and self.nuclei_box.setChecked(False))
         layout = scrolling_layout(self)  # taller than a laptop screen: it scrolls
-        for w in (self.stage1_box, self.stage2_box):
+        for w in (self.stage1_box, self.stage2_box, self.nuclei_box):
             layout.addWidget(w)
         layout.addLayout(shared)
         buttons = QHBoxLayout()
@@ -86,6 +92,11 @@ class TrainWidget(QWidget):
         self.stop_button.clicked.connect(self.session.stop)
         self.resume_button.clicked.connect(self._on_resume_clicked)
         self.use_button.clicked.connect(self.session.use_model)
+
+    def _on_nuclei_toggled(self, on: bool) -> None:
+        if on:  # one kind of training per run
+            self.stage1_box.setChecked(False)
+            self.stage2_box.setChecked(False)
 
     def _build_stage1(self, d: TrainSettings) -> None:
         self.stage1_box = QGroupBox("Stage 1: distil the teacher on unlabeled slides")
@@ -194,6 +205,7 @@ class TrainWidget(QWidget):
             path = layer.metadata.get("path") if isinstance(layer, Image) else None
             if path and path not in known:
                 self._add_slide_item(path, checked=True)
+        self.nuclei_box.refresh()
         for box, kind in ((self.shapes_box, Shapes), (self.labels_box, Labels)):
             current = box.currentText()
             box.clear()
@@ -252,6 +264,7 @@ class TrainWidget(QWidget):
             classes=[self.class_list.item(i).text() for i in range(self.class_list.count())],
             stage2_budget=self.stage2_budget.value(),
             compare_random=self.compare_random.isChecked(),
+            **self.nuclei_box.settings(),
         )
 
     def _layer(self, box: QComboBox):

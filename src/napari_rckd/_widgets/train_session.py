@@ -20,6 +20,7 @@ from napari_rckd._widgets.train_job import (
     comparison_text,
     format_eta,
     prepare_job,
+    scores_text,
 )
 from napari_rckd.errors import RckdError
 from napari_rckd.training.subprocess_runner import TrainingJob, TrainingProcess
@@ -134,6 +135,8 @@ class TrainSession:
             self.notes.append(f"{stage}: {event['message']}")
         elif kind == "comparison":
             self.comparison = comparison_text(event)
+        elif kind == "scores":
+            self.comparison = scores_text(event)
         elif kind == "end":
             self._finished(event)
         elif kind == "error":

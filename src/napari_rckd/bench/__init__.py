@@ -1,6 +1,6 @@
 """Benchmarks: each prints a table of figures and can write them as JSON.
 
-`napari-rckd bench read|models|train|infer|transfer|mpp|fuzz|faults|scale|cohort|browse|viewport|gpu ...`; every target is a module in this
+`napari-rckd bench read|models|train|infer|transfer|mpp|suggest|fuzz|faults|scale|cohort|browse|viewport|gpu ...`; every target is a module in this
 package with ``add_arguments(parser)`` and ``run(args)``, imported only when chosen.
 """
 
@@ -60,6 +60,10 @@ TARGETS: dict[str, tuple[str, str]] = {
     "browse": (
         "napari_rckd.bench.browse",
         "live nuclei over many views of a large slide in napari: RSS against the memory budget",
+    ),
+    "suggest": (
+        "napari_rckd.bench.suggest",
+        "Suggest regions: precision of 'tile has a nuclei error' of each signal vs random tiles",
     ),
     "viewport": (
         "napari_rckd.bench.viewport",

@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 
 from napari_rckd.commands import checks
+from napari_rckd.commands.arguments import positive_int, share
 from napari_rckd.commands.pretrain import (
     add_shared_training_arguments,
     default_budget,
     stop_on_signals,
 )
 from napari_rckd.defaults import FINETUNE_STEPS, HEADS
+from napari_rckd.errors import RckdError
 from napari_rckd.training.recipes.stage2 import TASKS, Stage2Data, Stage2Recipe
 
 EPILOG = """examples:
@@ -47,6 +49,9 @@ EPILOG = """examples:
   napari-rckd finetune --task segment --slide case1.svs --masks case1_mask.tif \\
       --classes normal,tumour --out runs/seg --epochs 20
 
+  # nuclei: teach the nuclei model your corrections (saved by Analyze slide beside the slide)
+  napari-rckd finetune case1.svs.corrections --task nuclei --init csat --out runs/nuclei-case1
+
   # two GPUs
   torchrun --standalone --nproc-per-node 2 -m napari_rckd.cli finetune tiles/crc/ --out runs/crc --epochs 30
 """
@@ -56,10 +61,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument(
-        "data", nargs="*", metavar="TILE_FOLDER", help="folders of labelled tiles (classify)"
+        "data",
+        nargs="*",
+        metavar="TILE_FOLDER|CORRECTIONS",
+        help="folders of labelled tiles (classify), or nuclei folders (--task nuclei): a "
+        "slide's .corrections folder or any X.tif beside X_label.tif with a manifest.csv",
     )
     parser.add_argument(
-        "--task", choices=TASKS, default=Stage2Recipe.task, help=f"default {Stage2Recipe.task}"
+        "--task",
+        choices=(*TASKS, "nuclei"),
+        default=Stage2Recipe.task,
+        help=f"default {Stage2Recipe.task}; nuclei: fine-tune a nuclei model on corrections "
+        "(docs/correct.md)",
     )
     parser.add_argument(
         "--init",
@@ -105,6 +118,93 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_recipe_arguments(parser)
     # Stage 2 starts from the init checkpoint's backbone unless told otherwise (None).
     add_shared_training_arguments(parser, Stage2Recipe(), steps=FINETUNE_STEPS)
+    add_nuclei_arguments(parser)
+    # --task nuclei has defaults of its own: these are filled in by `task_defaults`
+    parser.set_defaults(tile_size=None, batch_size=None, lr=None, workers=None)
+
+
+def add_nuclei_arguments(parser: argparse.ArgumentParser) -> None:
+    from napari_rckd.training.nuclei_finetune import (
+        HOLDOUT_SHARE,
+        NUCLEI_FINETUNE_BATCH,
+        NUCLEI_FINETUNE_LR,
+        NUCLEI_FINETUNE_STEPS,
+        NUCLEI_FINETUNE_TILE,
+        REPLAY_SHARE,
+        REPLAY_TILES,
+    )
+
+    group = parser.add_argument_group(
+        "--task nuclei (teach a nuclei model your tissue)",
+        f"--init csat (default), learned, builtin or a nuclei checkpoint; defaults --steps "
+        f"{NUCLEI_FINETUNE_STEPS}, --batch-size {NUCLEI_FINETUNE_BATCH}, --tile-size "
+        f"{NUCLEI_FINETUNE_TILE} at the model's own µm/px, --lr {NUCLEI_FINETUNE_LR:g}, "
+        "--workers 0",
+    )
+    group.add_argument(
+        "--replay",
+        type=share_or_zero,
+        default=REPLAY_SHARE,
+        metavar="SHARE",
+        help=f"share of crops replaying what the model knew (default {REPLAY_SHARE}; 0: none)",
+    )
+    group.add_argument(
+        "--replay-data",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="more replay: a labelled nuclei folder (its ground truth), or slides / images the "
+        "starting model answers (repeatable); the corrections' context crops and slides are "
+        "always used when present",
+    )
+    group.add_argument(
+        "--replay-tiles",
+        type=positive_int,
+        default=REPLAY_TILES,
+        help=f"tissue tiles of replay slides answered once (default {REPLAY_TILES})",
+    )
+    group.add_argument(
+        "--no-slide-replay",
+        action="store_true",
+        help="leave out the slides the corrections came from",
+    )
+    group.add_argument(
+        "--holdout",
+        type=share_or_zero,
+        default=HOLDOUT_SHARE,
+        metavar="SHARE",
+        help=f"share of corrected regions held out, by region, for the before → after scores "
+        f"(default {HOLDOUT_SHARE})",
+    )
+    group.add_argument(
+        "--train-encoder",
+        action="store_true",
+        help="train the whole network, not only its decoder (slower; more to forget)",
+    )
+
+
+def share_or_zero(text: str) -> float:
+    return 0.0 if float(text) == 0 else share(text)
+
+
+STAGE2_DEFAULTS = ("tile_size", "batch_size", "lr", "workers")
+
+
+def task_defaults(args: argparse.Namespace) -> None:
+    """The options the user left out, at their task's defaults."""
+    if args.task == "nuclei":
+        from napari_rckd.training import nuclei_finetune as nf
+
+        defaults = dict(tile_size=nf.NUCLEI_FINETUNE_TILE, batch_size=nf.NUCLEI_FINETUNE_BATCH,
+                        lr=nf.NUCLEI_FINETUNE_LR, workers=0, steps=nf.NUCLEI_FINETUNE_STEPS)  # fmt: skip
+        if args.epochs is not None:
+            raise RckdError("--task nuclei counts --steps, not --epochs; give --steps N")
+    else:
+        recipe = Stage2Recipe()
+        defaults = {name: getattr(recipe, name) for name in STAGE2_DEFAULTS}
+    for name, value in defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
 
 
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
@@ -134,6 +234,9 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    task_defaults(args)
+    if args.task == "nuclei":
+        return run_nuclei(args)
     checks.finetune(args)  # before torch loads: a typo answers at once
     from napari_rckd.devices import launch
 
@@ -161,4 +264,49 @@ def run(args: argparse.Namespace) -> int:
         if best is not None:
             print(f"validation metrics of the best checkpoint (step {result.best_step}):")
             print(format_metrics(best))
+    return 0
+
+
+def run_nuclei(args: argparse.Namespace) -> int:
+    """``--task nuclei``: fine-tune a nuclei model on corrections (nuclei folders)."""
+    if not args.data:
+        raise RckdError(
+            "--task nuclei needs CORRECTIONS: a slide's .corrections folder or a nuclei folder"
+        )
+    for flag in ("annotations", "masks", "classes", "groups", "data_mpp"):
+        if getattr(args, flag) is not None:
+            name = "--" + flag.replace("_", "-")
+            raise RckdError(f"{name} does not apply to --task nuclei; leave it out")
+    checks.existing(args.data, "corrections folder", folder=True)
+    from napari_rckd.training import TqdmProgress
+    from napari_rckd.training.nuclei_finetune import finetune_nuclei, scores_line
+
+    with stop_on_signals() as stop:
+        result = finetune_nuclei(
+            args.data,
+            args.out,
+            init=args.init or "csat",
+            replay=args.replay_data,
+            replay_share=args.replay,
+            replay_tiles=args.replay_tiles,
+            slide_replay=not args.no_slide_replay,
+            holdout_share=args.holdout,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            tile_size=args.tile_size,
+            lr=args.lr,
+            train_encoder=args.train_encoder,
+            device=args.device,
+            workers=args.workers,
+            seed=args.seed,
+            resume=args.resume,
+            slide_mpp=args.slide_mpp,
+            callbacks=[TqdmProgress()],
+            stop_event=stop,
+        )
+    print(f"run {result.fit.status} at step {result.fit.step}")
+    if result.scores:
+        print(scores_line(result.scores))
+    if result.spec:
+        print(f"nuclei model: {result.spec}  (give it to --nuclei, --teacher or Analyze slide)")
     return 0

@@ -5,7 +5,10 @@ The GUI must never freeze and must get its GPU memory back, so training runs in
 exits (releasing every CUDA allocation) when the job ends. The parent talks to it through
 files in the run folder and one pipe:
 
-- ``job.json`` (written atomically before the start) says what to train: stage 1
+- ``job.json`` (written atomically before the start) says what to train: a nuclei model
+  from corrections (`nuclei_finetune.finetune_nuclei` keyword arguments; the ``end`` event's
+  checkpoint is then the new model's spec, and a ``scores`` event gives before → after on
+  the held-out corrected regions), or stage 1
   (`Stage1Recipe` fields and the slides of `recipes.stage1.pretrain`), stage 2
   (`Stage2Recipe` and `Stage2Data` fields and ``init``, which defaults to stage 1's best
   checkpoint), each flat, or both; with ``compare_random`` stage 2 is trained again from random weights into ``stage2-random``, and a ``comparison``
@@ -61,13 +64,14 @@ class TrainingJob:
     out_dir: str
     stage1: dict | None = None
     stage2: dict | None = None
+    nuclei: dict | None = None  # `finetune_nuclei` keyword arguments: nuclei from corrections
     resume: bool = False
     threads: int | None = None  # torch CPU threads in the child (None: torch's default)
     compare_random: bool = False  # stage 2 again from random weights, to show what the init gave
     extra: dict = field(default_factory=dict)  # free-form notes kept with the job
 
     def __post_init__(self) -> None:
-        if self.stage1 is None and self.stage2 is None:
+        if self.stage1 is None and self.stage2 is None and self.nuclei is None:
             raise RckdError("a training job needs stage 1, stage 2 or both; neither was given")
 
     @classmethod
@@ -180,6 +184,8 @@ def _run_stages(job: TrainingJob, writer: EventWriter, out: Path, stop: threadin
     threading.Thread(
         target=_watch_stop_file, args=(out / STOP_FILE, stop, writer), daemon=True
     ).start()
+    if job.nuclei is not None:
+        return _run_nuclei(job, writer, out, stop)
     checkpoint = None
     if job.stage1 is not None:
         writer.emit("status", message="stage 1: reading tissue tiles and teacher responses")
@@ -223,6 +229,22 @@ def _run_stages(job: TrainingJob, writer: EventWriter, out: Path, stop: threadin
                 random=random.best_metric,
             )
     return _end(writer, status, checkpoint, kind)
+
+
+def _run_nuclei(job: TrainingJob, writer: EventWriter, out: Path, stop: threading.Event) -> dict:
+    """Nuclei from corrections: fine-tune, then the held-out scores and the new model's spec
+    (with ``+classical`` when it started from builtin) as the checkpoint."""
+    from napari_rckd.training.nuclei_finetune import finetune_nuclei
+
+    writer.stage = "nuclei"
+    writer.emit("status", message="nuclei: reading the corrections and the replay")
+    result = finetune_nuclei(
+        out_dir=out / "nuclei", resume=job.resume, callbacks=[writer], stop_event=stop,
+        **job.nuclei,
+    )  # fmt: skip
+    if result.scores:
+        writer.emit("scores", **{k: result.scores[k] for k in ("regions", "before", "after")})
+    return _end(writer, result.fit.status, result.spec, "nuclei")
 
 
 def _backbone_of(checkpoint) -> str:

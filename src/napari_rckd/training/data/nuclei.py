@@ -153,9 +153,27 @@ class NucleiCropDataset(Dataset):
             else:
                 targets, masks = target_channels(target, has_instances)
             self.data.append((image, targets, masks))
+        self._weigh()
+        log.info("%d nuclei images at %g µm/px", len(self.data), mpp)
+
+    @classmethod
+    def from_targets(
+        cls, data: Sequence[tuple], size: int, count: int, seed: int = 0, augment=None
+    ) -> NucleiCropDataset:
+        """Crops of images whose targets are already made: ``data`` holds (RGB H×W×3 uint8,
+        targets 2×H×W float32, masks 2×H×W float32) at least ``size`` px a side (e.g. a
+        model's soft answers, for replay)."""
+        if not data:
+            raise RckdError("no nuclei images to train on")
+        dataset = cls.__new__(cls)
+        dataset.size, dataset.count, dataset.seed, dataset.augment = size, count, seed, augment
+        dataset.data = list(data)
+        dataset._weigh()
+        return dataset
+
+    def _weigh(self) -> None:
         areas = np.array([d[0].shape[0] * d[0].shape[1] for d in self.data], float)
         self.weights = areas / areas.sum()
-        log.info("%d nuclei images at %g µm/px", len(self.data), mpp)
 
     def __len__(self) -> int:
         return self.count

@@ -1,0 +1,465 @@
+"""Fine-tuning a nuclei model on a user's corrections: "teach the nuclei model your tissue".
+
+``finetune_nuclei(CORRECTIONS, OUT, init="csat")`` continues training the starting model
+(``csat``, ``learned``, ``builtin`` = ``learned`` with the classical prior kept, or a nuclei
+checkpoint file) on nuclei folders: the corrections sidecars that Analyze slide writes, or any
+labelled nuclei set. So that the model does not forget what it knew, a share of the crops
+(``replay_share``) is *replay*:
+
+* the starting model's own answers on unlabelled tissue: the context crops saved around each
+  corrected region, the slides the corrections came from (when they are beside their
+  sidecars), and any slide or image folder given in ``replay``;
+* ground truth of any labelled nuclei folder given in ``replay`` (e.g. the original sources).
+
+The encoder stays frozen unless ``train_encoder``: a few regions retune the decoder, which
+on a 2-core CPU trains 4-5× faster than the whole network and keeps the features the model
+learned elsewhere. With no replay at all (a nuclei folder alone) it trains on the corrections alone, and says so.
+A share of the corrected regions (``holdout_share``, whole regions) is held out: the model is
+scored on them before and after (Dice, AJI, PQ, `napari_rckd.teachers.evaluation`), written to
+``OUT/scores.json`` and into the new checkpoint's provenance. The model is
+``OUT/last.safetensors``, usable wherever a nuclei model is named (``spec`` adds
+``+classical`` when the start had the prior).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_rckd.defaults import PRIOR_SUFFIX
+from napari_rckd.errors import RckdError
+from napari_rckd.training.callbacks import Callback
+from napari_rckd.training.config import FitResult
+from napari_rckd.training.recipes.common import RecipeOptions
+from napari_rckd.training.run_notes import run_log, tell
+
+log = logging.getLogger(__name__)
+
+# Defaults sized for "3 corrected 512² regions, Train to a new layer in ≤ 5 minutes on a
+# 2-core CPU" (docs/correct.md measures it).
+NUCLEI_FINETUNE_STEPS = 100
+NUCLEI_FINETUNE_BATCH = 8
+NUCLEI_FINETUNE_TILE = 192
+NUCLEI_FINETUNE_LR = 5e-4
+REPLAY_SHARE = 0.3
+HOLDOUT_SHARE = 0.25
+REPLAY_TILES = 48  # tissue tiles of the corrections' slides answered by the starting model
+SCORES_FILE = "scores.json"
+
+
+@dataclass
+class NucleiRecipe(RecipeOptions):
+    """The choices of a nuclei fine-tune, as `recipes` records them: a checkpoint's provenance
+    is this recipe (`dataclasses.asdict`) plus what the run read."""
+
+    init: str = "csat"
+    replay_share: float = REPLAY_SHARE
+    replay_tiles: int = REPLAY_TILES
+    slide_replay: bool = True
+    holdout_share: float = HOLDOUT_SHARE
+    steps: int = NUCLEI_FINETUNE_STEPS
+    batch_size: int = NUCLEI_FINETUNE_BATCH
+    tile_size: int = NUCLEI_FINETUNE_TILE
+    lr: float = NUCLEI_FINETUNE_LR
+    train_encoder: bool = False
+    device: str = "auto"
+    workers: int = 0
+    seed: int = 0
+
+
+@dataclass
+class Start:
+    """The model a fine-tune starts from."""
+
+    given: str  # what the user typed
+    path: Path  # its weights
+    prior: bool  # the classical detector's probability is averaged in (builtin)
+
+    def spec(self, path: Path | None = None) -> str:
+        """The nuclei-model spec of these weights (or of ``path``, the fine-tuned ones)."""
+        return f"{path or self.path}{PRIOR_SUFFIX if self.prior else ''}"
+
+
+@dataclass
+class NucleiFinetuneResult:
+    fit: FitResult
+    model: Path | None  # the new weights
+    spec: str | None  # what to give --nuclei / --teacher / Analyze slide
+    scores: dict | None  # before -> after on the held-out corrected regions
+
+
+def resolve_start(init: str) -> Start:
+    """``csat``, ``learned``, ``builtin`` or a nuclei ``.safetensors`` (optionally
+    ``+classical``) -> its weights file; anything else is refused in one sentence."""
+    from napari_rckd import zoo
+    from napari_rckd.files import check_readable
+    from napari_rckd.models.shipped import shipped_weights
+
+    given = str(init).strip()
+    prior = given.lower().endswith(PRIOR_SUFFIX)
+    name = given[: -len(PRIOR_SUFFIX)] if prior else given
+    model = zoo.find(name)
+    if model is not None:
+        if model.kind != zoo.NETWORK:
+            raise RckdError(
+                f"--init {given}: {model.name} has no weights to fine-tune; start from csat, "
+                "learned, builtin or a nuclei checkpoint (.safetensors)"
+            )
+        weights = "learned" if model.classical_prior else model.name
+        return Start(given, shipped_weights(weights), prior or model.classical_prior)
+    path = Path(name).expanduser()
+    if path.suffix != ".safetensors":
+        raise RckdError(
+            f"--init {given} is neither csat, learned, builtin nor a nuclei checkpoint "
+            "(.safetensors) made by pretrain, train-teacher or finetune --task nuclei"
+        )
+    check_readable(path, "--init checkpoint")
+    return Start(given, path, prior)
+
+
+def find_corrections(folders: Sequence[str | os.PathLike]) -> tuple[list, list]:
+    """Every corrected (labelled) image of ``folders`` as `GroundTruthImage`, each checked
+    (empty, sizes, mpp, integer labels), and the unlabelled context crops beside them."""
+    from napari_rckd.io.corrections import CONTEXT, read_pair
+    from napari_rckd.teachers.evaluation import find_ground_truth, manifest_mpps
+
+    if not folders:
+        raise RckdError("give at least one corrections folder (a nuclei folder) to learn from")
+    images, context = [], []
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            raise RckdError(
+                f"corrections folder {folder} does not exist; give the slide's .corrections "
+                "folder or a folder of X.tif beside X_label.tif"
+            )
+        found = find_ground_truth(folder)
+        for item in found:
+            read_pair(item.image_path, item.label_path, item.mpp)  # refuses a bad one, named
+        images += found
+        if (folder / CONTEXT).is_dir():
+            mpps = manifest_mpps(folder.resolve())
+            for path in sorted((folder / CONTEXT).glob("*.tif")):
+                if mpps.get(path.resolve()):
+                    context.append((path, mpps[path.resolve()]))
+    names = [str(i.image_path.resolve()) for i in images]
+    if len(set(names)) < len(names):
+        raise RckdError("a corrections folder was given twice; give each once")
+    return images, context
+
+
+def split_regions(count: int, share: float, seed: int) -> tuple[list[int], list[int]]:
+    """(training, held-out) region indices: ``round(count × share)`` whole regions held out,
+    at least one left to train on; none held out from fewer than two."""
+    if not 0 <= share < 1:
+        raise RckdError(f"--holdout share must be at least 0 and below 1, got {share}")
+    held = min(count - 1, int(round(count * share))) if count >= 2 else 0
+    order = np.random.default_rng(seed).permutation(count)
+    return sorted(order[held:].tolist()), sorted(order[:held].tolist())
+
+
+def sidecar_slides(folders: Sequence[Path], slide_mpp: float | None = None) -> list[Path]:
+    """The slides the corrections sidecars among ``folders`` were made from, when present and
+    readable with a pixel size (one that is not is left out of the replay, and the run says so)."""
+    from napari_rckd.io import open_slide
+    from napari_rckd.io.corrections import RECORD_FILE
+
+    slides = []
+    for folder in map(Path, folders):
+        record = folder / RECORD_FILE
+        if record.is_file():
+            name = json.loads(record.read_text(encoding="utf-8")).get("slide")
+            path = folder.parent / name if name else None
+            if path is None or not path.is_file():
+                continue
+            try:
+                with open_slide(path, mpp=slide_mpp) as slide:
+                    if slide.mpp is None:
+                        raise RckdError("it does not record its pixel size (give --slide-mpp)")
+            except Exception as error:  # the corrections still train; the replay is smaller
+                tell(f"replay: left out slide {path.name}, which cannot be used ({error})")
+                continue
+            slides.append(path)
+    return slides
+
+
+def finetune_nuclei(
+    corrections: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    init: str = "csat",
+    replay: Sequence[str | os.PathLike] = (),
+    replay_share: float = REPLAY_SHARE,
+    replay_tiles: int = REPLAY_TILES,
+    slide_replay: bool = True,
+    holdout_share: float = HOLDOUT_SHARE,
+    steps: int = NUCLEI_FINETUNE_STEPS,
+    batch_size: int = NUCLEI_FINETUNE_BATCH,
+    tile_size: int = NUCLEI_FINETUNE_TILE,
+    lr: float = NUCLEI_FINETUNE_LR,
+    train_encoder: bool = False,
+    device: str = "auto",
+    workers: int = 0,
+    seed: int = 0,
+    resume: bool = False,
+    slide_mpp: float | None = None,
+    callbacks: Sequence[Callback] = (),
+    stop_event: threading.Event | None = None,
+) -> NucleiFinetuneResult:
+    """Fine-tune the ``init`` nuclei model on ``corrections`` (nuclei folders) into ``out_dir``."""
+    from napari_rckd.models import load_checkpoint
+    from napari_rckd.teachers import get_teacher
+    from napari_rckd.teachers.network import has_contour_channel
+    from napari_rckd.training.loop import fit
+    from napari_rckd.training.recipes.common import check_out_dir, stage_fit_config
+    from napari_rckd.training.tasks import DistillationTask
+
+    out_dir = Path(out_dir)
+    if not 0 <= replay_share < 1:
+        raise RckdError(f"--replay must be a share from 0 to below 1, got {replay_share}")
+    if tile_size < 64 or tile_size % 32:
+        raise RckdError(f"--tile-size ({tile_size}) must be a multiple of 32 from 64")
+    start = resolve_start(init)
+    images, context = find_corrections(corrections)
+    check_out_dir(out_dir, resume)
+    with run_log(out_dir):
+        model, metadata = load_checkpoint(start.path)
+        config = model.config
+        if config.task != "dense" or not has_contour_channel(config):
+            raise RckdError(
+                f"--init {start.given} is not a nuclei model (a dense checkpoint with nuclei and "
+                "boundary outputs, as csat, learned and train-teacher make)"
+            )
+        mpp = float(config.input_mpp)
+        if not train_encoder:  # a few corrections retune the decoder; 4-5x faster on a CPU
+            model.freeze_encoder()
+        answer_on = None if device == "auto" else device
+        starting = get_teacher(start.spec(), device=answer_on)
+        tell(f"start weights: {start.given} ({starting.identity}), at {mpp:g} µm/px")
+        train_idx, held_idx = split_regions(len(images), holdout_share, seed)
+        train_images = [images[i] for i in train_idx]
+        held = [images[i] for i in held_idx]
+        tell(
+            f"corrections: {len(images)} regions from {len(corrections)} folder(s); "
+            f"{len(train_images)} train, {len(held)} held out by region for before → after"
+            + ("" if held else " (none: fewer than two regions or --holdout 0)")
+        )
+        train, share, replay_note = training_data(
+            train_images, context, replay, sidecar_slides(corrections, slide_mpp) if slide_replay else [],
+            starting, replay_share, dict(size=tile_size, mpp=mpp, count=replay_tiles, seed=seed),
+            steps * batch_size, out_dir / "replay-cache", slide_mpp,
+        )  # fmt: skip
+        tell(f"replay: {share:.0%} of the crops; {replay_note}")
+        from napari_rckd.training.recipes.common import provenance as recipe_provenance
+
+        recipe = NucleiRecipe(
+            init=init, replay_share=replay_share, replay_tiles=replay_tiles,
+            slide_replay=slide_replay, holdout_share=holdout_share, steps=steps,
+            batch_size=batch_size, tile_size=tile_size, lr=lr, train_encoder=train_encoder,
+            device=device, workers=workers, seed=seed,
+        )  # fmt: skip
+        started = (metadata or {}).get("provenance", {}).get("recipe")
+        provenance = recipe_provenance(
+            "nuclei-finetune",
+            recipe,
+            start={"given": start.given, "identity": starting.identity, "recipe": started},
+            regions=[_region_entry(i) for i in train_images],
+            held_out=[_region_entry(i) for i in held],
+            replay_share=share,  # the share used: 0 when there was nothing to replay
+            replay=replay_note,
+            mpp=mpp,
+            classical_prior=start.prior,
+            encoder="trained" if train_encoder else "frozen",
+        )
+        fit_config = stage_fit_config(recipe, steps, provenance, tensorboard=False)
+        task = DistillationTask(model, channel_weights=(1.0, 1.0))
+        result = fit(task, train, None, fit_config, out_dir, callbacks, stop_event)
+        weights = result.last_checkpoint
+        scores = None
+        if result.status == "completed" and weights is not None and held:
+            scores = before_after(start.spec(), start.spec(weights), held, answer_on)
+            _record_scores(out_dir, weights, scores)
+            tell(scores_line(scores))
+        tell(f"model: {start.spec(weights)} (run {result.status} at step {result.step})")
+    spec = start.spec(weights) if weights is not None else None
+    return NucleiFinetuneResult(result, weights, spec, scores)
+
+
+def training_data(
+    images,
+    context,
+    replay,
+    slides,
+    teacher,
+    replay_share,
+    crops: dict,
+    count: int,
+    cache_dir: Path,
+    slide_mpp=None,
+) -> tuple:
+    """(dataset, replay share used, what the replay holds): ``count`` augmented crops of the
+    corrected ``images``, about ``replay_share`` of them replaced by replay."""
+    from napari_rckd.training.data.augment import Augment
+    from napari_rckd.training.data.mixed import MixedDataset
+    from napari_rckd.training.data.nuclei import NucleiCropDataset
+
+    augment = Augment(scale=0.2, hed=0.05, brightness=0.15, contrast=0.15, saturation=0.15)
+    crops = dict(crops, augment=augment)
+    train = NucleiCropDataset(
+        _as_nuclei_images(images), crops["size"], crops["mpp"], count, crops["seed"], augment
+    )
+    if replay_share == 0:
+        return train, 0.0, "none (--replay 0)"
+    replay_data, note = _replay(replay, context, slides, teacher, crops, cache_dir, slide_mpp)
+    if replay_data is None:
+        return train, 0.0, note
+    return MixedDataset(train, replay_data, replay_share, crops["seed"]), replay_share, note
+
+
+def _as_nuclei_images(images) -> list:
+    from napari_rckd.training.data.nuclei import NucleiImage
+
+    return [NucleiImage(i.source, i.image_path, i.label_path, i.mpp) for i in images]
+
+
+def _region_entry(item) -> dict:
+    from napari_rckd.files import sha256_prefix
+
+    return {
+        "source": item.source,
+        "image": item.image_path.name,
+        "image_sha256_16": sha256_prefix(item.image_path),
+        "labels_sha256_16": sha256_prefix(item.label_path),
+        "mpp": item.mpp,
+    }
+
+
+def _replay(replay, context, slides, teacher, crops: dict, cache_dir: Path, slide_mpp):
+    """The replay dataset (or None) and a sentence saying what it holds."""
+    from torch.utils.data import ConcatDataset
+
+    from napari_rckd.teachers.evaluation import find_ground_truth
+    from napari_rckd.training.data.nuclei import NucleiCropDataset
+
+    parts, said = [], []
+    labelled, unlabelled = [], list(slides)
+    for path in map(Path, replay):
+        if not path.exists():
+            raise RckdError(
+                f"replay {path} does not exist; give a nuclei folder, a slide or a folder of slides"
+            )
+        try:
+            labelled += find_ground_truth(path) if path.is_dir() else []
+        except RckdError:  # no instance maps: unlabelled tissue the starting model answers
+            unlabelled.append(path)
+        else:
+            if not path.is_dir():
+                unlabelled.append(path)
+    if labelled:
+        count = crops["count"] * 4
+        parts.append(NucleiCropDataset(
+            _as_nuclei_images(labelled), crops["size"], crops["mpp"], count, crops["seed"] + 2,
+            crops["augment"],
+        ))  # fmt: skip
+        said.append(f"ground truth of {len(labelled)} labelled images")
+    if context:
+        parts.append(_answered_crops(context, teacher, crops))
+        said.append(f"the starting model's answers on the {len(context)} context crops")
+    if unlabelled:
+        parts.append(_slide_tiles(unlabelled, teacher, crops, cache_dir, slide_mpp))
+        said.append(
+            f"its answers on {crops['count']} tissue tiles of "
+            + ", ".join(p.name for p in unlabelled)
+        )
+    if not parts:
+        return (
+            None,
+            "none (no context crops, slides or labelled sources given or found): corrections alone",
+        )
+    return ConcatDataset(parts), "; ".join(said)
+
+
+def _answered_crops(context, teacher, crops: dict):
+    """The starting model's soft answers (nuclear probability, contours) on context crops."""
+    from skimage.segmentation import find_boundaries
+
+    from napari_rckd.teachers.base import resize_image
+    from napari_rckd.teachers.evaluation import read_rgb
+    from napari_rckd.training.data.nuclei import NucleiCropDataset
+
+    data, size = [], crops["size"]
+    for path, mpp in context:
+        image = read_rgb(path)
+        scale = mpp / crops["mpp"]
+        if abs(scale - 1) > 0.02:
+            image = resize_image(
+                image, (round(image.shape[0] * scale), round(image.shape[1] * scale))
+            )
+        output = teacher.predict(image, crops["mpp"])
+        targets = np.stack([output.prob, find_boundaries(output.labels, mode="inner")]).astype(
+            np.float32
+        )
+        masks = np.ones_like(targets)
+        pad = [(0, max(0, size - image.shape[0])), (0, max(0, size - image.shape[1]))]
+        if any(p for _, p in pad):
+            image = np.pad(image, [*pad, (0, 0)], mode="reflect")
+            targets = np.pad(targets, [(0, 0), *pad])
+            masks = np.pad(masks, [(0, 0), *pad])
+        data.append((image, targets, masks))
+    return NucleiCropDataset.from_targets(
+        data, size, crops["count"], crops["seed"] + 3, crops["augment"]
+    )
+
+
+def _slide_tiles(paths, teacher, crops: dict, cache_dir: Path, slide_mpp):
+    from napari_rckd.io import find_slides
+    from napari_rckd.training.data.stage1 import TissueTileDataset
+    from napari_rckd.training.recipes.common import check_slides_have_mpp, fill_cache
+
+    slides = find_slides(paths)
+    check_slides_have_mpp(slides, slide_mpp)
+    tiles = TissueTileDataset(
+        slides, teacher, cache_dir, count=crops["count"], size=crops["size"], mpp=crops["mpp"],
+        seed=crops["seed"] + 4, augment=crops["augment"], slide_mpp=slide_mpp, boundaries=True,
+    )  # fmt: skip
+    fill_cache([tiles])
+    return tiles
+
+
+def before_after(before: str, after: str, held, device: str | None = None) -> dict:
+    """Dice, AJI and PQ of both models on the held-out regions: means over regions, paired."""
+    from napari_rckd.teachers import get_teacher
+    from napari_rckd.teachers.evaluation import evaluate_teacher
+
+    scores = {"regions": [i.image_path.name for i in held]}
+    for when, spec in (("before", before), ("after", after)):
+        per_image: list[dict] = []
+        evaluate_teacher(get_teacher(spec, device=device), held, per_image)
+        scores[when] = {k: float(np.mean([p[k] for p in per_image])) for k in ("dice", "aji", "pq")}
+        scores[f"{when}_per_region"] = per_image
+    return scores
+
+
+def scores_line(scores: dict) -> str:
+    b, a = scores["before"], scores["after"]
+    parts = [f"{k} {b[k]:.3f} → {a[k]:.3f}" for k in ("dice", "aji", "pq")]
+    return f"held-out corrected regions ({len(scores['regions'])}): " + ", ".join(parts)
+
+
+def _record_scores(out_dir: Path, weights: Path, scores: dict) -> None:
+    """scores.json beside the model, and the scores in its provenance."""
+    from napari_rckd.atomic import write_json_atomic
+    from napari_rckd.models.weights import read_weights, write_checkpoint_file
+
+    write_json_atomic(out_dir / SCORES_FILE, scores)
+    tensors, metadata = read_weights(weights)
+    metadata["provenance"]["held_out_scores"] = {
+        k: scores[k] for k in ("regions", "before", "after")
+    }
+    write_checkpoint_file(weights, tensors, metadata)
