@@ -23,7 +23,7 @@ CORRECTED = ["image08", "image10", "image12", "image14", "image09"]  # in this o
 def main(data: str, k: str, seed: str, out: str, lr: str = "5e-4") -> None:
     from napari_rckd.teachers import get_teacher
     from napari_rckd.teachers.evaluation import evaluate_teacher, find_ground_truth
-    from napari_rckd.training.nuclei_finetune import finetune_nuclei
+    from napari_rckd.training.nuclei_finetune import NucleiRecipe, finetune_nuclei
 
     data, k, seed, out, lr = Path(data), int(k), int(seed), Path(out), float(lr)
     chosen = CORRECTED[:k]
@@ -37,10 +37,10 @@ def main(data: str, k: str, seed: str, out: str, lr: str = "5e-4") -> None:
         rows.append(f"cpm15/{name}.png,0.25")
     (corrections / "manifest.csv").write_text("\n".join(rows) + "\n")
     start = time.time()
+    recipe = NucleiRecipe(init="csat", holdout_share=0, seed=seed, device="cpu", lr=lr)
     result = finetune_nuclei(
-        [corrections], corrections.parent / "run", init="csat", holdout_share=0, seed=seed,
-        replay=[data / "nuclei" / "cryonuseg"], device="cpu", lr=lr,
-    )  # fmt: skip
+        [corrections], corrections.parent / "run", recipe, replay=[data / "nuclei" / "cryonuseg"]
+    )
     figures = {"k": k, "seed": seed, "lr": lr, "corrections": chosen}
     figures["train_s"] = time.time() - start
     others = [

@@ -41,10 +41,10 @@ def test_a_tiny_fine_tune_end_to_end(tmp_path):
     from napari_rckd.inference.analysis import build_sources
     from napari_rckd.models.weights import read_weights
     from napari_rckd.teachers import get_teacher
-    from napari_rckd.training.nuclei_finetune import finetune_nuclei
+    from napari_rckd.training.nuclei_finetune import NucleiRecipe, finetune_nuclei
 
     corrections = synthetic_corrections(tmp_path)
-    result = finetune_nuclei([corrections], tmp_path / "run", init="csat", **TINY)
+    result = finetune_nuclei([corrections], tmp_path / "run", NucleiRecipe(init="csat", **TINY))
     assert result.fit.status == "completed" and result.model.name == "last.safetensors"
     assert result.spec == str(result.model)
     _, metadata = read_weights(result.model)
@@ -131,11 +131,9 @@ def test_refusals_name_the_file(tmp_path):
 
 def test_real_nuclei_folder_trains(tmp_path, shared_data):
     """A labelled source of the shared data read in place (mpp from its manifest)."""
-    from napari_rckd.training.nuclei_finetune import finetune_nuclei
+    from napari_rckd.training.nuclei_finetune import NucleiRecipe, finetune_nuclei
 
-    result = finetune_nuclei(
-        [shared_data / "nuclei" / "cryonuseg"], tmp_path / "run", init="csat", holdout_share=0.5,
-        **TINY,
-    )  # fmt: skip
+    recipe = NucleiRecipe(init="csat", holdout_share=0.5, **TINY)
+    result = finetune_nuclei([shared_data / "nuclei" / "cryonuseg"], tmp_path / "run", recipe)
     assert result.fit.status == "completed"
     assert result.scores["regions"] and 0 < result.scores["before"]["dice"] <= 1

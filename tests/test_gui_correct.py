@@ -85,7 +85,7 @@ def test_a_model_fine_tuned_on_the_corrections_goes_live(analyze, qtbot):
     """Train's end (TRAINED.model_ready) makes the new model the live nuclei model: the live
     layers are rebuilt on it and the corrections panel answers with it."""
     from napari_rckd._widgets.train_job import TRAINED
-    from napari_rckd.training.nuclei_finetune import finetune_nuclei
+    from napari_rckd.training.nuclei_finetune import NucleiRecipe, finetune_nuclei
 
     panel = analyze.correct
     for centre in ((100, 100), (250, 250)):
@@ -93,8 +93,8 @@ def test_a_model_fine_tuned_on_the_corrections_goes_live(analyze, qtbot):
         panel.correct_here(sync=True)
         panel.save_corrections()
     sidecar = analyze._slide()[1].path.with_name("crop.tif.corrections")
-    result = finetune_nuclei([sidecar], sidecar.parent / "run", steps=1, batch_size=2,
-                             tile_size=64, device="cpu", replay_tiles=2)  # fmt: skip
+    recipe = NucleiRecipe(steps=1, batch_size=2, tile_size=64, device="cpu", replay_tiles=2)
+    result = finetune_nuclei([sidecar], sidecar.parent / "run", recipe)
     analyze.live_box.setChecked(True)
     TRAINED.model_ready.emit(result.spec, "nuclei")
     assert analyze.models["nuclei"].currentData() == str(result.model.resolve())

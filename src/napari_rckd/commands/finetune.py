@@ -279,14 +279,11 @@ def run_nuclei(args: argparse.Namespace) -> int:
             raise RckdError(f"{name} does not apply to --task nuclei; leave it out")
     checks.existing(args.data, "corrections folder", folder=True)
     from napari_rckd.training import TqdmProgress
-    from napari_rckd.training.nuclei_finetune import finetune_nuclei, scores_line
+    from napari_rckd.training.nuclei_finetune import NucleiRecipe, finetune_nuclei, scores_line
 
     with stop_on_signals() as stop:
-        result = finetune_nuclei(
-            args.data,
-            args.out,
+        recipe = NucleiRecipe(
             init=args.init or "csat",
-            replay=args.replay_data,
             replay_share=args.replay,
             replay_tiles=args.replay_tiles,
             slide_replay=not args.no_slide_replay,
@@ -299,6 +296,12 @@ def run_nuclei(args: argparse.Namespace) -> int:
             device=args.device,
             workers=args.workers,
             seed=args.seed,
+        )
+        result = finetune_nuclei(
+            args.data,
+            args.out,
+            recipe,
+            replay=args.replay_data,
             resume=args.resume,
             slide_mpp=args.slide_mpp,
             callbacks=[TqdmProgress()],

@@ -1,6 +1,6 @@
 """Fine-tuning a nuclei model on a user's corrections: "teach the nuclei model your tissue".
 
-``finetune_nuclei(CORRECTIONS, OUT, init="csat")`` continues training the starting model
+``finetune_nuclei(CORRECTIONS, OUT, NucleiRecipe(init="csat"))`` continues training the starting model
 (``csat``, ``learned``, ``builtin`` = ``learned`` with the classical prior kept, or a nuclei
 checkpoint file) on nuclei folders: the corrections sidecars that Analyze slide writes, or any
 labelled nuclei set. So that the model does not forget what it knew, a share of the crops
@@ -192,40 +192,31 @@ def sidecar_slides(folders: Sequence[Path], slide_mpp: float | None = None) -> l
 def finetune_nuclei(
     corrections: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
+    recipe: NucleiRecipe | None = None,
     *,
-    init: str = "csat",
     replay: Sequence[str | os.PathLike] = (),
-    replay_share: float = REPLAY_SHARE,
-    replay_tiles: int = REPLAY_TILES,
-    slide_replay: bool = True,
-    holdout_share: float = HOLDOUT_SHARE,
-    steps: int = NUCLEI_FINETUNE_STEPS,
-    batch_size: int = NUCLEI_FINETUNE_BATCH,
-    tile_size: int = NUCLEI_FINETUNE_TILE,
-    lr: float = NUCLEI_FINETUNE_LR,
-    train_encoder: bool = False,
-    device: str = "auto",
-    workers: int = 0,
-    seed: int = 0,
     resume: bool = False,
     slide_mpp: float | None = None,
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | None = None,
 ) -> NucleiFinetuneResult:
-    """Fine-tune the ``init`` nuclei model on ``corrections`` (nuclei folders) into ``out_dir``."""
+    """Fine-tune the recipe's ``init`` nuclei model on ``corrections`` (nuclei folders) into
+    ``out_dir``, mixed with ``replay`` (labelled or unlabelled folders)."""
     from napari_rckd.models import load_checkpoint
     from napari_rckd.teachers import get_teacher
     from napari_rckd.teachers.network import has_contour_channel
     from napari_rckd.training.loop import fit
     from napari_rckd.training.recipes.common import check_out_dir, stage_fit_config
+    from napari_rckd.training.recipes.common import provenance as recipe_provenance
     from napari_rckd.training.tasks import DistillationTask
 
+    r = recipe or NucleiRecipe()
     out_dir = Path(out_dir)
-    if not 0 <= replay_share < 1:
-        raise RckdError(f"--replay must be a share from 0 to below 1, got {replay_share}")
-    if tile_size < 64 or tile_size % 32:
-        raise RckdError(f"--tile-size ({tile_size}) must be a multiple of 32 from 64")
-    start = resolve_start(init)
+    if not 0 <= r.replay_share < 1:
+        raise RckdError(f"--replay must be a share from 0 to below 1, got {r.replay_share}")
+    if r.tile_size < 64 or r.tile_size % 32:
+        raise RckdError(f"--tile-size ({r.tile_size}) must be a multiple of 32 from 64")
+    start = resolve_start(r.init)
     images, context = find_corrections(corrections)
     check_out_dir(out_dir, resume)
     with run_log(out_dir):
@@ -237,12 +228,12 @@ def finetune_nuclei(
                 "boundary outputs, as csat, learned and train-teacher make)"
             )
         mpp = float(config.input_mpp)
-        if not train_encoder:  # a few corrections retune the decoder; 4-5x faster on a CPU
+        if not r.train_encoder:  # a few corrections retune the decoder; 4-5x faster on a CPU
             model.freeze_encoder()
-        answer_on = None if device == "auto" else device
+        answer_on = None if r.device == "auto" else r.device
         starting = get_teacher(start.spec(), device=answer_on)
         tell(f"start weights: {start.given} ({starting.identity}), at {mpp:g} µm/px")
-        train_idx, held_idx = split_regions(len(images), holdout_share, seed)
+        train_idx, held_idx = split_regions(len(images), r.holdout_share, r.seed)
         train_images = [images[i] for i in train_idx]
         held = [images[i] for i in held_idx]
         tell(
@@ -250,24 +241,17 @@ def finetune_nuclei(
             f"{len(train_images)} train, {len(held)} held out by region for before → after"
             + ("" if held else " (none: fewer than two regions or --holdout 0)")
         )
+        slides = sidecar_slides(corrections, slide_mpp) if r.slide_replay else []
+        crops = dict(size=r.tile_size, mpp=mpp, count=r.replay_tiles, seed=r.seed)
         train, share, replay_note = training_data(
-            train_images, context, replay, sidecar_slides(corrections, slide_mpp) if slide_replay else [],
-            starting, replay_share, dict(size=tile_size, mpp=mpp, count=replay_tiles, seed=seed),
-            steps * batch_size, out_dir / "replay-cache", slide_mpp,
+            train_images, context, replay, slides, starting, r.replay_share, crops,
+            r.steps * r.batch_size, out_dir / "replay-cache", slide_mpp,
         )  # fmt: skip
         tell(f"replay: {share:.0%} of the crops; {replay_note}")
-        from napari_rckd.training.recipes.common import provenance as recipe_provenance
-
-        recipe = NucleiRecipe(
-            init=init, replay_share=replay_share, replay_tiles=replay_tiles,
-            slide_replay=slide_replay, holdout_share=holdout_share, steps=steps,
-            batch_size=batch_size, tile_size=tile_size, lr=lr, train_encoder=train_encoder,
-            device=device, workers=workers, seed=seed,
-        )  # fmt: skip
         started = (metadata or {}).get("provenance", {}).get("recipe")
         provenance = recipe_provenance(
             "nuclei-finetune",
-            recipe,
+            r,
             start={"given": start.given, "identity": starting.identity, "recipe": started},
             regions=[_region_entry(i) for i in train_images],
             held_out=[_region_entry(i) for i in held],
@@ -275,9 +259,9 @@ def finetune_nuclei(
             replay=replay_note,
             mpp=mpp,
             classical_prior=start.prior,
-            encoder="trained" if train_encoder else "frozen",
+            encoder="trained" if r.train_encoder else "frozen",
         )
-        fit_config = stage_fit_config(recipe, steps, provenance, tensorboard=False)
+        fit_config = stage_fit_config(r, r.steps, provenance, tensorboard=False)
         task = DistillationTask(model, channel_weights=(1.0, 1.0))
         result = fit(task, train, None, fit_config, out_dir, callbacks, stop_event)
         weights = result.last_checkpoint
@@ -419,14 +403,16 @@ def _answered_crops(context, teacher, crops: dict):
 
 def _slide_tiles(paths, teacher, crops: dict, cache_dir: Path, slide_mpp):
     from napari_rckd.io import find_slides
+    from napari_rckd.training.data.sampling import SlidePool
     from napari_rckd.training.data.stage1 import TissueTileDataset
     from napari_rckd.training.recipes.common import check_slides_have_mpp, fill_cache
 
     slides = find_slides(paths)
     check_slides_have_mpp(slides, slide_mpp)
     tiles = TissueTileDataset(
-        slides, teacher, cache_dir, count=crops["count"], size=crops["size"], mpp=crops["mpp"],
-        seed=crops["seed"] + 4, augment=crops["augment"], slide_mpp=slide_mpp, boundaries=True,
+        SlidePool(slides, slide_mpp), teacher, cache_dir, count=crops["count"],
+        size=crops["size"], mpp=crops["mpp"], seed=crops["seed"] + 4, augment=crops["augment"],
+        boundaries=True,
     )  # fmt: skip
     fill_cache([tiles])
     return tiles

@@ -234,13 +234,15 @@ def _run_stages(job: TrainingJob, writer: EventWriter, out: Path, stop: threadin
 def _run_nuclei(job: TrainingJob, writer: EventWriter, out: Path, stop: threading.Event) -> dict:
     """Nuclei from corrections: fine-tune, then the held-out scores and the new model's spec
     (with ``+classical`` when it started from builtin) as the checkpoint."""
-    from napari_rckd.training.nuclei_finetune import finetune_nuclei
+    from napari_rckd.training.nuclei_finetune import NucleiRecipe, finetune_nuclei
 
     writer.stage = "nuclei"
     writer.emit("status", message="nuclei: reading the corrections and the replay")
+    options = dict(job.nuclei)
+    corrections = options.pop("corrections")
     result = finetune_nuclei(
-        out_dir=out / "nuclei", resume=job.resume, callbacks=[writer], stop_event=stop,
-        **job.nuclei,
+        corrections, out / "nuclei", NucleiRecipe(**options), resume=job.resume,
+        callbacks=[writer], stop_event=stop,
     )  # fmt: skip
     if result.scores:
         writer.emit("scores", **{k: result.scores[k] for k in ("regions", "before", "after")})
