@@ -164,9 +164,11 @@ def test_provenance_tells_two_inits_of_one_name_apart(tmp_path, two_inits_named_
 
 def test_cli_and_python_share_the_recipe_defaults():
     from napari_rckd.cli import build_parser
+    from napari_rckd.commands.finetune import task_defaults
     from napari_rckd.training.recipes.stage2 import DEFAULT_WORKERS, Stage2Recipe
 
     args = build_parser().parse_args(["finetune", "x", "--out", "y", "--steps", "1"])
+    task_defaults(args)  # what the command does first: the options left out, at the task's
     assert args.workers == DEFAULT_WORKERS == Stage2Recipe().workers
     recipe, rest = Stage2Recipe.split(vars(args))
     assert recipe == Stage2Recipe(steps=1)  # every other recipe flag defaults as in Python
