@@ -69,7 +69,7 @@ def test_a_tiny_fine_tune_end_to_end(tmp_path):
 
 def test_the_replay_share_is_honoured(tmp_path):
     from napari_rckd.teachers import get_teacher
-    from napari_rckd.training.nuclei_finetune import find_corrections, training_data
+    from napari_rckd.training.data.corrections import find_corrections, training_data
 
     images, context = find_corrections([synthetic_corrections(tmp_path)])
     assert len(images) == 3 and len(context) == 3
@@ -115,7 +115,7 @@ def test_cli_and_refusals(tmp_path, capsys):
 def test_refusals_name_the_file(tmp_path):
     import tifffile
 
-    from napari_rckd.training.nuclei_finetune import find_corrections
+    from napari_rckd.training.data.corrections import find_corrections
 
     folder = tmp_path / "set"
     folder.mkdir()
