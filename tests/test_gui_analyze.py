@@ -220,3 +220,22 @@ def test_a_model_finished_by_train_student_is_picked_up(widget, checkpoints):
     TRAINED.model_ready.emit(str(checkpoints["subtype"]), "subtype")
     assert widget.models["subtype"].currentData() == str(checkpoints["subtype"])
     assert widget.chosen_models()["subtype"] == str(checkpoints["subtype"])
+
+
+def test_a_closed_widget_drops_the_running_nuclei_estimate(widget, qtbot):
+    """The background µm/px estimate of a slide without one is dropped on close: its answer
+    reaches no widget."""
+    from napari_rckd.io import open_slide
+
+    slide = open_slide(widget.viewer.layers[0].metadata["path"])
+    slide.mpp = None
+    field = widget.mpp
+    field.show_slide(slide)
+    worker, done = field._worker, []
+    assert worker is not None
+    worker.finished.connect(lambda: done.append(True))
+    count = field.guess.count()
+    widget.close()
+    assert field._worker is None
+    qtbot.waitUntil(lambda: bool(done), timeout=60_000)
+    assert field.guess.count() == count

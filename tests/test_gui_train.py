@@ -186,3 +186,20 @@ def test_nuclei_from_corrections_trains_in_the_child_and_goes_live(viewer_and_wi
     assert received and received[-1][1] == "nuclei" and received[-1][0].endswith("last.safetensors")
     assert "nuclei: replay:" in widget.notes_label.text()
     assert get_teacher(received[-1][0]).mpp == 0.5
+
+
+def test_stage_2_reads_a_slide_at_the_mpp_set_in_analyze_slide(viewer_and_widget, tmp_path):
+    """A µm/px the user set for an open slide travels with the job, so the child does not
+    estimate another (it applies only when the file records none)."""
+    from napari_rckd._widgets.train_job import prepare_job
+
+    viewer, widget = viewer_and_widget
+    viewer.layers[0].metadata["mpp"] = 0.61  # what Analyze slide's Set writes
+    shapes, _ = _regions(viewer, ["tumour", "stroma"])
+    widget._refresh_layers()
+    widget.shapes_box.setCurrentText(shapes.name)
+    widget.stage1_box.setChecked(False)
+    widget.stage2_box.setChecked(True)
+    job = prepare_job(widget.settings(), shapes)
+    assert job.stage2["slide_mpp"] == 0.61
+    assert job.stage2["slide"] == viewer.layers[0].metadata["path"]

@@ -429,4 +429,5 @@ class AnalyzeWidget(QWidget):
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         self._stop.set()
         self._stop_live()
+        self.mpp.stop_estimate()
         super().closeEvent(event)

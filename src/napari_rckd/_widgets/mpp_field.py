@@ -31,6 +31,7 @@ class MppField(QWidget):
         row.addWidget(self.guess, 1)
         row.addWidget(self.button)
         self._slide, self.estimate_in_thread = None, estimate_in_thread
+        self._worker = None  # the background nuclei estimate, while it runs
 
     def show_slide(self, slide) -> None:
         """Follow a slide: its own value, else the best guess; suggestions from its objective,
@@ -48,11 +49,25 @@ class MppField(QWidget):
             if self.estimate_in_thread:
                 from napari.qt.threading import thread_worker
 
+                self.stop_estimate()
                 worker = thread_worker(nuclei_mpp_suggestion, start_thread=False)(slide)
                 worker.returned.connect(lambda found, s=slide: self.add_nuclei_suggestion(s, found))
+                worker.finished.connect(lambda w=worker: self._forget(w))
+                self._worker = worker
                 worker.start()
             else:
                 self.add_nuclei_suggestion(slide, nuclei_mpp_suggestion(slide))
+
+    def stop_estimate(self) -> None:
+        """Drop a running estimate's answer (the widget closes or follows another slide); the
+        thread finishes its read on its own and its result goes nowhere."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.returned.disconnect()
+
+    def _forget(self, worker) -> None:
+        if self._worker is worker:
+            self._worker = None
 
     def add_nuclei_suggestion(self, slide, found: tuple[str, float] | None) -> None:
         """Put the nuclei estimate first among the suggestions, if the row still shows ``slide``."""

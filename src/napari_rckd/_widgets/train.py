@@ -264,8 +264,18 @@ class TrainWidget(QWidget):
             classes=[self.class_list.item(i).text() for i in range(self.class_list.count())],
             stage2_budget=self.stage2_budget.value(),
             compare_random=self.compare_random.isChecked(),
+            slide_mpps=self._slide_mpps(),
             **self.nuclei_box.settings(),
         )
+
+    def _slide_mpps(self) -> dict[str, float]:
+        """The µm/px of each open slide as the viewer shows it (set in Analyze slide when the
+        file records none; stage 2 uses it only for such files)."""
+        return {
+            layer.metadata["path"]: float(layer.metadata["mpp"])
+            for layer in self.viewer.layers
+            if layer.metadata.get("slide") is not None and layer.metadata.get("mpp")
+        }
 
     def _layer(self, box: QComboBox):
         name = box.currentText()

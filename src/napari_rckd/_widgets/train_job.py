@@ -66,6 +66,9 @@ class TrainSettings:
     nuclei_steps: int = 100
     nuclei_tile: int = 192
     nuclei_batch: int = 8
+    # µm/px of the open slides (path -> mpp), as set in Analyze slide: stage 2 reads a slide
+    # whose file records none at it instead of estimating one again.
+    slide_mpps: dict[str, float] = field(default_factory=dict)
 
 
 def _budget(amount: int, unit: str) -> dict:
@@ -155,7 +158,9 @@ def _stage2_inputs(settings: TrainSettings, shapes, labels, folder: Path) -> dic
         classes = [c for c in settings.classes if c in names] + sorted(
             names - set(settings.classes)
         )
-        return dict(annotations=str(path), slide=shapes.metadata["slide_path"], classes=classes)
+        slide = shapes.metadata["slide_path"]
+        return dict(annotations=str(path), slide=slide, classes=classes,
+                    slide_mpp=settings.slide_mpps.get(str(slide)))  # fmt: skip
     if labels is None or int(np.count_nonzero(np.unique(np.asarray(labels.data)))) < 2:
         raise RckdError(
             "stage 2 (segment) needs a cancer-region mask painted with at least two classes "
@@ -164,7 +169,9 @@ def _stage2_inputs(settings: TrainSettings, shapes, labels, folder: Path) -> dic
     path = folder / "cancer-region.tif"
     meta = labels.metadata
     write_region_mask(path, np.asarray(labels.data), meta["mask_downsample"], meta["classes"])
-    return dict(slide=meta["slide_path"], masks=str(path), classes=list(meta["classes"]))
+    slide = meta["slide_path"]
+    return dict(slide=slide, masks=str(path), classes=list(meta["classes"]),
+                slide_mpp=settings.slide_mpps.get(str(slide)))  # fmt: skip
 
 
 def comparison_text(event: dict) -> str:
