@@ -187,6 +187,19 @@ def test_shipped_recipe_distils_on_unlabeled_tissue_of_known_scale_only():
     lung = [p for p in paths if p.parent.parent.name == "lc25000-lung-dev"]
     assert 200 < len(lung) < 300  # one tile per source image, not its rotations and flips
     assert {table[str(p.resolve())] for p in lung} == {LC25000_ASSUMED_MPP}
+    # a leave-one-source-out pair: the student never sees the held-out source's images
+    held, _ = stage1_sources(shared_path("."), ("cpm15",))
+    assert any(p.parent.name == "cpm15" for p in paths)
+    assert not any(p.parent.name == "cpm15" for p in held)
+    assert len(held) == len(paths) - sum(p.parent.name == "cpm15" for p in paths)
+
+
+def test_shipped_recipe_never_packages_a_held_out_pair(tmp_path, capsys):
+    from napari_rckd.training.shipped_recipe import main
+
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), str(tmp_path / "out"), "--holdout", "cpm15", "--package"])
+    assert "never packaged" in capsys.readouterr().err
 
 
 def test_mixed_dataset_replaces_a_fixed_share_with_pseudo_labelled_tiles():

@@ -1,6 +1,7 @@
 """How the weights shipped in the package were made, as one command (docs/teachers.md).
 
     python -m napari_rckd.training.shipped_recipe DATA OUT [--package] [--teacher learned]
+    python -m napari_rckd.training.shipped_recipe DATA OUT --holdout cpm15
 
 DATA is a data folder laid out like the project's shared data (``nuclei/`` ground truth,
 ``slides/``, ``tiles/`` and a ``manifest.csv`` with each file's mpp). It trains the nuclei
@@ -10,6 +11,8 @@ from the manifest, and LC25000 tiles at an assumed pixel size (one tile per sour
 image: the others are rotations and flips of it). Both stages resume when run again.
 ``--package`` then writes the best checkpoints into the package as fp16 (`package`);
 ``--teacher learned`` distils the already-shipped teacher instead of training one.
+``--holdout SOURCE`` makes the leave-one-source-out pair of docs/teachers.md: the teacher never
+reads the source's labels and the student never sees its images (never packaged).
 """
 
 from __future__ import annotations
@@ -40,8 +43,17 @@ def _side_um(shape: str, mpp: float) -> float:
     return min(height, width) * mpp
 
 
-def stage1_sources(data: Path) -> tuple[list[Path], dict[str, float]]:
-    """Unlabeled H&E files in ``data`` and the mpp of those whose file does not say it."""
+def _held_out(path: str, holdout: tuple[str, ...]) -> bool:
+    """Whether a manifest path lies in a nuclei source left out (a folder-name prefix)."""
+    parts = Path(path).parts
+    return len(parts) > 2 and parts[0] == "nuclei" and parts[1].startswith(holdout)
+
+
+def stage1_sources(
+    data: Path, holdout: tuple[str, ...] = ()
+) -> tuple[list[Path], dict[str, float]]:
+    """Unlabeled H&E files in ``data`` and the mpp of those whose file does not say it;
+    ``holdout`` leaves the images of those nuclei sources out."""
     manifest = data / "manifest.csv"
     if not manifest.is_file():
         raise RckdError(f"{manifest} is missing; the shipped recipe reads each file's mpp from it")
@@ -49,6 +61,8 @@ def stage1_sources(data: Path) -> tuple[list[Path], dict[str, float]]:
     with manifest.open(newline="") as handle:
         for row in csv.DictReader(handle):
             if row["kind"] not in UNLABELED_KINDS or any(s in row["path"] for s in SKIPPED):
+                continue
+            if holdout and _held_out(row["path"], holdout):
                 continue
             path = data / row["path"]
             value = (row["mpp"] or "").strip().lstrip("~")
@@ -136,7 +150,18 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="distil this nuclei teacher (e.g. 'learned', the shipped one) instead of training one",
     )
+    parser.add_argument(
+        "--holdout",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="leave this nuclei source out of both stages (repeatable; not with --package)",
+    )
+    parser.add_argument("--stage1-steps", type=int, default=STAGE1["steps"])
+    parser.add_argument("--stage1-tiles", type=int, default=STAGE1["tiles"])
     args = parser.parse_args(argv)
+    if args.holdout and args.package:
+        parser.error("--holdout makes an evaluation pair; it is never packaged (drop --package)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     common = dict(device=args.device, workers=args.workers)
@@ -144,18 +169,23 @@ def main(argv: list[str] | None = None) -> int:
     teacher = args.teacher
     if teacher is None:
         teacher_dir = args.out / "teacher"
-        recipe = TeacherRecipe(**common)
+        recipe = TeacherRecipe(holdout=list(args.holdout), **common)
         train_teacher(args.data / "nuclei", teacher_dir, recipe, resume=True, callbacks=progress)
         teacher = str(teacher_dir / "best.safetensors")
         if args.package:
             package(Path(teacher), "learned", TEACHER_DATA)
-    paths, table = stage1_sources(args.data)
+    paths, table = stage1_sources(args.data, tuple(args.holdout))
     log.info("stage 1 on %d unlabeled files", len(paths))
     student = args.out / ("csat" if args.backbone == "rckd_csat" else args.backbone)
     pretrain(
         paths,
         student,
-        Stage1Recipe(teacher=teacher, backbone=args.backbone, **STAGE1, **common),
+        Stage1Recipe(
+            teacher=teacher,
+            backbone=args.backbone,
+            **dict(STAGE1, steps=args.stage1_steps, tiles=args.stage1_tiles),
+            **common,
+        ),
         cache_dir=args.out / "teacher-cache",  # the teacher answers once for every student
         mpp_table=table,
         resume=True,
