@@ -137,3 +137,18 @@ def test_real_nuclei_folder_trains(tmp_path, shared_data):
     result = finetune_nuclei([shared_data / "nuclei" / "cryonuseg"], tmp_path / "run", recipe)
     assert result.fit.status == "completed"
     assert result.scores["regions"] and 0 < result.scores["before"]["dice"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("after_aji", "words"),
+    [(0.70, "better"), (0.61, "about the same"), (0.50, "worse on your held-out corrections")],
+)
+def test_the_held_out_verdict_says_what_to_do(after_aji, words):
+    from napari_rckd.training.nuclei_finetune import scores_line
+
+    scores = {
+        "regions": ["a.png"],
+        "before": {"dice": 0.8, "aji": 0.60, "pq": 0.5},
+        "after": {"dice": 0.8, "aji": after_aji, "pq": 0.5},
+    }
+    assert words in scores_line(scores)

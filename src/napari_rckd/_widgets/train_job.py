@@ -129,10 +129,12 @@ def scores_text(event: dict) -> str:
     before, after = event["before"], event["after"]
     parts = [f"{k.upper() if k != 'dice' else 'Dice'} {before[k]:.3f} → {after[k]:.3f}"
              for k in ("dice", "aji", "pq")]  # fmt: skip
+    from napari_rckd.training.nuclei_finetune import verdict
+
     return (
         f"On {len(event['regions'])} corrected region(s) held out from training: "
         + ", ".join(parts)
-        + " (before → after; a few regions, so small changes are noise)."
+        + f" (before → after): {verdict(event)}."
     )
 
 

@@ -241,10 +241,32 @@ def before_after(before: str, after: str, held, device: str | None = None) -> di
     return scores
 
 
+# AJI change on the held-out regions that a verdict calls better or worse; smaller is noise
+# with a few regions (docs/correct.md: single regions moved by about this much between seeds).
+VERDICT_AJI = 0.02
+
+
+def verdict(scores: dict) -> str:
+    """What the held-out regions say, in words a user acts on."""
+    gain = scores["after"]["aji"] - scores["before"]["aji"]
+    if gain <= -VERDICT_AJI:
+        return (
+            "worse on your held-out corrections: keep the previous nuclei model, or also correct "
+            "regions where the model was right (confirm real nuclei) and train again"
+        )
+    if gain >= VERDICT_AJI:
+        return "better on your held-out corrections"
+    return "about the same on your held-out corrections"
+
+
 def scores_line(scores: dict) -> str:
     b, a = scores["before"], scores["after"]
     parts = [f"{k} {b[k]:.3f} → {a[k]:.3f}" for k in ("dice", "aji", "pq")]
-    return f"held-out corrected regions ({len(scores['regions'])}): " + ", ".join(parts)
+    return (
+        f"held-out corrected regions ({len(scores['regions'])}): "
+        + ", ".join(parts)
+        + f"; {verdict(scores)}"
+    )
 
 
 def _record_scores(out_dir: Path, weights: Path, scores: dict) -> None:
