@@ -41,7 +41,7 @@ def test_a_tiny_fine_tune_end_to_end(tmp_path):
     from napari_rckd.inference.analysis import build_sources
     from napari_rckd.models.weights import read_weights
     from napari_rckd.teachers import get_teacher
-    from napari_rckd.training.nuclei_finetune import NucleiRecipe, finetune_nuclei
+    from napari_rckd.training.nuclei_finetune import REPLAY_SHARE, NucleiRecipe, finetune_nuclei
 
     corrections = synthetic_corrections(tmp_path)
     result = finetune_nuclei([corrections], tmp_path / "run", NucleiRecipe(init="csat", **TINY))
@@ -50,7 +50,7 @@ def test_a_tiny_fine_tune_end_to_end(tmp_path):
     _, metadata = read_weights(result.model)
     provenance = metadata["provenance"]
     assert provenance["stage"] == "nuclei-finetune" and provenance["start"]["given"] == "csat"
-    assert provenance["replay_share"] == 0.3 and "context crops" in provenance["replay"]
+    assert provenance["replay_share"] == REPLAY_SHARE and "context crops" in provenance["replay"]
     assert len(provenance["regions"]) == 2 and len(provenance["held_out"]) == 1
     assert len(provenance["regions"][0]["labels_sha256_16"]) == 16
     assert provenance["encoder"] == "frozen"

@@ -22,6 +22,13 @@ from napari_rckd._widgets.annotation_session import (
 )
 from napari_rckd.errors import RckdError
 from napari_rckd.io.slide_annotations import write_region_mask
+from napari_rckd.training.nuclei_finetune import (
+    NUCLEI_FINETUNE_BATCH,
+    NUCLEI_FINETUNE_STEPS,
+    NUCLEI_FINETUNE_TILE,
+    REPLAY_SHARE,
+    verdict,
+)
 from napari_rckd.training.recipes.stage1 import Stage1Recipe
 from napari_rckd.training.recipes.stage2 import Stage2Recipe
 from napari_rckd.training.subprocess_runner import TrainingJob
@@ -62,10 +69,10 @@ class TrainSettings:
     nuclei: bool = False  # nuclei from my corrections (instead of stages 1 and 2)
     corrections: list[str] = field(default_factory=list)  # nuclei folders (.corrections)
     nuclei_init: str = "csat"
-    replay: float = 0.3
-    nuclei_steps: int = 100
-    nuclei_tile: int = 192
-    nuclei_batch: int = 8
+    replay: float = REPLAY_SHARE
+    nuclei_steps: int = NUCLEI_FINETUNE_STEPS
+    nuclei_tile: int = NUCLEI_FINETUNE_TILE
+    nuclei_batch: int = NUCLEI_FINETUNE_BATCH
     # µm/px of the open slides (path -> mpp), as set in Analyze slide: stage 2 reads a slide
     # whose file records none at it instead of estimating one again.
     slide_mpps: dict[str, float] = field(default_factory=dict)
@@ -129,8 +136,6 @@ def scores_text(event: dict) -> str:
     before, after = event["before"], event["after"]
     parts = [f"{k.upper() if k != 'dice' else 'Dice'} {before[k]:.3f} → {after[k]:.3f}"
              for k in ("dice", "aji", "pq")]  # fmt: skip
-    from napari_rckd.training.nuclei_finetune import verdict
-
     return (
         f"On {len(event['regions'])} corrected region(s) held out from training: "
         + ", ".join(parts)
