@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from make_correct_screenshots import settle, shoot  # noqa: E402
+from make_correct_screenshots import open_analyze, settle, shoot  # noqa: E402
 
 HERE = Path(__file__).parent
 
@@ -84,10 +84,8 @@ def judged(slide: Path, test: dict, spec: str) -> dict:
 
 
 def main(slide: str, out: str = "cmu1-run") -> None:
-    import napari
     import timm  # noqa: F401  (before the GL context: triton's LLVM clashes with Mesa's)
 
-    from napari_rckd._widgets.analyze import AnalyzeWidget
     from napari_rckd._widgets.train import TrainWidget
     from napari_rckd._widgets.train_job import TRAINED
 
@@ -97,13 +95,7 @@ def main(slide: str, out: str = "cmu1-run") -> None:
     if not copy.exists():
         shutil.copy(slide, copy)
     plan = json.loads((HERE / "cmu1_corrections.json").read_text())
-    viewer = napari.Viewer(show=True)
-    viewer.window.resize(1500, 950)
-    viewer.open(str(copy), plugin="napari-rckd")
-    widget = AnalyzeWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Analyze slide", area="right")
-    widget.set_model("nuclei", "csat")
-    mpp = viewer.layers[0].metadata["mpp"]
+    viewer, widget, mpp = open_analyze(copy)
     widget.live_box.setChecked(True)
     figures = {"regions": {}}
     for name in ("A", "B", "C"):

@@ -45,23 +45,30 @@ def shoot(viewer, out: Path, name: str) -> None:
     print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
 
 
-def main(slide: str, out: str = "docs/images", model: str | None = None) -> None:
+def open_analyze(slide: Path):
+    """A viewer showing ``slide`` with Analyze slide docked and `csat` as its nuclei model."""
     import napari
-    import timm  # noqa: F401  (before the GL context: triton's LLVM clashes with Mesa's)
 
     from napari_rckd._widgets.analyze import AnalyzeWidget
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1500, 950)
+    viewer.open(str(slide), plugin="napari-rckd")
+    widget = AnalyzeWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Analyze slide", area="right")
+    widget.set_model("nuclei", "csat")
+    return viewer, widget, viewer.layers[0].metadata["mpp"]
+
+
+def main(slide: str, out: str = "docs/images", model: str | None = None) -> None:
+    import timm  # noqa: F401  (before the GL context: triton's LLVM clashes with Mesa's)
+
     from napari_rckd._widgets.train import TrainWidget
 
     out = Path(out)
     copy = Path(tempfile.mkdtemp()) / Path(slide).name
     shutil.copy(slide, copy)
-    viewer = napari.Viewer(show=True)
-    viewer.window.resize(1500, 950)
-    viewer.open(str(copy), plugin="napari-rckd")
-    widget = AnalyzeWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Analyze slide", area="right")
-    widget.set_model("nuclei", "csat")
-    mpp = viewer.layers[0].metadata["mpp"]
+    viewer, widget, mpp = open_analyze(copy)
     viewer.scene.camera.center = (1900 * mpp, 1250 * mpp)
     viewer.scene.camera.zoom = 2.5 / mpp
     settle()
