@@ -39,6 +39,7 @@ def test_pretrain_writes_a_dense_student_that_works_as_a_teacher(stage1):
     assert provenance["slides"] == ["cmu-1-small-region.svs"] and provenance["tiles"] == 8
     assert provenance["teacher"] == get_teacher("builtin").identity and provenance["steps"] == 2
     assert list(provenance["data_sha256"]) == ["cmu-1-small-region.svs"]
+    assert provenance["augment"] == "light"  # the recipe's default jitter, recorded
     assert (out / "last.state.pt").is_file()
     # 8 training + 2 validation tiles answered once each by the teacher
     assert len(list((out / "teacher-cache").rglob("*.npz"))) == 10
@@ -59,6 +60,26 @@ def test_rerun_without_resume_is_refused_and_resume_continues(stage1, capsys):
 
     assert main(["pretrain", str(slide), "--out", str(out), "--steps", "3", "--resume", *TINY]) == 0
     assert "completed at step 3" in capsys.readouterr().out
+
+
+def test_strong_augment_trains_and_is_recorded_and_a_bad_name_is_refused(tmp_path, capsys):
+    from napari_rckd.models import load_checkpoint
+
+    slide, out = shared_path("slides/cmu-1-small-region.svs"), tmp_path / "strong"
+    argv = ["pretrain", str(slide), "--out", str(out), "--steps", "1", "--teacher", "classical"]
+    assert main([*argv, "--augment", "strong", *TINY]) == 0
+    assert load_checkpoint(out / "best.safetensors")[1]["provenance"]["augment"] == "strong"
+
+    with pytest.raises(SystemExit):
+        main([*argv[:3], str(tmp_path / "other"), "--augment", "heavy", *TINY])
+    assert "--augment: invalid choice: 'heavy'" in capsys.readouterr().err
+
+    from napari_rckd.errors import RckdError
+    from napari_rckd.training.recipes.stage1 import Stage1Recipe, pretrain
+
+    with pytest.raises(RckdError, match="--augment 'heavy' is not one of light, strong"):
+        pretrain(slide, tmp_path / "api", Stage1Recipe(augment="heavy", steps=1))
+    assert not (tmp_path / "api").exists()
 
 
 def test_slide_without_mpp_needs_slide_mpp(tmp_path, capsys):

@@ -64,3 +64,10 @@ def test_hed_jitter_is_identity_at_zero_and_keeps_structure():
     )
     correlation = np.corrcoef(jittered[0].flatten(), image[0].flatten())[0, 1]
     assert 0.95 < correlation < 1.0  # new stain, same tissue
+
+
+def test_strong_augment_zooms_and_jitters_more_than_the_default():
+    strong, light = Augment.strong(), Augment()
+    assert strong.scale > light.scale == 0
+    for name in ("hed", "brightness", "contrast", "saturation"):
+        assert getattr(strong, name) > getattr(light, name)

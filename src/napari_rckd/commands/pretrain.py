@@ -28,7 +28,7 @@ from napari_rckd.commands.arguments import (
     positive_int,
 )
 from napari_rckd.defaults import PRETRAIN_STEPS
-from napari_rckd.training.recipes.stage1 import Stage1Recipe
+from napari_rckd.training.recipes.stage1 import AUGMENTS, Stage1Recipe
 
 EPILOG = """examples:
   # a first student with the defaults (1,000 tiles, 300 steps: minutes on a CPU)
@@ -196,6 +196,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--boundaries",
         action="store_true",
         help="also learn the teacher's instance boundaries (a second output channel)",
+    )
+    parser.add_argument(
+        "--augment",
+        choices=AUGMENTS,
+        default=defaults.augment,
+        help=f"training-tile jitter (default {defaults.augment}; strong: the teacher's zoom and "
+        "about 1.5x the stain, brightness, contrast and saturation jitter)",
     )
     parser.add_argument(
         "--cache", metavar="DIR", help="teacher-response cache (default OUT/teacher-cache)"

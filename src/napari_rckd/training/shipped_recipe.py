@@ -23,6 +23,7 @@ import logging
 from pathlib import Path
 
 from napari_rckd.errors import RckdError
+from napari_rckd.training.recipes.stage1 import AUGMENTS
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,9 @@ LC25000_ASSUMED_MPP = 0.4
 UNLABELED_KINDS = ("slide", "nuclei-image", "region", "tile")
 # Same pixels in other containers, and the one IHC slide: left out of stage 1.
 SKIPPED = ("pyramid-deflate", "pyramid-jpeg", "ihc-", "dicom/")
-STAGE1 = dict(tile_size=160, tiles=3000, steps=2000, batch_size=16, lr=2e-3, boundaries=True)
+STAGE1 = dict(
+    tile_size=160, tiles=3000, steps=2000, batch_size=16, lr=2e-3, boundaries=True, augment="light"
+)
 STAGE1_SIDE_UM = STAGE1["tile_size"] * 0.5  # pretrain's default 0.5 µm/px
 
 
@@ -159,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--stage1-steps", type=int, default=STAGE1["steps"])
     parser.add_argument("--stage1-tiles", type=int, default=STAGE1["tiles"])
+    parser.add_argument("--stage1-augment", choices=AUGMENTS, default=STAGE1["augment"])
     args = parser.parse_args(argv)
     if args.holdout and args.package:
         parser.error("--holdout makes an evaluation pair; it is never packaged (drop --package)")
@@ -183,7 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         Stage1Recipe(
             teacher=teacher,
             backbone=args.backbone,
-            **dict(STAGE1, steps=args.stage1_steps, tiles=args.stage1_tiles),
+            **dict(
+                STAGE1,
+                steps=args.stage1_steps,
+                tiles=args.stage1_tiles,
+                augment=args.stage1_augment,
+            ),
             **common,
         ),
         cache_dir=args.out / "teacher-cache",  # the teacher answers once for every student

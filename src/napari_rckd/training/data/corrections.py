@@ -102,7 +102,7 @@ def training_data(
     from napari_rckd.training.data.mixed import MixedDataset
     from napari_rckd.training.data.nuclei import NucleiCropDataset
 
-    augment = Augment(scale=0.2, hed=0.05, brightness=0.15, contrast=0.15, saturation=0.15)
+    augment = Augment.strong()
     crops = dict(crops, augment=augment)
     train = NucleiCropDataset(
         _as_nuclei_images(images), crops["size"], crops["mpp"], count, crops["seed"], augment

@@ -40,6 +40,8 @@ from napari_rckd.training.run_notes import (
 
 log = logging.getLogger(__name__)
 
+AUGMENTS = ("light", "strong")
+
 
 @dataclass
 class Stage1Recipe(RecipeOptions):
@@ -64,6 +66,9 @@ class Stage1Recipe(RecipeOptions):
     workers: int = 2
     seed: int = 0
     boundaries: bool = False  # also learn the teacher's instance boundaries (a 2nd channel)
+    # "light" jitter, or "strong" (`Augment.strong`, the teacher's: zoom and about 1.5x the colour
+    # jitter) for a student that must hold on stains it never saw
+    augment: str = "light"
     # a nuclei model (zoo name or checkpoint) whose weights the student starts from, e.g. the
     # shipped csat to distil further or to grow a detail decoder on; None: random
     init: str | None = None
@@ -92,7 +97,6 @@ def pretrain(
     from napari_rckd.io import find_slides
     from napari_rckd.models import ModelConfig, create_model
     from napari_rckd.teachers import get_teacher
-    from napari_rckd.training.data.augment import Augment
     from napari_rckd.training.data.sampling import SlidePool
     from napari_rckd.training.data.stage1 import TissueTileDataset
     from napari_rckd.training.loop import fit
@@ -106,6 +110,7 @@ def pretrain(
             f"--tiles ({r.tiles}) must be >= 1, --tile-size ({r.tile_size}) >= 32 and --mpp "
             f"({r.mpp}) > 0"
         )
+    augment = _augment(r)
     paths = find_slides(slides)
     check_slides_have_mpp(paths, slide_mpp, mpp_table)
     total_steps = schedule(r.steps, r.epochs, r.tiles, r.batch_size, launch().world_size)
@@ -121,7 +126,7 @@ def pretrain(
         common = dict(size=r.tile_size, mpp=r.mpp, boundaries=r.boundaries)
         train = TissueTileDataset(
             SlidePool(paths, slide_mpp, mpp_table), the_teacher, cache_dir, count=r.tiles,
-            seed=r.seed, augment=Augment(), **common,
+            seed=r.seed, augment=augment, **common,
         )  # fmt: skip
         # Another seed draws other locations: held-out teacher responses for validation. They may
         # overlap training tiles in area (`avoid=` cannot be honoured once training tiles cover a
@@ -162,6 +167,15 @@ def pretrain(
             tell(model_line(result))
 
     return result
+
+
+def _augment(r: Stage1Recipe):
+    """The training tiles' augmentation named by ``r.augment``."""
+    from napari_rckd.training.data.augment import Augment
+
+    if r.augment not in AUGMENTS:
+        raise RckdError(f"--augment {r.augment!r} is not one of {', '.join(AUGMENTS)}")
+    return Augment.strong() if r.augment == "strong" else Augment()
 
 
 def _check_init(r: Stage1Recipe):

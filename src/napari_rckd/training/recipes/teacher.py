@@ -165,7 +165,7 @@ def _datasets(r: TeacherRecipe, train_images, val_images) -> tuple:
     from napari_rckd.training.data.augment import Augment
     from napari_rckd.training.data.nuclei import NucleiCropDataset
 
-    augment = Augment(scale=0.2, hed=0.05, brightness=0.15, contrast=0.15, saturation=0.15)
+    augment = Augment.strong()
     train = NucleiCropDataset(
         train_images, r.tile_size, r.mpp, r.steps * r.batch_size, r.seed, augment
     )
