@@ -182,11 +182,12 @@ def test_csat_names_the_shipped_student(tmp_path, monkeypatch, two_inits_named_a
     monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path)
     with pytest.raises(RckdError, match="shipped 'csat' weights .* are missing"):
         resolve_init("csat", None)
-    shutil.copy(two_inits_named_alike[0], tmp_path / shipped.weights_path("csat").name)
+    stage2 = shipped.weights_path("csat", stage2=True).name
+    shutil.copy(two_inits_named_alike[0], tmp_path / stage2)
     start = resolve_init("csat", None)
     assert start.backbone == "rckd_csat" and start.trained_mpp == 0.5
     identity = start.identity()
-    assert identity["path"] == "csat" and identity["name"] == shipped.weights_path("csat").name
+    assert identity["path"] == "csat" and identity["name"] == stage2
     with pytest.raises(RckdError, match="--init rckd-csat-stage1.safetensors holds a 'rckd_csat'"):
         resolve_init("csat", "resnet18")
 

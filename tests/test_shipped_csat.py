@@ -16,7 +16,7 @@ from napari_rckd.training.initial import resolve_init
 
 def test_timm_pretrained_loads_the_shipped_student_with_a_fresh_head():
     model = timm.create_model("rckd_csat", pretrained=True, num_classes=3)
-    tensors, metadata = read_weights(shipped_weights("csat"))
+    tensors, metadata = read_weights(shipped_weights("csat", stage2=True))
     stem = tensors["backbone.stem_0.weight"].float()
     assert torch.equal(model.stem[0].weight.detach(), stem)
     assert model.get_classifier().out_features == 3
@@ -28,7 +28,7 @@ def test_timm_pretrained_loads_the_shipped_student_with_a_fresh_head():
 
 def test_stage_2_starts_from_csat_unless_told_otherwise():
     assert resolve_init(None, None).name == "csat"
-    assert resolve_init(None, "rckd_csat").path == shipped_weights("csat")
+    assert resolve_init(None, "rckd_csat").path == shipped_weights("csat", stage2=True)
     assert resolve_init(None, "resnet18").name == "none"  # no ResNet student ships
     assert resolve_init("none", None).path is None
 

@@ -202,6 +202,30 @@ def test_shipped_recipe_never_packages_a_held_out_pair(tmp_path, capsys):
     assert "never packaged" in capsys.readouterr().err
 
 
+def test_the_nuclei_student_copies_its_teacher_with_the_classical_half():
+    from napari_rckd.training.shipped_recipe import with_classical_half
+
+    assert with_classical_half("learned") == "learned+classical"
+    assert with_classical_half("run/best.safetensors") == "run/best.safetensors+classical"
+    for already in ("builtin", "hybrid", "run/best.safetensors+classical"):
+        assert with_classical_half(already) == already
+
+
+def test_package_writes_csat_nuclei_weights_or_its_stage2_start(tmp_path, monkeypatch):
+    from napari_rckd.models import shipped
+    from napari_rckd.models.weights import read_weights
+    from napari_rckd.training.shipped_recipe import package
+
+    checkpoint = shipped.shipped_weights("csat", stage2=True)
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path)
+    for stage2 in (False, True):
+        written = package(checkpoint, "csat", "some tissue", stage2=stage2)
+        assert written == shipped.weights_path("csat", stage2)
+        provenance = read_weights(written)[1]["provenance"]
+        assert provenance["training_data"] == "some tissue"
+        assert provenance["recipe"].endswith("--student stage2") == stage2
+
+
 def test_mixed_dataset_replaces_a_fixed_share_with_pseudo_labelled_tiles():
     from napari_rckd.training.data.mixed import MixedDataset
 

@@ -57,7 +57,10 @@ def test_timm_pretrained_tag_points_at_the_zoo_file():
     from napari_rckd.models.shipped import weights_path
 
     cfg = timm.models.get_pretrained_cfg("rckd_csat.rckd_stage1")
-    assert cfg.file == str(weights_path("csat")) and cfg.license == zoo.get("csat").licence
+    assert (
+        cfg.file == str(weights_path("csat", stage2=True))
+        and cfg.license == zoo.get("csat").licence
+    )
 
 
 def test_names_are_registered_once_and_unknown_ones_are_one_sentence():
@@ -67,5 +70,9 @@ def test_names_are_registered_once_and_unknown_ones_are_one_sentence():
         zoo.get("nope")
     from napari_rckd.models.shipped import weights_path
 
-    with pytest.raises(RckdError, match="no shipped weights are called 'classical'"):
+    with pytest.raises(RckdError, match="no shipped nuclei model is called 'classical'"):
         weights_path("classical")
+    with pytest.raises(
+        RckdError, match="no shipped stage-2 start is called 'learned'; use one of csat"
+    ):
+        weights_path("learned", stage2=True)

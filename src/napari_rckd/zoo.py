@@ -31,13 +31,15 @@ class NucleiModel:
     label: str  # what a widget's list shows
     kind: str  # NETWORK, CLASSICAL, OTSU or EXTERNAL
     mpp: float | None  # µm per pixel it works at (None: an external package's default)
-    weights: str | None = None  # file name under napari_rckd/models/shipped
+    weights: str | None = None  # its nuclei weights: a file name under napari_rckd/models/shipped
     classical_prior: bool = False  # the classical detector's probability averaged with its own
     licence: str | None = None  # of the weights (None: no weights ship with napari-rckd)
     aliases: tuple[str, ...] = ()
     menu: bool = True  # offered in the widgets' lists
-    stage2_init: bool = False  # a stage-1 student that can start stage 2 (``--init NAME``)
-    timm_tag: str | None = None  # a timm pretrained tag whose ``file`` is these weights
+    # the stage-1 student that starts stage 2 under this name (``--init NAME``, ``timm_tag``):
+    # the best nuclei copy and the best start for other tasks need not be the same weights
+    stage2_weights: str | None = None
+    timm_tag: str | None = None  # a timm pretrained tag whose ``file`` is ``stage2_weights``
     # device kinds on which ``auto`` picks this model (inference.nuclei_choice), and why
     auto_on: tuple[str, ...] = ()
     auto_note: str = ""
@@ -121,7 +123,7 @@ register(
         mpp=0.5,
         weights="rckd-csat-stage1.safetensors",
         licence=NON_COMMERCIAL,
-        stage2_init=True,
+        stage2_weights="rckd-csat-stage1.safetensors",
         timm_tag="rckd_csat.rckd_stage1",
         auto_on=("cuda", "mps"),
         auto_note="the RCKD-CSAT student (csat), chosen for the {kind} GPU: it runs there, while "

@@ -408,7 +408,7 @@ _SHIPPED_TAGS = [m for m in zoo.models() if (m.timm_tag or "").startswith("rckd_
 default_cfgs = generate_default_cfgs(
     {
         **{
-            m.timm_tag: _cfg(file=str(weights_path(m.name)), license=m.licence)
+            m.timm_tag: _cfg(file=str(weights_path(m.name, stage2=True)), license=m.licence)
             for m in _SHIPPED_TAGS
         },
         "rckd_csat.untrained": _cfg(),

@@ -72,7 +72,11 @@ def resolve_init(
     from napari_rckd.models.weights import read_weights
 
     shipped = zoo.find(str(init))
-    path = shipped_weights(shipped.name) if shipped and shipped.stage2_init else Path(init)
+    path = (
+        shipped_weights(shipped.name, stage2=True)
+        if shipped and shipped.stage2_weights
+        else Path(init)
+    )
     _, metadata = read_weights(path)
     if metadata is None or "config" not in metadata:
         raise RckdError(
@@ -140,7 +144,7 @@ def default_init(backbone: str | None) -> str:
     for any other backbone (no student of theirs ships)."""
     if backbone not in (None, DEFAULT_BACKBONE):
         return "none"
-    return next(m.name for m in zoo.models() if m.stage2_init)
+    return next(m.name for m in zoo.models() if m.stage2_weights)
 
 
 def summary(provenance: dict) -> dict:

@@ -112,7 +112,7 @@ def init_line(start) -> str:
         return f"start weights: timm's ImageNet weights of {start.backbone} (--init imagenet)"
     label = (
         f"the shipped RCKD-CSAT student {start.name!r}"
-        if getattr(zoo.find(start.name), "stage2_init", False)
+        if getattr(zoo.find(start.name), "stage2_weights", None)
         else start.name
     )
     return f"start weights: {weights_text(start.path, start.metadata, label)}"

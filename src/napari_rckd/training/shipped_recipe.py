@@ -1,18 +1,25 @@
 """How the weights shipped in the package were made, as one command (docs/teachers.md).
 
     python -m napari_rckd.training.shipped_recipe DATA OUT [--package] [--teacher learned]
+    python -m napari_rckd.training.shipped_recipe DATA OUT --student stage2 --teacher learned
     python -m napari_rckd.training.shipped_recipe DATA OUT --holdout cpm15
 
 DATA is a data folder laid out like the project's shared data (``nuclei/`` ground truth,
 ``slides/``, ``tiles/`` and a ``manifest.csv`` with each file's mpp). It trains the nuclei
 teacher on every labelled nuclei source (``OUT/teacher``), then distils it into ``rckd_csat``
-on all the unlabeled H&E in DATA (``OUT/csat``): slides and tiles whose pixel size is known
-from the manifest, and LC25000 tiles at an assumed pixel size (one tile per source
-image: the others are rotations and flips of it). Both stages resume when run again.
-``--package`` then writes the best checkpoints into the package as fp16 (`package`);
-``--teacher learned`` distils the already-shipped teacher instead of training one.
-``--holdout SOURCE`` makes the leave-one-source-out pair of docs/teachers.md: the teacher never
-reads the source's labels and the student never sees its images (never packaged).
+on all the unlabeled H&E in DATA: slides and tiles whose pixel size is known from the
+manifest, and LC25000 tiles at an assumed pixel size (one tile per source image: the others
+are rotations and flips of it). Both stages resume when run again.
+
+Two students ship under the name ``csat``, because the best copy of nuclei and the best start
+for other tasks were not the same weights (docs/teachers.md). ``--student nuclei`` (the
+default, ``OUT/csat``) copies the teacher averaged with the classical detector, what
+``builtin`` is, which held out is the better teacher; ``--student stage2``
+(``OUT/csat-stage2``) copies the network alone, whose soft answers made the better stage-2
+start. ``--package`` then writes that student into the package as fp16 (`package`); ``--teacher
+learned`` distils the already-shipped teacher instead of training one. ``--holdout SOURCE``
+makes the leave-one-source-out pair of docs/teachers.md: the teacher never reads the source's
+labels and the student never sees its images (never packaged).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import csv
 import logging
 from pathlib import Path
 
+from napari_rckd.defaults import PRIOR_SUFFIX
 from napari_rckd.errors import RckdError
 from napari_rckd.training.recipes.stage1 import AUGMENTS
 
@@ -92,18 +100,34 @@ TEACHER_DATA = (
     "MoNuSeg 2018 training images (instances and binary masks, CC BY-NC-SA 4.0), "
     "CPM-15 (licence unstated), CryoNuSeg (MIT)"
 )
-STUDENT_DATA = (
+UNLABELED_DATA = (
     "unlabeled H&E with a known pixel size from the project's shared data: the CMU-1 region, "
     "MoNuSeg, CPM-15 and CryoNuSeg images, CRC-VAL-HE-7K, NCT-CRC-HE-100K and BRACS tiles, "
-    f"one LC25000 lung tile per source image (assumed {LC25000_ASSUMED_MPP} µm/px); "
-    "targets from the learned teacher"
+    f"one LC25000 lung tile per source image (assumed {LC25000_ASSUMED_MPP} µm/px)"
 )
+# What each student copies, in its run folder's name and its shipped header.
+STUDENTS = {
+    "nuclei": ("csat", "targets from the learned teacher averaged with the classical detector"),
+    "stage2": ("csat-stage2", "targets from the learned teacher"),
+}
 LICENCE = "non-commercial research only (trained on CC BY-NC-SA 4.0 data)"
 
 
-def package(checkpoint: Path, name: str, training_data: str) -> Path:
-    """Write ``checkpoint`` as the shipped ``name`` weights: fp16 (half the size, the same
-    answers to display precision) with its training data and licence in the header."""
+def with_classical_half(spec: str) -> str:
+    """The nuclei student's teacher: ``spec`` averaged with the classical detector, as
+    ``builtin`` is (which, like a spec ending in +classical, already is)."""
+    from napari_rckd import zoo
+
+    named = zoo.find(spec)
+    if spec.endswith(PRIOR_SUFFIX) or (named is not None and named.classical_prior):
+        return spec
+    return spec + PRIOR_SUFFIX
+
+
+def package(checkpoint: Path, name: str, training_data: str, stage2: bool = False) -> Path:
+    """Write ``checkpoint`` as the shipped ``name`` weights (with ``stage2``: its stage-2
+    start): fp16 (half the size, the same answers to display precision) with its training data
+    and licence in the header."""
 
     from napari_rckd.models.shipped import weights_path
     from napari_rckd.models.weights import read_weights, write_checkpoint_file
@@ -114,12 +138,13 @@ def package(checkpoint: Path, name: str, training_data: str) -> Path:
     }
     metadata["provenance"].update(
         dtype="float16",
-        recipe="python -m napari_rckd.training.shipped_recipe DATA OUT --package",
+        recipe="python -m napari_rckd.training.shipped_recipe DATA OUT --package"
+        + (" --student stage2" if stage2 else ""),
         checkpoint=checkpoint.stem,
         training_data=training_data,
         licence=LICENCE,
     )
-    target = weights_path(name)
+    target = weights_path(name, stage2)
     write_checkpoint_file(target, {k: v.contiguous() for k, v in tensors.items()}, metadata)
     log.info("packaged %s as %s (%.1f MB)", checkpoint, target, target.stat().st_size / 1e6)
     return target
@@ -143,10 +168,18 @@ def main(argv: list[str] | None = None) -> int:
         help="then write the best checkpoints into the package's shipped weights (fp16)",
     )
     parser.add_argument(
+        "--student",
+        choices=tuple(STUDENTS),
+        default="nuclei",
+        help="nuclei: copy the teacher averaged with the classical detector into OUT/csat, "
+        "csat's nuclei weights (default); stage2: copy the network alone into OUT/csat-stage2, "
+        "csat's stage-2 start",
+    )
+    parser.add_argument(
         "--backbone",
         default="rckd_csat",
-        help="stage-1 student (default rckd_csat, into OUT/csat; another into OUT/<backbone>, "
-        "for the across-architectures check of docs/rckd.md)",
+        help="stage-1 student (default rckd_csat; another goes into OUT/<backbone>, for the "
+        "across-architectures check of docs/rckd.md)",
     )
     parser.add_argument(
         "--teacher",
@@ -179,8 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.package:
             package(Path(teacher), "learned", TEACHER_DATA)
     paths, table = stage1_sources(args.data, tuple(args.holdout))
-    log.info("stage 1 on %d unlabeled files", len(paths))
-    student = args.out / ("csat" if args.backbone == "rckd_csat" else args.backbone)
+    folder, targets = STUDENTS[args.student]
+    if args.student == "nuclei":
+        teacher = with_classical_half(teacher)
+    log.info("stage 1 on %d unlabeled files, distilling %s", len(paths), teacher)
+    student = args.out / (folder if args.backbone == "rckd_csat" else args.backbone)
     pretrain(
         paths,
         student,
@@ -201,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         callbacks=progress,
     )
     if args.package and args.backbone == "rckd_csat":
-        package(student / "best.safetensors", "csat", STUDENT_DATA)
+        stage2 = args.student == "stage2"
+        package(student / "best.safetensors", "csat", f"{UNLABELED_DATA}; {targets}", stage2)
     return 0
 
 
