@@ -84,7 +84,7 @@ def test_a_checkpoint_with_the_classical_prior(tmp_path, capsys):
     args.json = str(tmp_path / "table.json")
     assert evaluate.run(args) == 0
     (row,) = json.loads((tmp_path / "table.json").read_text())["rows"]
-    assert row["teacher"] == "student:shipped/rckd-csat-stage1+classical" and row["dice"] > 0.3
+    assert row["teacher"] == "student:shipped/rckd-csat-nuclei+classical" and row["dice"] > 0.3
     missing = str(tmp_path / "gone.safetensors")
     with pytest.raises(RckdError, match=r"gone.safetensors does not exist; check the path"):
         evaluate.run(parse(["nuclei", "--teacher", missing + "+classical", "--data", str(data)]))

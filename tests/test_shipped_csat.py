@@ -8,6 +8,7 @@ import torch
 
 import napari_rckd.models  # noqa: F401  (registers rckd_csat)
 from napari_rckd.errors import RckdError
+from napari_rckd.files import sha256_prefix
 from napari_rckd.models.shipped import shipped_weights
 from napari_rckd.models.weights import read_weights
 from napari_rckd.teachers import get_teacher
@@ -37,13 +38,29 @@ def test_missing_csat_weights_are_one_sentence(monkeypatch, tmp_path):
     from napari_rckd.models import shipped
 
     monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path)
-    for load in (
-        lambda: timm.create_model("rckd_csat", pretrained=True),
-        lambda: get_teacher("csat"),
-        lambda: resolve_init(None, None),
+    for load, file in (
+        (lambda: timm.create_model("rckd_csat", pretrained=True), "rckd-csat-stage1"),
+        (lambda: get_teacher("csat"), "rckd-csat-nuclei"),
+        (lambda: resolve_init(None, None), "rckd-csat-stage1"),
     ):
-        with pytest.raises(RckdError, match=r"rckd-csat-stage1.safetensors are missing.*reinstall"):
+        with pytest.raises(RckdError, match=rf"{file}.safetensors are missing.*reinstall"):
             load()
+
+
+def test_csat_ships_a_copy_of_builtin_for_nuclei_and_of_learned_for_stage_2():
+    """The two files behind one name say what each copied (docs/teachers.md)."""
+    nuclei = read_weights(shipped_weights("csat"))[1]["provenance"]
+    stage2 = read_weights(shipped_weights("csat", stage2=True))[1]["provenance"]
+    assert nuclei["teacher"].startswith("builtin:") and nuclei["teacher"].endswith('"version": 1}')
+    assert "+classical:" in nuclei["teacher"] and "+classical" not in stage2["teacher"]
+    assert stage2["teacher"].startswith("learned:")
+    assert "classical detector" in nuclei["training_data"] and nuclei["augment"] == "light"
+    for provenance in (nuclei, stage2):
+        assert provenance["stage"] == "rckd-stage1" and provenance["dtype"] == "float16"
+        assert (
+            "non-commercial" in provenance["licence"] and "LC25000" in provenance["training_data"]
+        )
+    assert get_teacher("csat").identity.startswith("csat:" + sha256_prefix(shipped_weights("csat")))
 
 
 def test_csat_by_name_and_by_file_run_one_batched_path(crop_path, monkeypatch):

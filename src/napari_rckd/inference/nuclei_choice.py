@@ -3,8 +3,8 @@
 Measured in docs/teachers.md: `builtin` (the learned teacher averaged with the classical
 detector) is the best nuclei model on sources it never saw. On a GPU the RCKD-CSAT student
 runs on the accelerator, while `builtin`'s classical half would run on the CPU, so the student
-is chosen there. On a CPU the student is 4-5x faster but not of equal quality (92-98 % of
-`builtin`'s Dice in-sample, AJI 0.05-0.07 lower), so `builtin` is chosen.
+is chosen there. On a CPU the student is about 4x faster but not of equal quality (held out on
+CPM-15, 92 % of `builtin`'s Dice and 0.08 lower AJI), so `builtin` is chosen.
 """
 
 from __future__ import annotations
