@@ -421,7 +421,7 @@ def rckd_csat(pretrained: bool = False, **kwargs) -> Csat:
     """CSAT at the paper's budget: ~3.0M params, ~1.08 G MACs at 224×224. ``pretrained=True``
     loads the shipped RCKD stage-1 student (backbone only; the classifier starts fresh)."""
     if pretrained and kwargs.get("pretrained_cfg_overlay") is None:
-        shipped_weights(_SHIPPED_TAGS[0].name)  # one sentence naming the file when it is gone
+        shipped_weights(_SHIPPED_TAGS[0].name, stage2=True)  # one sentence when the file is gone
     model_args = dict(
         depths=(4, 4, 6, 2), dims=(64, 104, 136, 176), transformer_depths=(0, 0, 1, 1)
     )
