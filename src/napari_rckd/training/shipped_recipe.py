@@ -29,6 +29,7 @@ import csv
 import logging
 from pathlib import Path
 
+from napari_rckd import zoo
 from napari_rckd.defaults import PRIOR_SUFFIX
 from napari_rckd.errors import RckdError
 from napari_rckd.training.recipes.stage1 import AUGMENTS
@@ -116,10 +117,8 @@ LICENCE = "non-commercial research only (trained on CC BY-NC-SA 4.0 data)"
 def with_classical_half(spec: str) -> str:
     """The nuclei student's teacher: ``spec`` averaged with the classical detector, as
     ``builtin`` is (which, like a spec ending in +classical, already is)."""
-    from napari_rckd import zoo
-
     named = zoo.find(spec)
-    if spec.endswith(PRIOR_SUFFIX) or (named is not None and named.classical_prior):
+    if spec.lower().endswith(PRIOR_SUFFIX) or (named is not None and named.classical_prior):
         return spec
     return spec + PRIOR_SUFFIX
 
