@@ -62,13 +62,16 @@ def test_rerun_without_resume_is_refused_and_resume_continues(stage1, capsys):
     assert "completed at step 3" in capsys.readouterr().out
 
 
-def test_strong_augment_trains_and_is_recorded_and_a_bad_name_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("augment", ["strong", "stain"])
+def test_augment_choice_trains_and_is_recorded_and_a_bad_name_is_refused(
+    tmp_path, capsys, augment
+):
     from napari_rckd.models import load_checkpoint
 
-    slide, out = shared_path("slides/cmu-1-small-region.svs"), tmp_path / "strong"
+    slide, out = shared_path("slides/cmu-1-small-region.svs"), tmp_path / augment
     argv = ["pretrain", str(slide), "--out", str(out), "--steps", "1", "--teacher", "classical"]
-    assert main([*argv, "--augment", "strong", *TINY]) == 0
-    assert load_checkpoint(out / "best.safetensors")[1]["provenance"]["augment"] == "strong"
+    assert main([*argv, "--augment", augment, *TINY]) == 0
+    assert load_checkpoint(out / "best.safetensors")[1]["provenance"]["augment"] == augment
 
     with pytest.raises(SystemExit):
         main([*argv[:3], str(tmp_path / "other"), "--augment", "heavy", *TINY])
@@ -77,7 +80,7 @@ def test_strong_augment_trains_and_is_recorded_and_a_bad_name_is_refused(tmp_pat
     from napari_rckd.errors import RckdError
     from napari_rckd.training.recipes.stage1 import Stage1Recipe, pretrain
 
-    with pytest.raises(RckdError, match="--augment 'heavy' is not one of light, strong"):
+    with pytest.raises(RckdError, match="--augment 'heavy' is not one of light, strong, stain"):
         pretrain(slide, tmp_path / "api", Stage1Recipe(augment="heavy", steps=1))
     assert not (tmp_path / "api").exists()
 

@@ -71,3 +71,26 @@ def test_strong_augment_zooms_and_jitters_more_than_the_default():
     assert strong.scale > light.scale == 0
     for name in ("hed", "brightness", "contrast", "saturation"):
         assert getattr(strong, name) > getattr(light, name)
+
+
+def test_stain_augment_fades_and_darkens_hematoxylin_without_moving_the_background():
+    """`Augment.stain` scales each stain's density up to ±25 % but shifts it little, so over
+    many draws a real tile's nuclei get both fainter and darker while glass stays glass."""
+    from skimage.color import rgb2hed
+
+    stain, light = Augment.stain(), Augment()
+    assert stain.hed > light.hed and stain.hed_shift < stain.hed and stain.scale == 0
+    image = _real_tile()
+    nuclei = torch.from_numpy(rgb2hed(image.permute(1, 2, 0).numpy())[..., 0] > 0.08)
+    assert 0.02 < nuclei.float().mean() < 0.6  # the tile has nuclei and stroma
+    darkness = []
+    for seed in range(40):
+        out = colour_jitter(
+            np.random.default_rng(seed), image, stain.hed, 0, 0, 0, hed_shift=stain.hed_shift
+        )
+        darkness.append(float(1 - out.mean(0)[nuclei].mean()))
+    base = float(1 - image.mean(0)[nuclei].mean())
+    assert min(darkness) < 0.9 * base and max(darkness) > 1.05 * base
+    white = torch.ones(3, 8, 8)
+    faded = colour_jitter(np.random.default_rng(0), white, 0.25, 0, 0, 0, hed_shift=0.03)
+    assert faded.min() > 0.85  # glass: a shift of 0.03 OD at most per stain

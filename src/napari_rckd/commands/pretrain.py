@@ -202,7 +202,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=AUGMENTS,
         default=defaults.augment,
         help=f"training-tile jitter (default {defaults.augment}; strong: the teacher's zoom and "
-        "about 1.5x the stain, brightness, contrast and saturation jitter)",
+        "about 1.5x the stain, brightness, contrast and saturation jitter; stain: each stain's "
+        "density scaled by up to ±25 %%, so faint nuclei are still nuclei)",
     )
     parser.add_argument(
         "--cache", metavar="DIR", help="teacher-response cache (default OUT/teacher-cache)"

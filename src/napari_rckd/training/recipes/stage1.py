@@ -40,7 +40,7 @@ from napari_rckd.training.run_notes import (
 
 log = logging.getLogger(__name__)
 
-AUGMENTS = ("light", "strong")
+AUGMENTS = ("light", "strong", "stain")
 
 
 @dataclass
@@ -66,8 +66,9 @@ class Stage1Recipe(RecipeOptions):
     workers: int = 2
     seed: int = 0
     boundaries: bool = False  # also learn the teacher's instance boundaries (a 2nd channel)
-    # "light" jitter, or "strong" (`Augment.strong`, the teacher's: zoom and about 1.5x the colour
-    # jitter) for a student that must hold on stains it never saw
+    # "light" jitter, "strong" (`Augment.strong`, the teacher's: zoom and about 1.5x the colour
+    # jitter) or "stain" (`Augment.stain`: stain densities ±25 %) for a student that must hold
+    # on stains it never saw
     augment: str = "light"
     # a nuclei model (zoo name or checkpoint) whose weights the student starts from, e.g. the
     # shipped csat to distil further or to grow a detail decoder on; None: random
@@ -175,7 +176,7 @@ def _augment(r: Stage1Recipe):
 
     if r.augment not in AUGMENTS:
         raise RckdError(f"--augment {r.augment!r} is not one of {', '.join(AUGMENTS)}")
-    return Augment.strong() if r.augment == "strong" else Augment()
+    return {"light": Augment, "strong": Augment.strong, "stain": Augment.stain}[r.augment]()
 
 
 def _check_init(r: Stage1Recipe):
