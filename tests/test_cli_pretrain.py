@@ -63,9 +63,7 @@ def test_rerun_without_resume_is_refused_and_resume_continues(stage1, capsys):
 
 
 @pytest.mark.parametrize("augment", ["strong", "stain"])
-def test_augment_choice_trains_and_is_recorded_and_a_bad_name_is_refused(
-    tmp_path, capsys, augment
-):
+def test_augment_choice_trains_and_is_recorded_and_a_bad_name_is_refused(tmp_path, capsys, augment):
     from napari_rckd.models import load_checkpoint
 
     slide, out = shared_path("slides/cmu-1-small-region.svs"), tmp_path / augment
