@@ -211,6 +211,24 @@ def test_the_nuclei_student_copies_its_teacher_with_the_classical_half():
         assert with_classical_half(already) == already
 
 
+@pytest.mark.parametrize(("student", "jitter"), [("nuclei", "stain"), ("stage2", "light")])
+def test_each_student_trains_with_its_measured_jitter_unless_told(
+    student, jitter, tmp_path, monkeypatch
+):
+    """The nuclei student copies ``builtin``'s place under the stain jitter; the stage-2 start
+    keeps the light jitter it was measured with; ``--stage1-augment`` overrides either."""
+    import napari_rckd.training.recipes.stage1 as stage1
+    from napari_rckd.training.shipped_recipe import main
+
+    recipes = []
+    monkeypatch.setattr(stage1, "pretrain", lambda paths, out, recipe, **_: recipes.append(recipe))
+    argv = [str(shared_path(".")), str(tmp_path), "--teacher", "learned", "--student", student]
+    assert main(argv) == 0
+    assert main([*argv, "--stage1-augment", "strong"]) == 0
+    assert [recipe.augment for recipe in recipes] == [jitter, "strong"]
+    assert recipes[0].teacher == ("learned+classical" if student == "nuclei" else "learned")
+
+
 def test_package_writes_csat_nuclei_weights_or_its_stage2_start(tmp_path, monkeypatch):
     from napari_rckd.models import shipped
     from napari_rckd.models.weights import read_weights
