@@ -99,8 +99,8 @@ register(
         aliases=("hybrid",),
         auto_on=("cpu",),
         auto_note="the built-in teacher (learned + classical), chosen for the CPU: the best on "
-        "tissue it never saw; csat is about 4x faster but, held out, keeps 92 % of its Dice "
-        "with 0.08 lower AJI (csat+classical: 97 %, 0.06, 3x); classical is the fastest "
+        "tissue it never saw; csat is about 4x faster but, held out, keeps 94 % of its Dice "
+        "with 0.06 lower AJI (csat+classical: 97 %, 0.05, 3x); classical is the fastest "
         "(docs/teachers.md)",
     )
 )
