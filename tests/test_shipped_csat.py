@@ -13,6 +13,7 @@ from napari_rckd.models.shipped import shipped_weights
 from napari_rckd.models.weights import read_weights
 from napari_rckd.teachers import get_teacher
 from napari_rckd.training.initial import resolve_init
+from napari_rckd.training.shipped_recipe import STUDENT_AUGMENT
 
 
 def test_timm_pretrained_loads_the_shipped_student_with_a_fresh_head():
@@ -54,7 +55,11 @@ def test_csat_ships_a_copy_of_builtin_for_nuclei_and_of_learned_for_stage_2():
     assert nuclei["teacher"].startswith("builtin:") and nuclei["teacher"].endswith('"version": 1}')
     assert "+classical:" in nuclei["teacher"] and "+classical" not in stage2["teacher"]
     assert stage2["teacher"].startswith("learned:")
-    assert "classical detector" in nuclei["training_data"] and nuclei["augment"] == "light"
+    assert "classical detector" in nuclei["training_data"]
+    # each was made with the jitter the recipe now gives its student (the stage-2 start predates
+    # the option, so its header has none: it had the light jitter, the only one then)
+    assert nuclei["augment"] == STUDENT_AUGMENT["nuclei"] == "stain"
+    assert stage2.get("augment", "light") == STUDENT_AUGMENT["stage2"] == "light"
     for provenance in (nuclei, stage2):
         assert provenance["stage"] == "rckd-stage1" and provenance["dtype"] == "float16"
         assert (
