@@ -64,10 +64,10 @@ class Augment:
     ) -> tuple[torch.Tensor, ...]:
         """``image`` 3×H×W float in [0, 1]; ``others`` C×H×W float or H×W int (nearest)."""
         tensors = geometric(rng, (image, *others), self.flips, self.rotations, self.scale)
-        shift = self.hed if self.hed_shift is None else self.hed_shift
         image = colour_jitter(
-            rng, tensors[0], self.hed, self.brightness, self.contrast, self.saturation, shift
-        )
+            rng, tensors[0], self.hed, self.brightness, self.contrast, self.saturation,
+            self.hed_shift,
+        )  # fmt: skip
         return (image, *tensors[1:])
 
 
