@@ -40,6 +40,7 @@ def test_pretrain_writes_a_dense_student_that_works_as_a_teacher(stage1):
     assert provenance["teacher"] == get_teacher("builtin").identity and provenance["steps"] == 2
     assert list(provenance["data_sha256"]) == ["cmu-1-small-region.svs"]
     assert provenance["augment"] == "light"  # the recipe's default jitter, recorded
+    assert provenance["targets"] == "probability"  # and what the student copies
     assert (out / "last.state.pt").is_file()
     # 8 training + 2 validation tiles answered once each by the teacher
     assert len(list((out / "teacher-cache").rglob("*.npz"))) == 10
@@ -80,6 +81,24 @@ def test_augment_choice_trains_and_is_recorded_and_a_bad_name_is_refused(tmp_pat
 
     with pytest.raises(RckdError, match="--augment 'heavy' is not one of light, strong, stain"):
         pretrain(slide, tmp_path / "api", Stage1Recipe(augment="heavy", steps=1))
+    assert not (tmp_path / "api").exists()
+
+
+def test_decision_targets_train_and_are_recorded_and_a_bad_name_is_refused(tmp_path, capsys):
+    from napari_rckd.errors import RckdError
+    from napari_rckd.models import load_checkpoint
+    from napari_rckd.training.recipes.stage1 import Stage1Recipe, pretrain
+
+    slide, out = shared_path("slides/cmu-1-small-region.svs"), tmp_path / "decision"
+    argv = ["pretrain", str(slide), "--out", str(out), "--steps", "1", "--teacher", "classical"]
+    assert main([*argv, "--targets", "decision", *TINY]) == 0
+    assert load_checkpoint(out / "best.safetensors")[1]["provenance"]["targets"] == "decision"
+
+    with pytest.raises(SystemExit):
+        main([*argv[:3], str(tmp_path / "other"), "--targets", "labels", *TINY])
+    assert "--targets: invalid choice: 'labels'" in capsys.readouterr().err
+    with pytest.raises(RckdError, match="--targets 'labels' is not one of probability, decision"):
+        pretrain(slide, tmp_path / "api", Stage1Recipe(targets="labels", steps=1))
     assert not (tmp_path / "api").exists()
 
 

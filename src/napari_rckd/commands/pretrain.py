@@ -28,7 +28,7 @@ from napari_rckd.commands.arguments import (
     positive_int,
 )
 from napari_rckd.defaults import PRETRAIN_STEPS
-from napari_rckd.training.recipes.stage1 import AUGMENTS, Stage1Recipe
+from napari_rckd.training.recipes.stage1 import AUGMENTS, TARGETS, Stage1Recipe
 
 EPILOG = """examples:
   # a first student with the defaults (1,000 tiles, 300 steps: minutes on a CPU)
@@ -204,6 +204,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"training-tile jitter (default {defaults.augment}; strong: the teacher's zoom and "
         "about 1.5x the stain, brightness, contrast and saturation jitter; stain: each stain's "
         "density scaled by up to ±25 %%, so faint nuclei are still nuclei)",
+    )
+    parser.add_argument(
+        "--targets",
+        choices=TARGETS,
+        default=defaults.targets,
+        help=f"what the student copies (default {defaults.targets}: the teacher's nuclear "
+        "probability; decision: its nuclei, probability > 0.5, so it inherits no hesitation)",
     )
     parser.add_argument(
         "--cache", metavar="DIR", help="teacher-response cache (default OUT/teacher-cache)"

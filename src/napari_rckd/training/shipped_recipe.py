@@ -32,7 +32,7 @@ from pathlib import Path
 from napari_rckd import zoo
 from napari_rckd.defaults import PRIOR_SUFFIX
 from napari_rckd.errors import RckdError
-from napari_rckd.training.recipes.stage1 import AUGMENTS
+from napari_rckd.training.recipes.stage1 import AUGMENTS, TARGETS
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=AUGMENTS,
         help="stage-1 jitter (default: stain for --student nuclei, light for stage2)",
     )
+    parser.add_argument(
+        "--stage1-targets",
+        choices=TARGETS,
+        help="what the student copies (default: decision for --student nuclei, probability "
+        "for stage2)",
+    )
     args = parser.parse_args(argv)
     if args.holdout and args.package:
         parser.error("--holdout makes an evaluation pair; it is never packaged (drop --package)")
@@ -232,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 steps=args.stage1_steps,
                 tiles=args.stage1_tiles,
                 augment=args.stage1_augment or STUDENT_AUGMENT[args.student],
+                targets=args.stage1_targets or "probability",
             ),
             **common,
         ),

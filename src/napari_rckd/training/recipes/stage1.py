@@ -41,6 +41,10 @@ from napari_rckd.training.run_notes import (
 log = logging.getLogger(__name__)
 
 AUGMENTS = ("light", "strong", "stain")
+# What the student learns in channel 0: the teacher's nuclear probability (its response, soft
+# where it hesitates), or its decisions (probability > 0.5: the nuclei it draws), which leaves
+# the student no hesitation to inherit and lose on tissue it never saw (docs/teachers.md).
+TARGETS = ("probability", "decision")
 
 
 @dataclass
@@ -70,6 +74,7 @@ class Stage1Recipe(RecipeOptions):
     # jitter) or "stain" (`Augment.stain`: stain densities ±25 %) for a student that must hold
     # on stains it never saw
     augment: str = "light"
+    targets: str = "probability"  # one of TARGETS
     # a nuclei model (zoo name or checkpoint) whose weights the student starts from, e.g. the
     # shipped csat to distil further or to grow a detail decoder on; None: random
     init: str | None = None
@@ -112,6 +117,8 @@ def pretrain(
             f"({r.mpp}) > 0"
         )
     augment = _augment(r)
+    if r.targets not in TARGETS:
+        raise RckdError(f"--targets {r.targets!r} is not one of {', '.join(TARGETS)}")
     paths = find_slides(slides)
     check_slides_have_mpp(paths, slide_mpp, mpp_table)
     total_steps = schedule(r.steps, r.epochs, r.tiles, r.batch_size, launch().world_size)
@@ -124,7 +131,9 @@ def pretrain(
         val_tiles = (
             r.val_tiles if r.val_tiles is not None else max(launch().world_size, r.tiles // 10)
         )
-        common = dict(size=r.tile_size, mpp=r.mpp, boundaries=r.boundaries)
+        common = dict(
+            size=r.tile_size, mpp=r.mpp, boundaries=r.boundaries, decisions=r.targets == "decision"
+        )
         train = TissueTileDataset(
             SlidePool(paths, slide_mpp, mpp_table), the_teacher, cache_dir, count=r.tiles,
             seed=r.seed, augment=augment, **common,
