@@ -101,21 +101,6 @@ def test_boundaries_and_augmentation(warm, svs):
     assert item["image"].min() >= 0 and item["image"].max() <= 1
 
 
-def test_decision_targets_are_the_teachers_nuclei(warm, svs):
-    """``decisions``: channel 0 is the teacher's nuclei (probability > 0.5) as 0/1, from the
-    same cached responses as the probability targets."""
-    dataset, cache = warm
-    decided = TissueTileDataset(
-        svs, RefusingTeacher(dataset.teacher.identity), cache, count=6, size=SIZE, seed=3,
-        decisions=True,
-    )  # fmt: skip
-    for index in range(len(decided)):
-        soft, hard = dataset[index]["target"][0], decided[index]["target"][0]
-        assert set(hard.unique().tolist()) <= {0.0, 1.0}
-        assert torch.equal(hard.bool(), soft > 0.5)
-    assert any(0 < float(decided[i]["target"][0].mean()) < 1 for i in range(len(decided)))
-
-
 def test_corrupt_cache_entry_is_reported_and_recomputed(warm, caplog):
     dataset, _ = warm
     entry = dataset.cache.path(dataset._key(2))

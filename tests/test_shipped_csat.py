@@ -13,7 +13,7 @@ from napari_rckd.models.shipped import shipped_weights
 from napari_rckd.models.weights import read_weights
 from napari_rckd.teachers import get_teacher
 from napari_rckd.training.initial import resolve_init
-from napari_rckd.training.shipped_recipe import STUDENT_AUGMENT
+from napari_rckd.training.shipped_recipe import STUDENT_AUGMENT, STUDENT_TARGETS
 
 
 def test_timm_pretrained_loads_the_shipped_student_with_a_fresh_head():
@@ -60,6 +60,9 @@ def test_csat_ships_a_copy_of_builtin_for_nuclei_and_of_learned_for_stage_2():
     # the option, so its header has none: it had the light jitter, the only one then)
     assert nuclei["augment"] == STUDENT_AUGMENT["nuclei"] == "stain"
     assert stage2.get("augment", "light") == STUDENT_AUGMENT["stage2"] == "light"
+    # and what it copies (the stage-2 start predates that option too: it copied probabilities)
+    assert nuclei["targets"] == STUDENT_TARGETS["nuclei"] == "decision"
+    assert stage2.get("targets", "probability") == STUDENT_TARGETS["stage2"] == "probability"
     for provenance in (nuclei, stage2):
         assert provenance["stage"] == "rckd-stage1" and provenance["dtype"] == "float16"
         assert (

@@ -51,6 +51,18 @@ def test_distillation_extra_channels_are_weighted():
         DistillationTask(Fixed(logits), channel_weights=[1, 1, 1])(batch)
 
 
+def test_distillation_on_decisions_learns_the_teachers_nuclei_not_its_probability():
+    logits = torch.tensor([[[1.0, 0.5], [-0.5, -1.0]], [[0.0, 0.0], [0.0, 0.0]]])[None]
+    soft = torch.tensor([[[0.9, 0.6], [0.4, 0.1]], [[1.0, 0.0], [0.0, 1.0]]])[None]
+    hard = torch.tensor([[[1.0, 1.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]])[None]
+    image = torch.zeros(1, 3, 2, 2)
+    decided = DistillationTask(Fixed(logits), decisions=True)({"image": image, "target": soft})
+    by_hand = DistillationTask(Fixed(logits))({"image": image, "target": hard})
+    copied = DistillationTask(Fixed(logits))({"image": image, "target": soft})
+    assert decided["loss"].item() == pytest.approx(by_hand["loss"].item(), rel=1e-6)
+    assert decided["loss"].item() != pytest.approx(copied["loss"].item())
+
+
 def test_distillation_evaluate_reports_dice_against_teacher():
     # student says nucleus on the left column only; teacher on the top row only
     logits = torch.tensor([[[[5.0, -5.0], [5.0, -5.0]]]])

@@ -87,12 +87,12 @@ def test_shipped_teacher_stays_above_its_floor_on_cryonuseg():
 def test_shipped_student_stays_above_its_floor_on_cpm15():
     """Regression guard from the held-out pair of docs/teachers.md: the student of a teacher
     (with its classical half) that never saw CPM-15, distilled without its images under the
-    stain jitter, scored Dice 0.779 and AJI 0.543 there. The shipped `csat` saw CPM-15, so it must at least stay above
-    the held-out student less 0.03 of each: a broken weight file, resampling or instance rule
+    stain jitter, copying its nuclei, scored Dice 0.778 and AJI 0.544 there. The shipped `csat`
+    saw CPM-15, so it must at least stay above the held-out student less 0.03 of each: a broken weight file, resampling or instance rule
     falls far below, seed noise does not."""
     images = find_ground_truth(shared_path("nuclei/cpm15"))
     (row,) = evaluate_teacher(get_teacher("csat"), images)
-    assert row["dice"] > 0.749 and row["aji"] > 0.513
+    assert row["dice"] > 0.748 and row["aji"] > 0.514
 
 
 def test_resamples_when_the_tile_is_at_another_mpp(cpm_tile):

@@ -100,7 +100,7 @@ register(
         auto_on=("cpu",),
         auto_note="the built-in teacher (learned + classical), chosen for the CPU: the best on "
         "tissue it never saw; csat is about 4x faster but, held out, keeps 94 % of its Dice "
-        "with 0.06 lower AJI (csat+classical: 97 %, 0.05, 3x); classical is the fastest "
+        "with 0.06 lower AJI (csat+classical: 97 %, 0.04, 3x); classical is the fastest "
         "(docs/teachers.md)",
     )
 )

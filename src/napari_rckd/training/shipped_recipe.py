@@ -106,12 +106,19 @@ UNLABELED_DATA = (
 )
 # What each student copies, in its run folder's name and its shipped header.
 STUDENTS = {
-    "nuclei": ("csat", "targets from the learned teacher averaged with the classical detector"),
+    "nuclei": (
+        "csat",
+        "targets: the nuclei of the learned teacher averaged with the classical detector",
+    ),
     "stage2": ("csat-stage2", "targets from the learned teacher"),
 }
 # Stage-1 jitter per student: the stain jitter made the better nuclei copy held out; the stage-2
 # start was measured with the light one (docs/teachers.md, docs/rckd.md).
 STUDENT_AUGMENT = {"nuclei": "stain", "stage2": "light"}
+# What each student copies: the nuclei student the teacher's decisions (held out it kept the
+# AJI and drew fewer broken images, docs/teachers.md); the stage-2 start the soft responses RCKD
+# transfers.
+STUDENT_TARGETS = {"nuclei": "decision", "stage2": "probability"}
 LICENCE = "non-commercial research only (trained on CC BY-NC-SA 4.0 data)"
 
 
@@ -150,11 +157,8 @@ def package(checkpoint: Path, name: str, training_data: str, stage2: bool = Fals
     return target
 
 
-def main(argv: list[str] | None = None) -> int:
-    from napari_rckd.training import TqdmProgress
-    from napari_rckd.training.recipes.stage1 import Stage1Recipe, pretrain
-    from napari_rckd.training.recipes.teacher import TeacherRecipe, train_teacher
-
+def _parser() -> argparse.ArgumentParser:
+    """The recipe's command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "data", type=Path, help="data folder (nuclei/, slides/, tiles/, manifest.csv)"
@@ -206,6 +210,15 @@ def main(argv: list[str] | None = None) -> int:
         help="what the student copies (default: decision for --student nuclei, probability "
         "for stage2)",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from napari_rckd.training import TqdmProgress
+    from napari_rckd.training.recipes.stage1 import Stage1Recipe, pretrain
+    from napari_rckd.training.recipes.teacher import TeacherRecipe, train_teacher
+
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.holdout and args.package:
         parser.error("--holdout makes an evaluation pair; it is never packaged (drop --package)")
@@ -238,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 steps=args.stage1_steps,
                 tiles=args.stage1_tiles,
                 augment=args.stage1_augment or STUDENT_AUGMENT[args.student],
-                targets=args.stage1_targets or "probability",
+                targets=args.stage1_targets or STUDENT_TARGETS[args.student],
             ),
             **common,
         ),

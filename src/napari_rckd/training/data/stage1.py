@@ -38,8 +38,7 @@ class TissueTileDataset(Dataset):
     `SlidePool` of them that knows the pixel size of slides whose files do not say it).
 
     Items: ``image`` float32 3×H×W in [0, 1] and ``target`` float32 C×H×W (channel 0 the
-    teacher's nuclear probability, or with ``decisions`` its nuclei as 0/1; channel 1 instance
-    boundaries when ``boundaries``).
+    teacher's nuclear probability, channel 1 instance boundaries when ``boundaries``).
     """
 
     def __init__(
@@ -52,7 +51,6 @@ class TissueTileDataset(Dataset):
         mpp: float = 0.5,
         seed: int = 0,
         boundaries: bool = False,
-        decisions: bool = False,
         augment: Augment | None = None,
         avoid: TissueTileDataset | None = None,
     ):
@@ -62,7 +60,6 @@ class TissueTileDataset(Dataset):
         self.cache = ResponseCache(cache_dir, teacher.identity)
         self.size, self.mpp, self.seed = size, mpp, seed
         self.boundaries = boundaries
-        self.decisions = decisions
         self.augment = augment
         self._slide_ids = [slide_identity(path) for path in self.pool.paths]
         self._avoid = None
@@ -134,8 +131,7 @@ class TissueTileDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         tile = self.tile(index)
         image = to_tensor(tile.image)
-        nuclei = (tile.prob > 0.5).astype(np.float32) if self.decisions else tile.prob
-        channels = [nuclei] + ([tile.boundary.astype(np.float32)] if self.boundaries else [])
+        channels = [tile.prob] + ([tile.boundary.astype(np.float32)] if self.boundaries else [])
         target = torch.from_numpy(np.stack(channels))
         if self.augment is not None:
             image, target = self.augment(item_rng(), image, target)

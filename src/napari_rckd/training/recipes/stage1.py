@@ -131,9 +131,7 @@ def pretrain(
         val_tiles = (
             r.val_tiles if r.val_tiles is not None else max(launch().world_size, r.tiles // 10)
         )
-        common = dict(
-            size=r.tile_size, mpp=r.mpp, boundaries=r.boundaries, decisions=r.targets == "decision"
-        )
+        common = dict(size=r.tile_size, mpp=r.mpp, boundaries=r.boundaries)
         train = TissueTileDataset(
             SlidePool(paths, slide_mpp, mpp_table), the_teacher, cache_dir, count=r.tiles,
             seed=r.seed, augment=augment, **common,
@@ -171,7 +169,7 @@ def pretrain(
         model = create_model(config)
         if start is not None:
             load_nuclei_weights(model, start)
-        task = DistillationTask(model)
+        task = DistillationTask(model, decisions=r.targets == "decision")
         result = fit(task, train, val, fit_config, out_dir, callbacks, stop_event)
         if launch().rank == 0:
             tell(model_line(result))

@@ -3,7 +3,8 @@
 The loss is binary cross-entropy with logits plus soft Dice: BCE gives every pixel a
 gradient, Dice keeps the sparse nuclear class from being drowned by background. Extra
 target channels (instance boundaries, say) are learned the same way, weighted per channel.
-Training a teacher on ground truth is the same objective with hard targets; a batch may then
+With ``decisions`` the student learns the teacher's nuclei (channel 0 > 0.5 as 0/1), not its
+hesitation. Training a teacher on ground truth is the same objective with hard targets; a batch may then
 carry a ``mask`` (same shape as ``target``, 1 = known) so that, e.g., images with nuclear
 masks but no instances teach the nuclear channel and not the boundary one.
 """
@@ -38,8 +39,10 @@ class DistillationTask(Task):
         bce_weight: float = 1.0,
         dice_weight: float = 1.0,
         channel_weights: Sequence[float] | None = None,
+        decisions: bool = False,
     ) -> None:
         super().__init__(model)
+        self.decisions = decisions
         self.bce_weight = bce_weight
         self.dice_weight = dice_weight
         self.channel_weights = None if channel_weights is None else tuple(channel_weights)
@@ -47,6 +50,8 @@ class DistillationTask(Task):
     def _logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(batch["image"]).float()
         target = batch["target"].float()
+        if self.decisions:
+            target = torch.cat([(target[:, :1] > 0.5).float(), target[:, 1:]], dim=1)
         if logits.shape != target.shape:
             raise RckdError(
                 f"the student predicts {tuple(logits.shape)} but the teacher targets are "
