@@ -4,9 +4,9 @@ The loss is binary cross-entropy with logits plus soft Dice: BCE gives every pix
 gradient, Dice keeps the sparse nuclear class from being drowned by background. Extra
 target channels (instance boundaries, say) are learned the same way, weighted per channel.
 With ``decisions`` the student learns the teacher's nuclei (channel 0 > 0.5 as 0/1), not its
-hesitation. Training a teacher on ground truth is the same objective with hard targets; a batch may then
-carry a ``mask`` (same shape as ``target``, 1 = known) so that, e.g., images with nuclear
-masks but no instances teach the nuclear channel and not the boundary one.
+hesitation. Training a teacher on ground truth is the same objective with hard targets; a batch
+may then carry a ``mask`` (same shape as ``target``, 1 = known) so that, e.g., images with
+nuclear masks but no instances teach the nuclear channel and not the boundary one.
 """
 
 from __future__ import annotations
