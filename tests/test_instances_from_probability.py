@@ -48,3 +48,20 @@ def test_without_contours_touching_nuclei_split_by_distance_and_specks_drop():
     prob = np.where(nuclei | speck, 0.9, 0.1)
     labels = instances_from_probability(prob, 0.5)
     assert labels.max() == 2 and labels[5, 5] == 0
+
+
+def test_confident_logits_give_nuclei_without_overflow_warnings():
+    """A student trained on 0/1 targets answers logits far below −88, where a float32
+    ``1 / (1 + exp(−x))`` overflows and floods the user's terminal with warnings."""
+    import warnings
+
+    from napari_rckd.teachers.network import nuclei_from_logits
+
+    nucleus = _disc((64, 64), (32, 32), 10)
+    logits = np.stack([np.where(nucleus, 120.0, -300.0), np.full((64, 64), -300.0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        answer = nuclei_from_logits(logits.astype(np.float32), 0.5, use_boundary=True)
+    assert answer.labels.max() == 1
+    assert np.array_equal(answer.labels > 0, nucleus)
+    assert answer.prob.min() == 0.0 and answer.prob.max() == 1.0

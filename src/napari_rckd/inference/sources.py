@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.special import expit
 
 from napari_rckd.errors import RckdError
 from napari_rckd.files import sha256_prefix
@@ -262,7 +263,7 @@ class RegionSource(Source):
     def predict(self, windows: np.ndarray) -> list[dict[str, np.ndarray]]:
         logits = self.runner(windows)
         if logits.shape[1] == 1:  # one output: sigmoid, the mask is that class above threshold
-            probs = 1 / (1 + np.exp(-logits))
+            probs = expit(logits)
             masks = (probs[:, 0] >= self.threshold).astype(np.uint8)
         else:  # classes: softmax, the mask is the winning class (k + 1) where it is confident
             probs, best, winners = softmax(logits)

@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.special import expit
 
 from napari_rckd.teachers.base import ResamplingTeacher, TeacherOutput
 from napari_rckd.teachers.instances import split_touching
@@ -52,7 +53,7 @@ class OtsuTeacher(ResamplingTeacher):
         labels, _ = ndi.label(foreground)
         # Soft but honest: a logistic of the distance to the Otsu threshold.
         spread = max(float(np.std(density)), 1e-6)
-        prob = 1 / (1 + np.exp(-(density - threshold) / (0.25 * spread)))
+        prob = expit((density - threshold) / (0.25 * spread))
         return TeacherOutput(prob.astype(np.float32), labels.astype(np.int32))
 
 
@@ -108,6 +109,6 @@ class ClassicalTeacher(ResamplingTeacher):
         foreground = remove_small_objects(foreground, max_size=int(self.min_area_um2 * px * px))
         # Logistic of the margin over the per-pixel threshold, folded so that
         # prob > 0.5 exactly where the cleaned mask says nucleus.
-        margin = 1 / (1 + np.exp(-(density - threshold) / (0.25 * spread)))
+        margin = expit((density - threshold) / (0.25 * spread))
         prob = np.where(foreground, 0.5 + 0.5 * margin, 0.5 * margin).astype(np.float32)
         return prob, foreground

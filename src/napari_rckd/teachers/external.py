@@ -10,6 +10,7 @@ import importlib
 import importlib.metadata
 
 import numpy as np
+from scipy.special import expit
 
 from napari_rckd.errors import RckdError
 from napari_rckd.teachers.base import ResamplingTeacher, TeacherOutput
@@ -70,7 +71,7 @@ class CellposeTeacher(ResamplingTeacher):
     def _predict_native(self, tile: np.ndarray) -> TeacherOutput:
         kwargs = {"channels": [0, 0]} if self.legacy else {}
         masks, flows, _ = self.model.eval(tile, diameter=NUCLEUS_DIAMETER_UM / self.mpp, **kwargs)
-        prob = 1 / (1 + np.exp(-np.asarray(flows[2], dtype=np.float32)))
+        prob = expit(np.asarray(flows[2], dtype=np.float32))
         return TeacherOutput(prob.astype(np.float32), np.asarray(masks, dtype=np.int32))
 
 

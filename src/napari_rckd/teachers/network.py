@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from scipy.special import expit
 
 from napari_rckd.errors import RckdError
 from napari_rckd.files import sha256_prefix
@@ -122,12 +123,12 @@ def nuclei_from_logits(
     """Nuclear probability and instances from one tile's C×H×W logits (channel 0 nuclear,
     channel 1 the contour map when ``use_boundary``), the probability averaged with ``prior``'s
     when one is given."""
-    prob = 1 / (1 + np.exp(-logits[0]))
+    prob = expit(logits[0])
     if prior is not None:
         prob = (prob + prior) / 2
     boundary = None
     if use_boundary and logits.shape[0] >= 2:
-        boundary = 1 / (1 + np.exp(-logits[1]))
+        boundary = expit(logits[1])
     return TeacherOutput(prob.astype(np.float32), instances_from_probability(prob, mpp, boundary))
 
 
