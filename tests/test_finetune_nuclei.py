@@ -1,5 +1,5 @@
 """`finetune --task nuclei`: a tiny fine-tune of the shipped csat on synthetic corrections runs end
-to end, records its provenance and held-out scores, and the new model works live; the replay
+to end, the default start is `builtin`, records its provenance and held-out scores, and the new model works live; the replay
 share is honoured; bad corrections and options are refused in one sentence; real nuclei
 folders train too."""
 
@@ -65,6 +65,21 @@ def test_a_tiny_fine_tune_end_to_end(tmp_path):
     (source,) = build_sources(nuclei=result.spec)
     out = source.predict(np.full((1, 64, 64, 3), 200, np.uint8))
     assert out[0]["nuclei_labels"].shape == (64, 64)
+
+
+def test_the_default_start_is_builtin_and_keeps_its_classical_half(tmp_path):
+    """Unless told, a fine-tune starts from `builtin` (held out, the most exact model after
+    corrections, docs/correct.md): `learned`'s weights train and the new model, at their 0.25
+    µm/px, still averages the classical detector in."""
+    from napari_rckd.teachers import get_teacher
+    from napari_rckd.training.nuclei_finetune import NucleiRecipe, finetune_nuclei
+
+    corrections = synthetic_corrections(tmp_path, regions=2)
+    result = finetune_nuclei([corrections], tmp_path / "run", NucleiRecipe(**TINY))
+    assert result.fit.status == "completed"
+    assert result.spec == f"{result.model}+classical"
+    model = get_teacher(result.spec)
+    assert model.mpp == 0.25 and model.prior is not None
 
 
 def test_the_replay_share_is_honoured(tmp_path):

@@ -170,6 +170,8 @@ def test_nuclei_from_corrections_trains_in_the_child_and_goes_live(viewer_and_wi
     box = widget.nuclei_box
     box.setChecked(True)
     assert not widget.stage1_box.isChecked() and box.folders.count() == 1
+    assert box.init.currentText() == "builtin"  # the most exact start (docs/correct.md)
+    box.init.setCurrentText("csat")  # the fast one, for a test
     box.steps.setValue(2)
     box.crop.setValue(64)
     box.batch.setValue(2)

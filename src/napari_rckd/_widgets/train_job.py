@@ -23,6 +23,7 @@ from napari_rckd._widgets.annotation_session import (
 from napari_rckd.errors import RckdError
 from napari_rckd.io.slide_annotations import write_region_mask
 from napari_rckd.training.nuclei_finetune import (
+    DEFAULT_START,
     NUCLEI_FINETUNE_BATCH,
     NUCLEI_FINETUNE_STEPS,
     NUCLEI_FINETUNE_TILE,
@@ -68,7 +69,7 @@ class TrainSettings:
     threads: int | None = None
     nuclei: bool = False  # nuclei from my corrections (instead of stages 1 and 2)
     corrections: list[str] = field(default_factory=list)  # nuclei folders (.corrections)
-    nuclei_init: str = "csat"
+    nuclei_init: str = DEFAULT_START
     replay: float = REPLAY_SHARE
     nuclei_steps: int = NUCLEI_FINETUNE_STEPS
     nuclei_tile: int = NUCLEI_FINETUNE_TILE
@@ -121,7 +122,7 @@ def nuclei_job(settings: TrainSettings) -> TrainingJob:
         )
     nuclei = dict(
         corrections=list(settings.corrections),
-        init=settings.nuclei_init or "csat",
+        init=settings.nuclei_init or DEFAULT_START,
         replay_share=settings.replay,
         steps=settings.nuclei_steps,
         tile_size=settings.nuclei_tile,

@@ -22,13 +22,14 @@ from qtpy.QtWidgets import (
 
 from napari_rckd.io.corrections import find_sidecars
 from napari_rckd.training.nuclei_finetune import (
+    DEFAULT_START,
     NUCLEI_FINETUNE_BATCH,
     NUCLEI_FINETUNE_STEPS,
     NUCLEI_FINETUNE_TILE,
     REPLAY_SHARE,
 )
 
-START_MODELS = ("csat", "learned", "builtin")
+START_MODELS = (DEFAULT_START, "csat", "learned")
 
 
 class NucleiBox(QGroupBox):
@@ -44,7 +45,10 @@ class NucleiBox(QGroupBox):
         self.add_button = QPushButton("Add nuclei folder…")
         self.init = QComboBox(editable=True)
         self.init.addItems(list(START_MODELS))
-        self.init.setToolTip("the model to fine-tune: csat, learned, builtin or a .safetensors")
+        self.init.setToolTip(
+            "the model to fine-tune: builtin (the most exact after corrections), csat (fast), "
+            "learned or a .safetensors"
+        )
         self.replay = QDoubleSpinBox(minimum=0.0, maximum=0.9, singleStep=0.05, value=REPLAY_SHARE)
         self.replay.setToolTip(
             "share of training crops that replay what the model knew (its answers on the tissue "
@@ -96,7 +100,7 @@ class NucleiBox(QGroupBox):
         return dict(
             nuclei=self.isChecked(),
             corrections=chosen,
-            nuclei_init=self.init.currentText().strip() or "csat",
+            nuclei_init=self.init.currentText().strip() or DEFAULT_START,
             replay=self.replay.value(),
             nuclei_steps=self.steps.value(),
             nuclei_tile=self.crop.value(),

@@ -78,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--init",
         help="where to start: 'csat' (the shipped RCKD-CSAT student; the default for "
         "rckd_csat), a stage-1 checkpoint (.safetensors), 'imagenet' or 'none' (random; the "
-        "default for other backbones)",
+        "default for other backbones); with --task nuclei: builtin (the default), csat, learned "
+        "or a nuclei checkpoint",
     )
     parser.add_argument("--classes", help="class names, comma-separated (default: from the data)")
     parser.add_argument(
@@ -279,11 +280,16 @@ def run_nuclei(args: argparse.Namespace) -> int:
             raise RckdError(f"{name} does not apply to --task nuclei; leave it out")
     checks.existing(args.data, "corrections folder", folder=True)
     from napari_rckd.training import TqdmProgress
-    from napari_rckd.training.nuclei_finetune import NucleiRecipe, finetune_nuclei, scores_line
+    from napari_rckd.training.nuclei_finetune import (
+        DEFAULT_START,
+        NucleiRecipe,
+        finetune_nuclei,
+        scores_line,
+    )
 
     with stop_on_signals() as stop:
         recipe = NucleiRecipe(
-            init=args.init or "csat",
+            init=args.init or DEFAULT_START,
             replay_share=args.replay,
             replay_tiles=args.replay_tiles,
             slide_replay=not args.no_slide_replay,
