@@ -97,7 +97,8 @@ def test_a_model_fine_tuned_on_the_corrections_goes_live(analyze, qtbot):
     result = finetune_nuclei([sidecar], sidecar.parent / "run", recipe)
     analyze.live_box.setChecked(True)
     TRAINED.model_ready.emit(result.spec, "nuclei")
-    assert analyze.models["nuclei"].currentData() == str(result.model.resolve())
+    # the default start is builtin, so the new model keeps its classical half
+    assert analyze.models["nuclei"].currentData() == f"{result.model.resolve()}+classical"
     live = analyze.live
     assert live is not None and live.enabled
     assert result.model.parent.name in live.predictor.sources["nuclei"].identity
