@@ -6,13 +6,13 @@ CMU-1-Small-Region (contact sheets of each object) and listing the false ones: p
 green ink, keratin. `cmu1_corrections.json` holds each region's box and a point inside each
 false object; this script erases them with napari's own fill tool (label 0) in the layer that
 "Correct nuclei here" opens, saves, then trains "Nuclei from my corrections" in the Train student
-widget's child process with its defaults, from `csat` (the default start when this was
-measured; `builtin` is now), and times Train → refreshed view of a fourth region
+widget's child process with its defaults, from START (default `csat`, the start the first
+figures were measured from; the widget's default is now `builtin`), and times Train → refreshed view of a fourth region
 (``test`` in the JSON), which no correction touched. There we judged each of `csat`'s objects
 the same way (a point inside each real nucleus and each false one; unsure ones left out), and
 the script counts how many of each every model still draws. Run under a display:
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/correct_cmu1.py SLIDE [OUT]
+    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/correct_cmu1.py SLIDE [OUT [START]]
 
 SLIDE is copied into OUT first (the corrections sidecar and the run go beside the copy).
 Writes OUT/cmu1-{before,after}.png, OUT/cmu1-region.png and OUT/cmu1.json (counts, time).
@@ -84,7 +84,7 @@ def judged(slide: Path, test: dict, spec: str) -> dict:
             "real": len(test["real_at"]), "false": len(test["false_at"])}  # fmt: skip
 
 
-def main(slide: str, out: str = "cmu1-run") -> None:
+def main(slide: str, out: str = "cmu1-run", start_model: str = "csat") -> None:
     import timm  # noqa: F401  (before the GL context: triton's LLVM clashes with Mesa's)
 
     from napari_rckd._widgets.train import TrainWidget
@@ -117,7 +117,7 @@ def main(slide: str, out: str = "cmu1-run") -> None:
     viewer.window.add_dock_widget(train, name="Train student", area="right")
     train._refresh_layers()
     train.nuclei_box.setChecked(True)
-    train.nuclei_box.init.setCurrentText("csat")  # the start these figures were measured from
+    train.nuclei_box.init.setCurrentText(start_model)
     train.out_dir.setText(str(out / "nuclei-run"))
     ready = []
     TRAINED.model_ready.connect(lambda spec, kind: ready.append((time.monotonic(), spec)))
@@ -138,10 +138,11 @@ def main(slide: str, out: str = "cmu1-run") -> None:
         if layer.name.endswith(" nuclei"):
             layer.opacity = 0.9
     shoot(viewer, out, "cmu1-after.png")
+    models = {"csat": "csat", start_model: start_model, "fine-tuned": ready[-1][1]}
     figures["test_region"] = {
-        name: judged(copy, plan["test"], spec)
-        for name, spec in (("csat", "csat"), ("fine-tuned", ready[-1][1]))
+        name: judged(copy, plan["test"], spec) for name, spec in models.items()
     }
+    figures["start"] = start_model
     (out / "cmu1.json").write_text(json.dumps(figures, indent=1))
     print(json.dumps(figures, indent=1))
     widget._stop_live()
