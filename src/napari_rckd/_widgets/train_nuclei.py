@@ -46,8 +46,9 @@ class NucleiBox(QGroupBox):
         self.init = QComboBox(editable=True)
         self.init.addItems(list(START_MODELS))
         self.init.setToolTip(
-            "the model to fine-tune: builtin (the most exact after corrections), csat (fast), "
-            "learned or a .safetensors"
+            "the model to fine-tune: builtin (the most exact after corrections, but its "
+            "classical half keeps what it draws), learned or csat (fast; these two also unlearn "
+            "ink and fibres you erased), or a .safetensors"
         )
         self.replay = QDoubleSpinBox(minimum=0.0, maximum=0.9, singleStep=0.05, value=REPLAY_SHARE)
         self.replay.setToolTip(
