@@ -7,10 +7,11 @@ green ink, keratin. `cmu1_corrections.json` holds each region's box and a point 
 false object; this script erases them with napari's own fill tool (label 0) in the layer that
 "Correct nuclei here" opens, saves, then trains "Nuclei from my corrections" in the Train student
 widget's child process with its defaults, from START (default `csat`, the start the first
-figures were measured from; the widget's default is now `builtin`), and times Train → refreshed view of a fourth region
-(``test`` in the JSON), which no correction touched. There we judged each of `csat`'s objects
-the same way (a point inside each real nucleus and each false one; unsure ones left out), and
-the script counts how many of each every model still draws. Run under a display:
+figures were measured from; the widget's default is now `builtin`), and times Train →
+refreshed view of a fourth region (``test`` in the JSON), which no correction touched. There
+we judged each of `csat`'s objects the same way (a point inside each real nucleus and each
+false one; unsure ones left out), and the script counts how many of each every model still
+draws. Run under a display:
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python docs/correct_cmu1.py SLIDE [OUT [START]]
 

@@ -1,10 +1,10 @@
 """Fine-tuning a nuclei model on a user's corrections: "teach the nuclei model your tissue".
 
-``finetune_nuclei(CORRECTIONS, OUT, NucleiRecipe(init="builtin"))`` continues training the starting
-model (``builtin``, the default: ``learned`` with the classical prior kept; ``csat``, ``learned``
-or a nuclei checkpoint file) on nuclei folders: the corrections sidecars that Analyze slide writes, or any
-labelled nuclei set. So that the model does not forget what it knew, a share of the crops
-(``replay_share``) is *replay*:
+``finetune_nuclei(CORRECTIONS, OUT, NucleiRecipe(init="builtin"))`` continues training the
+starting model (``builtin``, the default: ``learned`` with the classical prior kept; ``csat``,
+``learned`` or a nuclei checkpoint file) on nuclei folders: the corrections sidecars that
+Analyze slide writes, or any labelled nuclei set. So that the model does not forget what it
+knew, a share of the crops (``replay_share``) is *replay*:
 
 * the starting model's own answers on unlabelled tissue: the context crops saved around each
   corrected region, the slides the corrections came from (when they are beside their
@@ -56,7 +56,8 @@ SCORES_FILE = "scores.json"
 # Where a fine-tune starts unless told. Held out on CPM-15, three corrected images took
 # `builtin` from 0.605 to 0.626 AJI on the other images, every seed up, and the shipped `csat`
 # (which copies decisions) from 0.536 to 0.529: the corrected model is best when it starts from
-# the most exact one, and its 100 steps take as long (docs/correct.md).
+# the most exact one, and its 100 steps take as long. Its classical half does not train, so
+# erasures of dark non-nuclei (ink, fibres) barely change it: for those, learned or csat.
 DEFAULT_START = "builtin"
 
 
