@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_rckd.teachers.instances import instances_from_probability
+from napari_rckd.teachers.instances import h_maxima_by_support, instances_from_probability
 
 
 def _disc(shape, centre, radius):
@@ -65,3 +65,20 @@ def test_confident_logits_give_nuclei_without_overflow_warnings():
     assert answer.labels.max() == 1
     assert np.array_equal(answer.labels > 0, nucleus)
     assert answer.prob.min() == 0.0 and answer.prob.max() == 1.0
+
+
+def test_h_maxima_one_support_at_a_time_equals_skimage_on_the_whole_image():
+    from scipy import ndimage as ndi
+    from skimage.morphology import h_maxima
+
+    rng = np.random.default_rng(3)
+    shape = (160, 200)
+    nuclei = np.zeros(shape, bool)
+    for _ in range(40):  # touching, overlapping, cut by the edges, alone
+        centre = rng.integers(0, shape, 2)
+        nuclei |= _disc(shape, centre, rng.uniform(3, 11))
+    distance = ndi.gaussian_filter(ndi.distance_transform_edt(nuclei), 1.0)
+    assert ndi.label(distance > 0)[1] > 3  # several supports, so the split is exercised
+    for h in (0.5, 1.0, 2.0, 4.0):
+        assert np.array_equal(h_maxima_by_support(distance, h), h_maxima(distance, h))
+    assert not h_maxima_by_support(np.zeros(shape), 1.0).any()

