@@ -50,11 +50,20 @@ def check_tile(tile: np.ndarray, mpp: float) -> np.ndarray:
 
 
 def resize_image(tile: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a uint8 RGB tile (anti-aliased when shrinking)."""
-    from skimage.transform import resize
+    """Bilinear resize of a uint8 RGB tile (anti-aliased when shrinking): skimage's ``resize``
+    one channel at a time, the same pixels in about half the time (its 3-D zoom also
+    interpolates along the channel axis, at a zoom of 1)."""
+    from scipy import ndimage as ndi
 
+    factors = np.divide(tile.shape[:2], shape)
     shrinking = shape[0] < tile.shape[0]
-    out = resize(tile, shape, order=1, preserve_range=True, anti_aliasing=shrinking)
+    sigma = np.maximum(0, (factors - 1) / 2) if shrinking else 0  # skimage's anti-aliasing
+    out = np.empty((*shape, tile.shape[2]), np.float64)
+    for channel in range(tile.shape[2]):
+        plane = tile[..., channel].astype(np.float64)
+        if shrinking:
+            plane = ndi.gaussian_filter(plane, sigma, mode="mirror")
+        ndi.zoom(plane, 1 / factors, out[..., channel], order=1, mode="mirror", grid_mode=True)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
