@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from napari_rckd.errors import RckdError
@@ -74,3 +75,38 @@ def test_a_slide_without_mpp_is_refused(crop, monkeypatch):  # noqa: F811
     monkeypatch.setattr(crop, "mpp", None)
     with pytest.raises(RckdError, match="does not record its pixel size"):
         Analysis(crop, {"nuclei": "otsu"})
+
+
+def test_live_preview_shows_until_the_nuclei_replace_it(crop, tmp_path):  # noqa: F811
+    analysis = Analysis(crop, {"nuclei": "builtin"}, "cpu")
+    live = analysis.live()
+    assert set(live.sources) == {"nuclei", "nuclei_preview"}  # builtin works at 0.25 µm/px
+    assert "csat shows first" in analysis.preview_note
+    labels, grid = live.stores["preview_labels"], live.grids["nuclei"]
+    plan = live.plan_view(Box(0, 0, 512, 512), screen_px_per_level0_px=1.0)
+    previews = [r for r in plan.requests if r.model == "nuclei_preview"]
+    exact = [r for r in plan.requests if r.model == "nuclei"]
+    assert previews and plan.requests[: len(previews)] == previews  # the preview first
+
+    def preview_under(request) -> np.ndarray:
+        core = grid.to_level0(grid.core(request.row, request.col))
+        return labels.read(live.grids["nuclei_preview"].to_grid(core))
+
+    live.compute(previews)
+    shown = max(exact, key=lambda r: int((preview_under(r) > 0).sum()))
+    assert (preview_under(shown) > 0).sum() > 100  # csat's nuclei, until builtin answers
+    live.compute([shown])
+    assert not preview_under(shown).any()  # replaced where builtin has answered
+    assert (live.stores["nuclei_labels"].read(grid.core(shown.row, shown.col)) > 0).any()
+
+    # a preview tile computed after builtin's (a pan back, a cached tile) stays hidden there too
+    fresh = analysis.live()
+    fresh.compute([shown])
+    fresh.compute(previews)
+    labels = fresh.stores["preview_labels"]
+    assert not preview_under(shown).any() and (labels.read(Box(0, 0, *labels.shape)) > 0).any()
+    files = analysis.export(tmp_path / "crop", ["geojson"])
+    assert [f.name for f in files] == ["crop.nuclei.geojson"]  # the preview is never exported
+    for quick in ("csat", "classical"):  # as fast as the preview or faster: none
+        assert Analysis(crop, {"nuclei": quick}, "cpu").live().sources.keys() == {"nuclei"}
+    assert set(analysis.live(preview=False).sources) == {"nuclei"}

@@ -119,3 +119,38 @@ def test_zoomed_out_the_nuclei_wait_while_the_subtype_fills_in(slide):
     assert zoomed_in.skipped == {} and zoomed_in.requests[0].model == "nuclei"
     with pytest.raises(RckdError, match="unique"):
         ViewportScheduler([ModelTiles("a", TileGrid((9, 9), 3))] * 2)
+
+
+def test_a_preview_comes_first_and_only_where_its_model_is_not_done(slide):
+    fine = TileGrid.for_slide(slide.shape, slide.mpp, 0.25, tile=256, halo=32)
+    quick = TileGrid.for_slide(slide.shape, slide.mpp, 0.5, tile=256, halo=32)
+    models = [
+        ModelTiles("nuclei", fine, NUCLEI_MIN_SCREEN_PX),
+        ModelTiles("quick", quick, NUCLEI_MIN_SCREEN_PX, preview_of="nuclei"),
+    ]
+    scheduler = ViewportScheduler(models)
+    view = Box(500, 700, 1500, 2200)
+    plan = scheduler.plan(view, screen_px_per_level0_px=1.0)
+    kinds = [r.model for r in plan.requests]
+    first_exact = kinds.index("nuclei")
+    assert first_exact > 0 and set(kinds[:first_exact]) == {"quick"}  # the whole preview first
+    assert "quick" not in kinds[first_exact:]
+
+    # where every fine tile under a preview tile is done, that preview tile is not asked for
+    row, col = next((r.row, r.col) for r in plan.requests if r.model == "quick")
+    core = quick.to_level0(quick.core(row, col))
+    under = set(fine.tiles_in(fine.to_grid(core)))
+    assert len(under) >= 4
+
+    def done(name, r, c):
+        return name == "nuclei" and (r, c) in under
+
+    again = scheduler.plan(view, 1.0, done)
+    assert ("quick", row, col) not in {(r.model, r.row, r.col) for r in again.requests}
+    assert len([r for r in again.requests if r.model == "quick"]) == kinds.count("quick") - 1
+
+    # zoomed out the fine model waits, and so does its preview (nothing would replace it)
+    far = scheduler.plan(view, screen_px_per_level0_px=0.7)  # a quick pixel: 0.7 screen px
+    assert "nuclei" in far.skipped and not far.requests and "quick" not in far.skipped
+    with pytest.raises(RckdError, match="quick previews missing, which is not computed"):
+        ViewportScheduler([ModelTiles("quick", quick, preview_of="missing")])

@@ -23,3 +23,13 @@ def choose_nuclei(spec, device: str) -> tuple[object, str | None]:
     kind = resolve_device(device).split(":")[0]
     model = zoo.for_device(kind)
     return model.name, "nuclei: " + model.auto_note.format(kind=kind)
+
+
+def preview_for(nuclei_mpp: float | None) -> str | None:
+    """The fast model the live view shows first, for a nuclei model working at ``nuclei_mpp``:
+    ``zoo.PREVIEW`` when that model works at a coarser scale (fewer pixels per µm²), else None.
+    """
+    preview = zoo.get(zoo.PREVIEW)
+    if nuclei_mpp is None or preview.mpp is None or nuclei_mpp >= preview.mpp:
+        return None
+    return preview.name

@@ -87,7 +87,11 @@ class Predictor:
         # run; whole-slide runs report the count and refuse a slide that is mostly damaged.
         self.damaged: set[tuple[str, int, int]] = set()
         self.scheduler = ViewportScheduler(
-            [ModelTiles(s.name, self.grids[s.name], s.min_screen_px) for s in sources], tissue
+            [
+                ModelTiles(s.name, self.grids[s.name], s.min_screen_px, s.preview_of)
+                for s in sources
+            ],
+            tissue,
         )
         self._done: set[tuple[str, int, int]] = set()
         # Live results in memory are bounded: past ``memory_budget`` bytes, the tiles seen
@@ -291,7 +295,7 @@ class Predictor:
                 outputs[request] = output
                 for result, array in output.items() if cache_results else ():
                     self.cache.put_result(key, result, 0, (request.row, request.col), array)
-        shown, written = [], 0
+        shown, written, hidden = [], 0, set()
         for request in batch:
             if drop_stale and self.scheduler.is_stale(request):
                 continue  # kept in the cache: panning back costs no model time
@@ -301,14 +305,35 @@ class Predictor:
                 )
                 self._done.add((name, request.row, request.col))
                 self._touch((name, request.row, request.col), request.generation)
+                hidden |= self._hide_previews(name, request.row, request.col)
                 written += 1
             shown.append(request)
-        for spec in source.results(self.grids[name]):  # one pyramid rebuild per batch
-            self.stores[spec.name].flush()
+        for written_to in [name, *sorted(hidden)]:  # one pyramid rebuild per batch
+            for spec in self.sources[written_to].results(self.grids[written_to]):
+                self.stores[spec.name].flush()
         for request in shown:
             self._announce(name, request)
         self.evict_over_budget()
         return written
+
+    def _hide_previews(self, name: str, row: int, col: int) -> set[str]:
+        """A preview shows only where the model it stands in for has not answered: clear it
+        under a tile of that model just written, or under the model's tiles already done.
+        Returns the previews cleared (their pyramids are rebuilt with the batch's)."""
+        preview_of = self.sources[name].preview_of
+        if preview_of is not None:  # a preview tile: hidden where the model is already done
+            grid, exact = self.grids[name], self.grids[preview_of]
+            window = exact.to_grid(grid.to_level0(grid.window(row, col)))
+            done = [(r, c) for r, c in exact.tiles_in(window) if self.is_done(preview_of, r, c)]
+            boxes = [exact.to_level0(exact.core(r, c)) for r, c in done]
+            previews = [name]
+        else:
+            boxes = [self.grids[name].to_level0(self.grids[name].core(row, col))]
+            previews = [n for n, s in self.sources.items() if s.preview_of == name]
+        for preview in previews:
+            for box in boxes:
+                self.sources[preview].hide(self.stores, self.grids[preview], box)
+        return set(previews) if boxes else set()
 
     def _cached(self, source: Source, key: str, request: TileRequest) -> dict | None:
         names = [spec.name for spec in source.results(self.grids[source.name])]

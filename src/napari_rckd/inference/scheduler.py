@@ -5,7 +5,9 @@ coordinates of ``data_level``); multiplying by ``downsample_factors[data_level]`
 Each model tiles the slide at its own mpp (``TileGrid``), so one view asks for fine nuclei tiles
 and coarse subtype tiles at once. Tiles nearest the view's centre come first, background tiles
 are skipped, and every camera move starts a new generation: a worker checks ``is_stale`` before
-and after computing a tile and drops requests from older generations.
+and after computing a tile and drops requests from older generations. A preview model (a fast
+stand-in, ``ModelTiles.preview_of``) is planned before all others, and only where the model it
+stands in for is planned and not yet done.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class ModelTiles:
     name: str
     grid: TileGrid
     min_screen_px: float = 0.0  # screen pixels per model pixel; NUCLEI_MIN_SCREEN_PX for nuclei
+    preview_of: str | None = None  # planned first, only with that model and where it is not done
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,13 @@ class ViewportScheduler:
     ):
         if len({m.name for m in models}) != len(models):
             raise RckdError(f"model names must be unique, got {[m.name for m in models]}.")
+        names = {m.name for m in models}
+        for model in models:
+            if model.preview_of is not None and model.preview_of not in names:
+                raise RckdError(
+                    f"{model.name} previews {model.preview_of}, which is not computed; add that "
+                    "model or leave the preview out."
+                )
         self.models = list(models)
         self.tissue = tissue
         self.min_tissue = min_tissue
@@ -126,32 +136,58 @@ class ViewportScheduler:
             self._generation += 1
             generation = self._generation
         plan = Plan(generation, [])
-        cy, cx = view.center
         for model in self.models:
-            grid = model.grid
-            on_screen = screen_px_per_level0_px * grid.level0_per_px
-            if on_screen < model.min_screen_px:
-                plan.skipped[model.name] = (
-                    f"zoom in to see {model.name}: a model pixel is {on_screen:.2g} screen pixels, "
-                    f"it needs {model.min_screen_px:g}"
-                )
-                continue
-            for row, col in grid.tiles_in(grid.to_grid(view)):
-                core = grid.to_level0(grid.core(row, col))
-                if (
-                    self.tissue is not None
-                    and self.tissue.fraction(core.y0, core.x0, core.height, core.width)
-                    < self.min_tissue
-                ):
-                    continue
-                if is_done is not None and is_done(model.name, row, col):
-                    continue
-                ty, tx = core.center
-                distance = math.hypot(ty - cy, tx - cx)
-                plan.requests.append(TileRequest(model.name, row, col, generation, distance))
+            if model.preview_of is None:
+                self._plan_model(plan, model, view, screen_px_per_level0_px, is_done)
+        for model in self.models:  # a preview only where its model will replace it
+            if model.preview_of is not None and model.preview_of not in plan.skipped:
+                done = self._replaced(model.preview_of, is_done)
+                self._plan_model(plan, model, view, screen_px_per_level0_px, done)
         order = {m.name: i for i, m in enumerate(self.models)}
-        plan.requests.sort(key=lambda r: (r.distance, order[r.model], r.row, r.col))
+        first = {m.name: m.preview_of is None for m in self.models}  # previews: False, first
+        plan.requests.sort(key=lambda r: (first[r.model], r.distance, order[r.model], r.row, r.col))
         return plan
+
+    def _plan_model(self, plan: Plan, model: ModelTiles, view: Box, screen_px: float, is_done):
+        """Add ``model``'s tiles that ``view`` needs to ``plan``, or the reason it is left out."""
+        grid, (cy, cx) = model.grid, view.center
+        on_screen = screen_px * grid.level0_per_px
+        if on_screen < model.min_screen_px:
+            plan.skipped[model.name] = (
+                f"zoom in to see {model.name}: a model pixel is {on_screen:.2g} screen pixels, "
+                f"it needs {model.min_screen_px:g}"
+            )
+            return
+        for row, col in grid.tiles_in(grid.to_grid(view)):
+            core = grid.to_level0(grid.core(row, col))
+            if (
+                self.tissue is not None
+                and self.tissue.fraction(core.y0, core.x0, core.height, core.width)
+                < self.min_tissue
+            ):
+                continue
+            if is_done is not None and is_done(model.name, row, col):
+                continue
+            ty, tx = core.center
+            distance = math.hypot(ty - cy, tx - cx)
+            plan.requests.append(TileRequest(model.name, row, col, plan.generation, distance))
+
+    def _replaced(self, exact: str, is_done):
+        """``is_done`` for a preview of ``exact``: also done where every ``exact`` tile under its
+        core is done (the preview would be hidden at once)."""
+        if is_done is None:
+            return None
+        grid = next(m.grid for m in self.models if m.name == exact)
+        previews = {m.name: m.grid for m in self.models if m.preview_of == exact}
+
+        def done(name: str, row: int, col: int) -> bool:
+            if is_done(name, row, col):
+                return True
+            core = previews[name].to_level0(previews[name].core(row, col))
+            under = grid.tiles_in(grid.to_grid(core))
+            return bool(under) and all(is_done(exact, r, c) for r, c in under)
+
+        return done
 
     def is_stale(self, request: TileRequest) -> bool:
         """True once a newer view was planned: the worker should drop the request."""

@@ -15,6 +15,7 @@ threads and caching.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,12 @@ class Source:
     halo: int
     min_screen_px: float = 0.0
     evictable = True  # live results of its tiles may be evicted to bound memory (`evict`)
+    preview_of: str | None = None  # a quick stand-in for that source's results, live only
+
+    @property
+    def kind(self) -> str:
+        """What the user toggles it as: a preview goes with the source it stands in for."""
+        return self.preview_of or self.name
 
     @property
     def identity(self) -> str:
@@ -186,6 +193,38 @@ class NucleiSource(Source):
         clear_owned(stores["nuclei_labels"], grid, row, col)  # its nuclei reach into the halo
         _clear_core(stores["nuclei_prob"], grid, row, col)
         return grid.window(row, col)
+
+
+class PreviewNucleiSource(NucleiSource):
+    """A fast nuclei model shown, faintly, where the chosen one has not answered yet: a slow
+    model (``builtin`` on a CPU) fills a view about 3x later than ``csat`` (docs/analyze.md)."""
+
+    name = "nuclei_preview"
+    preview_of = "nuclei"
+
+    @property
+    def identity(self) -> str:
+        return f"preview:{self._identity}"
+
+    def results(self, grid: TileGrid) -> list[ResultSpec]:
+        return [ResultSpec("preview_labels", "labels", label_dtype(grid).name)]
+
+    def predict(self, windows: np.ndarray) -> list[dict[str, np.ndarray]]:
+        return [{"preview_labels": o["nuclei_labels"]} for o in super().predict(windows)]
+
+    def write(self, stores, grid, row, col, out):
+        stitch_instances(stores["preview_labels"], grid, row, col, out["preview_labels"])
+
+    def evict(self, stores, grid, row, col) -> Box:
+        clear_owned(stores["preview_labels"], grid, row, col)
+        return grid.window(row, col)
+
+    def hide(self, stores, grid: TileGrid, box_level0: Box) -> None:
+        """Clear the preview under ``box_level0``, where the chosen model has answered."""
+        box = grid.to_grid(box_level0)
+        box = Box(*map(math.floor, box[:2]), *map(math.ceil, box[2:]))
+        store = stores["preview_labels"]
+        store.write(box, np.zeros((int(box.height), int(box.width)), store.levels[0].dtype))
 
 
 class SubtypeSource(Source):
