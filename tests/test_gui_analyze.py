@@ -71,13 +71,17 @@ def test_live_callbacks_fill_layers_and_toggle(widget, checkpoints, qtbot):
     live = widget.live
     assert live is not None and live.enabled
     assert "(learned + classical), chosen for the CPU" in widget.status.toolTip()  # auto on CPU
+    assert "csat shows first" in widget.status.toolTip()  # builtin is slow: csat previews it
+    preview, nuclei = live.layers["preview_labels"], live.layers["nuclei_labels"]
+    layers = list(widget.viewer.layers)
+    assert layers.index(preview) < layers.index(nuclei) and preview.opacity < nuclei.opacity
     qtbot.waitUntil(lambda: bool(live.predictor.tiles_done("nuclei")), timeout=20000)
     qtbot.waitUntil(lambda: "tiles/s" in widget.status.text(), timeout=5000)
     assert widget.status.text().startswith("auto")
 
     widget.set_model("subtype", str(checkpoints["subtype"]))
     live = widget.live
-    assert set(live.predictor.sources) == {"nuclei", "subtype"}
+    assert set(live.predictor.sources) == {"nuclei", "nuclei_preview", "subtype"}
     subtype = live.layers["subtype_class"]
     assert subtype.metadata["class_names"] == ["tumour", "stroma", "fat"]
     assert list(subtype.features["class"]) == ["", "tumour", "stroma", "fat"]
@@ -88,6 +92,11 @@ def test_live_callbacks_fill_layers_and_toggle(widget, checkpoints, qtbot):
 
     widget._on_layer_toggled("nuclei", False)
     assert not live.layers["nuclei_labels"].visible and "nuclei" not in live.active
+    assert not live.layers["preview_labels"].visible  # the preview goes with its nuclei
+    assert {r.model for r in live.update_view().requests} <= {"subtype"}
+    widget.preview_box.setChecked(False)  # live again, without the preview layer
+    assert widget.live is not live and set(widget.live.predictor.sources) == {"nuclei", "subtype"}
+    live = widget.live
     widget._on_live_toggled(False)
     assert not live.enabled
 

@@ -95,6 +95,14 @@ class AnalyzeWidget(QWidget):
         self.mpp = MppField(self._on_mpp_set)
         self.live_box = QCheckBox("live: analyse what is on screen")
         self.live_box.toggled.connect(self._on_live_toggled)
+        # a slow nuclei model (builtin on a CPU) is shown first by the fast csat, faint
+        self.preview_box = QCheckBox("quick preview until the nuclei arrive")
+        self.preview_box.setChecked(True)
+        self.preview_box.setToolTip(
+            "Live only, and only for a nuclei model that works at a finer scale than csat "
+            "(builtin, learned): csat's nuclei show faintly until the chosen model's replace them."
+        )
+        self.preview_box.toggled.connect(self._on_preview_toggled)
 
         form = QFormLayout()
         form.addRow("slide layer", self.image)
@@ -141,6 +149,7 @@ class AnalyzeWidget(QWidget):
         layout = scrolling_layout(self)
         layout.addLayout(form)
         layout.addWidget(self.live_box)
+        layout.addWidget(self.preview_box)
         self.correct = CorrectPanel(self)  # correct the live nuclei, saved beside the slide
         layout.addWidget(self.correct)
         layout.addWidget(whole)
@@ -230,11 +239,13 @@ class AnalyzeWidget(QWidget):
     def _start_live(self) -> None:
         layer, _ = self._slide()
         analysis = self._analysis()
-        predictor = analysis.live()
+        predictor = analysis.live(preview=self.preview_box.isChecked())
         self.live = LiveAnalysis(self.viewer, layer, predictor, on_status=self._show_status)
-        self.status.setToolTip(analysis.nuclei_note or "")
-        if analysis.nuclei_note:
-            self._show_status(analysis.nuclei_note)
+        preview = analysis.preview_note if "nuclei_preview" in predictor.sources else None
+        notes = "; ".join(note for note in (analysis.nuclei_note, preview) if note)
+        self.status.setToolTip(notes)
+        if notes:
+            self._show_status(notes)
         for kind, box in self.toggles.items():
             if kind in predictor.sources and not box.isChecked():
                 self.live.set_active(kind, False)
@@ -323,6 +334,13 @@ class AnalyzeWidget(QWidget):
     @reporting
     def _on_device_changed(self, index=None) -> None:
         self._restart()
+
+    @reporting
+    def _on_preview_toggled(self, on: bool) -> None:
+        if self.live is not None:  # the same models; only the live layers change
+            self._stop_live()
+            if self.live_box.isChecked():
+                self._on_live_toggled(True)
 
     @reporting
     def _on_layer_toggled(self, kind: str, shown: bool) -> None:

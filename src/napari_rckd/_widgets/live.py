@@ -63,7 +63,8 @@ class LiveAnalysis:
     ):
         self.viewer, self.image_layer, self.predictor = viewer, image_layer, predictor
         self.on_status = on_status
-        self.active: set[str] = set(predictor.sources)  # sources whose layers are toggled on
+        # kinds (nuclei, subtype, region) whose layers are toggled on; a preview goes with its kind
+        self.active: set[str] = {source.kind for source in predictor.sources.values()}
         self.layers = add_result_layers(
             viewer, predictor.stores, source_classes(predictor.sources.values()), image_layer.name
         )
@@ -122,11 +123,11 @@ class LiveAnalysis:
             self._status.stop()  # a deferred status must not outlive the widget showing it
             self._report(now=True)  # "live off", not the last rate
 
-    def set_active(self, source: str, active: bool) -> None:
-        """A layer toggle: show or hide the source's layers and compute it only while shown."""
-        (self.active.add if active else self.active.discard)(source)
+    def set_active(self, kind: str, active: bool) -> None:
+        """A layer toggle: show or hide the kind's layers and compute it only while shown."""
+        (self.active.add if active else self.active.discard)(kind)
         for name, layer in self.layers.items():
-            if RESULT_SOURCE[name] == source:
+            if RESULT_SOURCE[name] == kind:
                 layer.visible = active
         if self._enabled:
             self.update_view()
@@ -167,12 +168,13 @@ class LiveAnalysis:
             return None
         view, screen_px = self.current_view()
         plan = self.predictor.plan_view(view, screen_px)
-        plan.requests = [r for r in plan.requests if r.model in self.active]
+        sources = self.predictor.sources
+        plan.requests = [r for r in plan.requests if sources[r.model].kind in self.active]
         self.predictor.submit(plan)
         self.planned_at = time.perf_counter()
         self.submitted += 1
         self.last_plan = plan
-        hints = [text for name, text in plan.skipped.items() if name in self.active]
+        hints = [text for name, text in plan.skipped.items() if sources[name].kind in self.active]
         self.message = "; ".join(hints)
         self._report()
         return plan

@@ -14,6 +14,7 @@ from napari_rckd.inference.store import ResultStore
 
 # the source each result belongs to, and how it is shown (None: kept in the store only)
 RESULT_SOURCE = {
+    "preview_labels": "nuclei",  # beneath the nuclei: shown until they arrive
     "nuclei_labels": "nuclei",
     "subtype_class": "subtype",
     "region_prob": "region",
@@ -65,6 +66,10 @@ def result_layer_data(
     """napari LayerData for each displayable result; ``classes`` maps a source name to its
     (class names, class colours)."""
     layers = []
+    if "preview_labels" in stores:
+        store = stores["preview_labels"]
+        kwargs = dict(name=f"{prefix} nuclei preview", opacity=0.3, **_placement(store))
+        layers.append(_layer(list(store.levels), kwargs, "labels"))
     if "nuclei_labels" in stores:
         store = stores["nuclei_labels"]
         kwargs = dict(name=f"{prefix} nuclei", opacity=0.6, **_placement(store))
