@@ -33,3 +33,21 @@ def test_bench_viewport_times_a_pan_on_a_real_slide(qapp, tmp_path, capsys):
     for row in figures["rows"]:  # every row, the baseline too, says how the event loop fared
         assert 0 < row["event_gap_p99_ms"] <= row["event_gap_max_ms"]
     assert "Live viewport inference on cmu-1-small-region.svs" in capsys.readouterr().out
+
+
+def test_bench_viewport_puts_the_quick_preview_beside_the_slow_model(qapp, tmp_path):
+    from napari_rckd.cli import main
+
+    slide = shared_path("slides/cmu-1-small-region.svs")
+    out = tmp_path / "viewport.json"
+    argv = ["bench", "viewport", str(slide), "--width", "320", "--height", "256"]
+    argv += ["--path-steps", "3", "--tail-ms", "100", "--nuclei", "builtin"]
+    assert main([*argv, "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    pans = {(row["step"], row["preview"]): row for row in rows if row["step"].startswith("pan to")}
+    assert set(pans) == {("pan to a new view", False), ("pan to a new view", True)}
+    without, with_preview = pans["pan to a new view", False], pans["pan to a new view", True]
+    assert without["preview complete s"] is None
+    assert 0 < with_preview["preview complete s"] <= with_preview["complete s"]
+    # the preview's tiles come on top of the same view's builtin tiles
+    assert with_preview["tiles computed"] > without["tiles computed"]
