@@ -11,6 +11,10 @@ the camera moves through ``--path-steps`` positions, one per ``--step-ms``. The 
 * pan back (re-display): back to the first view, whose results napari slices again from the
   result layers (no tile is planned: they are all done).
 
+A nuclei model that gets a quick preview in Analyze slide (``builtin``, ``learned``) is measured
+without it and with it (``--preview both``), each with a fresh predictor and cache; the
+``preview complete s`` column is when the preview covers the whole view.
+
 Per row: the first result tile on screen and the complete view, both from the camera's last
 move and from the plan (the plan waits for the 120 ms debounce that ends a gesture); the same
 model's time for one tile and for the view's tiles at the batch size used, measured in this
