@@ -110,3 +110,18 @@ def test_live_preview_shows_until_the_nuclei_replace_it(crop, tmp_path):  # noqa
     for quick in ("csat", "classical"):  # as fast as the preview or faster: none
         assert Analysis(crop, {"nuclei": quick}, "cpu").live().sources.keys() == {"nuclei"}
     assert set(analysis.live(preview=False).sources) == {"nuclei"}
+
+
+def test_hiding_the_preview_at_the_slide_edge_and_where_it_never_was(crop):  # noqa: F811
+    analysis = Analysis(crop, {"nuclei": "builtin"}, "cpu")
+    live = analysis.live()
+    source, grid = live.sources["nuclei_preview"], live.grids["nuclei_preview"]
+    labels = live.stores["preview_labels"]
+    corner = grid.to_level0(Box(0, 0, *labels.shape))
+    source.hide(live.stores, grid, corner)  # nothing shown: no memory taken for zeros
+    assert labels.nbytes_in_memory == 0
+    live.compute([("nuclei_preview", 0, 0)])
+    assert labels.read(Box(0, 0, *labels.shape)).any()
+    past_the_edge = Box(-40, -40, corner.y1 + 40, corner.x1 + 40)
+    source.hide(live.stores, grid, past_the_edge)
+    assert not labels.read(Box(0, 0, *labels.shape)).any()

@@ -222,9 +222,12 @@ class PreviewNucleiSource(NucleiSource):
     def hide(self, stores, grid: TileGrid, box_level0: Box) -> None:
         """Clear the preview under ``box_level0``, where the chosen model has answered."""
         box = grid.to_grid(box_level0)
-        box = Box(*map(math.floor, box[:2]), *map(math.ceil, box[2:]))
         store = stores["preview_labels"]
-        store.write(box, np.zeros((int(box.height), int(box.width)), store.levels[0].dtype))
+        box = Box(*map(math.floor, box[:2]), *map(math.ceil, box[2:]))
+        box = box.intersect(Box(0, 0, *store.shape))
+        shown = store.read(box)
+        if shown.any():  # else writing zeros would only hold memory for nothing
+            store.write(box, np.zeros_like(shown))
 
 
 class SubtypeSource(Source):
