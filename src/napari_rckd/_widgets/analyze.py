@@ -3,18 +3,17 @@ on screen (live) or the whole slide, and export the results.
 
 The widget only lays out and wires controls; the engine's ``Analysis`` (the same object
 `napari-rckd predict` uses) loads the models, predicts and exports, and ``LiveAnalysis`` follows
-the camera. Long work (whole-slide runs, exports) runs in napari thread workers. Every callback reports bad input in the status line and
-as a napari notification instead of raising into Qt.
+the camera. Long work (whole-slide runs, exports) runs in napari thread workers
+(``analyze_jobs.SlideJobs``). Every callback reports bad input in the status line and as a
+napari notification instead of raising into Qt.
 """
 
 import functools
-import logging
 import threading
 from pathlib import Path
 
 import napari
-from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -31,6 +30,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_rckd._widgets.analyze_jobs import SlideJobs
 from napari_rckd._widgets.choices import (
     KINDS,
     NUCLEI_MODELS,
@@ -38,21 +38,18 @@ from napari_rckd._widgets.choices import (
     detect_devices,
 )
 from napari_rckd._widgets.correct import CorrectPanel
-from napari_rckd._widgets.form import confirm_replace, folder_row, reporting, scrolling_layout
+from napari_rckd._widgets.form import folder_row, reporting, scrolling_layout
 from napari_rckd._widgets.live import LiveAnalysis
 from napari_rckd._widgets.mpp_field import MppField
-from napari_rckd._widgets.result_layers import add_result_layers, source_classes
 from napari_rckd._widgets.train_job import TRAINED
 from napari_rckd.errors import RckdError
-
-log = logging.getLogger(__name__)
 
 CHOOSE = "<choose>"  # combo data of the "Choose checkpoint…" entry
 NONE = "<none>"  # combo data of "none": the kind is not computed
 EXPORTS = ("geojson", "csv", "ome-tiff")
 
 
-class AnalyzeWidget(QWidget):
+class AnalyzeWidget(SlideJobs, QWidget):
     """Dock widget: live and whole-slide analysis of a slide layer, with exports."""
 
     def __init__(self, viewer: napari.viewer.Viewer, recent: RecentModels | None = None):
@@ -241,8 +238,7 @@ class AnalyzeWidget(QWidget):
         analysis = self._analysis()
         predictor = analysis.live(preview=self.preview_box.isChecked())
         self.live = LiveAnalysis(self.viewer, layer, predictor, on_status=self._show_status)
-        preview = analysis.preview_note if "nuclei_preview" in predictor.sources else None
-        notes = "; ".join(note for note in (analysis.nuclei_note, preview) if note)
+        notes = analysis.live_notes()
         self.status.setToolTip(notes)
         if notes:
             self._show_status(notes)
@@ -257,8 +253,12 @@ class AnalyzeWidget(QWidget):
 
     def _restart(self) -> None:
         """Models, device or slide changed: new sources, new layers, same live setting."""
-        self._stop_live()
         self.analysis = None
+        self._relive()
+
+    def _relive(self) -> None:
+        """New live layers over the same models, live as it was (the preview toggled)."""
+        self._stop_live()
         if self.live_box.isChecked():
             self._on_live_toggled(True)
 
@@ -337,10 +337,7 @@ class AnalyzeWidget(QWidget):
 
     @reporting
     def _on_preview_toggled(self, on: bool) -> None:
-        if self.live is not None:  # the same models; only the live layers change
-            self._stop_live()
-            if self.live_box.isChecked():
-                self._on_live_toggled(True)
+        self._relive()
 
     @reporting
     def _on_layer_toggled(self, kind: str, shown: bool) -> None:
@@ -359,90 +356,6 @@ class AnalyzeWidget(QWidget):
             self.live_box.setChecked(False)
             self.live_box.blockSignals(False)
             raise
-
-    @reporting
-    def _on_run_clicked(self):
-        """Start the whole-slide run in a thread worker; returns the worker (tests wait on it)."""
-        if self.worker is not None:
-            raise RckdError("a whole-slide run or export is already going; wait or cancel it.")
-        layer, slide = self._slide()
-        out = Path(self.out.text() or slide.path.with_name(f"{layer.name}.rckd.zarr"))
-        self.out.setText(str(out))
-        analysis = self._analysis()
-        if self.live is not None:
-            self.live.set_enabled(False)  # one job on the device at a time
-        self._stop.clear()
-        worker = thread_worker(analysis.run_whole_slide, start_thread=False)(out, self._stop)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(functools.partial(self._on_whole_slide_done, layer.name))
-        worker.errored.connect(self._on_worker_error)
-        worker.finished.connect(self._on_worker_finished)
-        self.progress.setValue(0)
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.status.setText(f"analysing {slide.path.name} into {out.name}…")
-        self.worker = worker
-        worker.start()
-        return worker
-
-    def _on_cancel_clicked(self) -> None:
-        self._stop.set()
-        self.status.setText("cancelling after the batch in flight…")
-
-    def _on_progress(self, progress) -> None:
-        self.progress.setMaximum(max(1, progress.total))
-        self.progress.setValue(progress.done)
-        word = "cancelled at" if progress.cancelled else progress.source
-        self.status.setText(f"whole slide: {word} {progress.done}/{progress.total} tiles")
-
-    def _on_whole_slide_done(self, prefix: str, predictor) -> None:
-        if not self._stop.is_set():
-            add_result_layers(
-                self.viewer,
-                predictor.stores,
-                source_classes(predictor.sources.values()),
-                f"{prefix} whole slide",
-            )
-            self.status.setText(f"whole slide done: {self.out.text()}")
-
-    def _on_worker_error(self, error) -> None:
-        message = str(error) if isinstance(error, RckdError) else f"analysis failed: {error}"
-        if not isinstance(error, RckdError):
-            log.error("Analyze slide worker failed", exc_info=error)
-        self.show_error(message)
-
-    def _on_worker_finished(self) -> None:
-        self.worker = None
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        if self.live is not None and self.live_box.isChecked():
-            self.live.set_enabled(True)
-
-    @reporting
-    def _on_export_clicked(self, kind: str):
-        """Write ``kind`` exports of the current results into the export folder (a worker)."""
-        if self.worker is not None:
-            raise RckdError("a whole-slide run or export is already going; wait or cancel it.")
-        if self.analysis is None or self.analysis.results is None:
-            raise RckdError("nothing to export yet: turn live on or analyse the whole slide first.")
-        layer, slide = self._slide()
-        folder = Path(self.export_dir.text() or slide.path.parent)
-        self.export_dir.setText(str(folder))
-        stem = folder / layer.name
-        there = [p.name for p in self.analysis.export_targets(stem, [kind]) if p.exists()]
-        if there and not confirm_replace(self, folder, there):
-            self.status.setText(f"kept the {kind} exports already in {folder}")
-            return None
-        worker = thread_worker(self.analysis.export, start_thread=False)(
-            stem, [kind], overwrite=bool(there)
-        )
-        worker.returned.connect(lambda _: show_info(f"exported {kind} to {folder}"))
-        worker.returned.connect(lambda _: self.status.setText(f"exported {kind} beside {stem}"))
-        worker.errored.connect(self._on_worker_error)
-        worker.finished.connect(self._on_worker_finished)
-        self.worker = worker
-        worker.start()
-        return worker
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         self._stop.set()

@@ -150,6 +150,13 @@ class Analysis:
         )
         return self.results
 
+    def live_notes(self) -> str:
+        """What the status line says of the latest live predictor's models: why this nuclei
+        model, and what its preview trades ('' when neither applies)."""
+        sources = self.results.sources.values() if self.results is not None else ()
+        preview = self.preview_note if any(s.preview_of for s in sources) else None
+        return "; ".join(note for note in (self.nuclei_note, preview) if note)
+
     def preview_source(self) -> Source | None:
         """The live preview of the nuclei model (loaded once), or None when it needs none."""
         from napari_rckd.inference.nuclei_choice import preview_for
